@@ -1,0 +1,75 @@
+"""Plan on the domain's tasks during validation; log cost of the plan versus cost achieved on the true env."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+from sgp_lightning.planning import plan_and_evaluate, validate_planner_config
+from sgp_lightning.planning.evaluate import _plain
+
+METRICS = ("cost_planned", "cost_achieved", "model_error")
+
+
+def should_run(trainer: L.Trainer, every_n_epochs: int) -> bool:
+    """Every N validation epochs, and always after the final one (so a run ends with fresh metrics)."""
+    if trainer.sanity_checking:
+        return False
+    if trainer.fast_dev_run:
+        return True
+    epoch = trainer.current_epoch + 1
+    max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.inf
+    return epoch % every_n_epochs == 0 or epoch >= max_epochs
+
+
+def log_figure(trainer: L.Trainer, tag: str, fig) -> None:
+    import matplotlib.pyplot as plt
+
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(tag, fig, global_step=trainer.global_step, close=False)
+    plt.close(fig)
+
+
+class PlanningCallback(L.Callback):
+    """Under DDP each rank plans its share of the tasks (tasks[rank::world]); sums are all-reduced."""
+
+    def __init__(self, planner: Mapping, every_n_epochs: int = 5, mpc: bool = False, log_images: bool = True):
+        super().__init__()
+        self.planner = _plain(planner)
+        validate_planner_config(self.planner)
+        self.every_n_epochs, self.mpc, self.log_images = max(1, int(every_n_epochs)), mpc, log_images
+        self.last_metrics: dict[str, float] = {}
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not should_run(trainer, self.every_n_epochs):
+            return
+        if pl_module.dynamics is None:
+            rank_zero_warn("PlanningCallback: the system has no dynamics model, so nothing is planned.")
+            return
+        env = pl_module.make_env()
+        tasks = env.tasks().select(slice(trainer.global_rank, None, trainer.world_size))
+        totals = torch.zeros(len(METRICS) + 1, device=pl_module.device)
+        evaluation = None
+        if len(tasks) > 0:
+            evaluation = plan_and_evaluate(pl_module, env, tasks, self.planner, mpc=self.mpc)
+            totals = torch.stack(
+                [getattr(evaluation, m).sum() for m in METRICS] + [torch.tensor(float(len(tasks)))]
+            ).to(pl_module.device)
+        totals = trainer.strategy.reduce(totals, reduce_op="sum")
+        means = (totals[:-1] / totals[-1]).tolist()
+        self.last_metrics = {f"plan/{m}": v for m, v in zip(METRICS, means, strict=True)}
+        for name, value in self.last_metrics.items():
+            # Identical on every rank after the reduce, so no further sync is needed.
+            pl_module.log(name, value, rank_zero_only=False, sync_dist=False)
+        if self.log_images and trainer.is_global_zero and evaluation is not None:
+            from sgp_lightning.plotting import plot_plans
+
+            datamodule = getattr(trainer, "datamodule", None)
+            data = datamodule.train_data["x"] if datamodule is not None and datamodule.train_data else None
+            log_figure(trainer, "plan/trajectories", plot_plans(env, [evaluation], data))

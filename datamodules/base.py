@@ -1,0 +1,127 @@
+"""Transition datasets (x, u, x', r): validation, seeded split, normalization stats, batched loading."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from sgp_lightning.errors import SGPError, require
+
+KEYS = ("x", "u", "x_next", "r")
+
+
+def validate_transitions(data: dict[str, torch.Tensor], source: str = "dataset") -> dict[str, torch.Tensor]:
+    """Check keys, shapes and finiteness; return float32 tensors. Raises SGPError naming the problem."""
+    missing = [k for k in KEYS if k not in data]
+    require(not missing, f"{source} is missing keys {missing}; a transition dataset needs {list(KEYS)}")
+    data = {k: torch.as_tensor(data[k]).float() for k in KEYS}
+    n = data["x"].shape[0]
+    require(n > 0, f"{source} is empty: it has no transitions")
+    require(data["x"].dim() >= 2 and data["u"].dim() >= 2, f"{source}: x and u need shape (N, dim)")
+    for k in KEYS:
+        require(data[k].shape[0] == n, f"{source}: {k} has {data[k].shape[0]} rows but x has {n}")
+    require(data["x_next"].shape == data["x"].shape, f"{source}: x_next shape differs from x shape")
+    require(data["r"].dim() == 1, f"{source}: r must have shape (N,), got {tuple(data['r'].shape)}")
+    for k in KEYS:
+        bad = ~torch.isfinite(data[k]).reshape(n, -1).all(1)
+        if bad.any():
+            raise SGPError(
+                f"{source}: {int(bad.sum())} of {n} rows have NaN or infinite values in {k!r} "
+                f"(first at row {int(bad.nonzero()[0])})"
+            )
+    return data
+
+
+class ShuffledBatches(IterableDataset):
+    """Yields whole batches by slicing tensors with one permutation per epoch: no per-sample Python calls.
+
+    Sharded by rank (each rank gets an equal, disjoint part) so DDP needs no DistributedSampler.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, shuffle: bool, seed: int):
+        self.tensors, self.batch_size, self.shuffle, self.seed = tensors, batch_size, shuffle, seed
+        self.epoch = 0
+        self.rank, self.world_size = 0, 1
+
+    def _rows_per_rank(self) -> int:
+        return next(iter(self.tensors.values())).shape[0] // self.world_size
+
+    def __len__(self) -> int:
+        return math.ceil(self._rows_per_rank() / self.batch_size)
+
+    def __iter__(self):
+        n = next(iter(self.tensors.values())).shape[0]
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            self.epoch += 1
+        else:
+            order = torch.arange(n)
+        order = order[self.rank :: self.world_size][: self._rows_per_rank()]
+        for start in range(0, order.numel(), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield {k: v[index] for k, v in self.tensors.items()}
+
+
+class TransitionDataModule(L.LightningDataModule):
+    """Subclasses implement `load_transitions()` returning a dict with x, u, x_next, r."""
+
+    def __init__(self, batch_size: int = 1024, val_fraction: float = 0.1, seed: int = 0, name: str = "dataset"):
+        super().__init__()
+        require(batch_size > 0, f"batch_size must be positive, got {batch_size}")
+        require(0 < val_fraction < 1, f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.batch_size, self.val_fraction, self.seed, self.name = batch_size, val_fraction, seed, name
+        self.train_data: dict[str, torch.Tensor] | None = None
+        self.val_data: dict[str, torch.Tensor] | None = None
+        self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def load_transitions(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_data is not None:
+            return
+        data = validate_transitions(self.load_transitions(), self.name)
+        n = data["x"].shape[0]
+        num_val = int(round(n * self.val_fraction))
+        require(
+            num_val >= 1 and n - num_val >= 2,
+            f"{self.name}: {n} transitions cannot be split into train and validation with "
+            f"val_fraction={self.val_fraction}; both splits must be non-empty",
+        )
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
+        self.val_data = {k: v[order[:num_val]] for k, v in data.items()}
+        self.train_data = {k: v[order[num_val:]] for k, v in data.items()}
+        self.stats = self.compute_stats(self.train_data)
+
+    @staticmethod
+    def compute_stats(data: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Mean and std per quantity the models normalize, from the training split only."""
+        quantities = {
+            "x": data["x"],
+            "u": data["u"],
+            "x_next": data["x_next"],
+            "dx": data["x_next"] - data["x"],
+            "r": data["r"].unsqueeze(-1),
+            "xu": torch.cat([data["x"], data["u"]], -1),
+        }
+        return {k: (v.mean(0), v.std(0)) for k, v in quantities.items()}
+
+    def _loader(self, data, shuffle: bool, seed_offset: int) -> DataLoader:
+        dataset = ShuffledBatches(data, self.batch_size, shuffle, self.seed + seed_offset)
+        if self.trainer is not None:
+            dataset.rank, dataset.world_size = self.trainer.global_rank, self.trainer.world_size
+        return DataLoader(dataset, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_data, shuffle=True, seed_offset=1)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_data, shuffle=False, seed_offset=0)
+
+    @property
+    def all_data(self) -> dict[str, torch.Tensor]:
+        """Train and validation transitions together (for exact-distance oracles and plots)."""
+        return {k: torch.cat([self.train_data[k], self.val_data[k]]) for k in KEYS}

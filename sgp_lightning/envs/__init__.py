@@ -1,0 +1,6 @@
+"""Ground-truth domains. Each is built by Hydra from `conf/domain/<name>.yaml` (key `env`)."""
+
+from sgp_lightning.envs.base import Env, Tasks
+from sgp_lightning.envs.integrator import IntegratorEnv
+
+__all__ = ["Env", "IntegratorEnv", "Tasks"]

@@ -1,0 +1,75 @@
+"""Ground-truth domains as batched torch code. Planning never calls these; evaluation does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sgp_lightning.errors import require
+
+
+@dataclass
+class Tasks:
+    """A batch of planning problems: start states (B, n) and goals (B, n)."""
+
+    x0: torch.Tensor
+    goal: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.x0.shape[0]
+
+    def select(self, index) -> Tasks:
+        return Tasks(self.x0[index], self.goal[index])
+
+    def to(self, device) -> Tasks:
+        return Tasks(self.x0.to(device), self.goal.to(device))
+
+
+class Env:
+    """Batched true dynamics, differentiable cost and task set of one domain.
+
+    Subclasses set `name`, `state_dim`, `action_dim`, `horizon` and implement `step`, `stage_cost`,
+    `terminal_cost`, `tasks`. Costs are costs (lower is better); `reward = −stage cost` labels datasets.
+    """
+
+    name: str = "env"
+    state_dim: int
+    action_dim: int
+    horizon: int
+
+    def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def stage_cost(self, x: torch.Tensor, u: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def terminal_cost(self, x: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def tasks(self) -> Tasks:
+        raise NotImplementedError
+
+    def reward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Reward recorded in datasets: −stage cost towards the domain's nominal goal."""
+        return -self.stage_cost(x, u, self.nominal_goal().to(x).expand_as(x))
+
+    def nominal_goal(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def rollout(self, x0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """True states (B, T+1, n) from x0 (B, n) under actions (B, T, m). Loops over time only."""
+        require(actions.dim() == 3, f"actions must be (B, T, m), got shape {tuple(actions.shape)}")
+        states = [x0]
+        for t in range(actions.shape[1]):
+            states.append(self.step(states[-1], actions[:, t]))
+        return torch.stack(states, 1)
+
+    def cost(self, states: torch.Tensor, actions: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Total cost (B,) of a trajectory: Σ_t c(x_t, u_t) + c_T(x_T). Differentiable."""
+        goal_t = goal.unsqueeze(1).expand_as(states[:, :-1])
+        running = self.stage_cost(states[:, :-1], actions, goal_t).sum(1)
+        return running + self.terminal_cost(states[:, -1], goal)
+
+    def draw(self, ax) -> None:
+        """Draw the domain's background (data region, obstacles) on a matplotlib axis."""

@@ -1,0 +1,8 @@
+"""LightningModules: one per learned part, and SGPSystem composing them."""
+
+from sgp_lightning.models.dynamics import DynamicsModel
+from sgp_lightning.models.reward import RewardModel
+from sgp_lightning.models.score import ScoreModel
+from sgp_lightning.models.system import SGPSystem, load_system
+
+__all__ = ["DynamicsModel", "RewardModel", "SGPSystem", "ScoreModel", "load_system"]

@@ -1,0 +1,157 @@
+"""SGPSystem: the dynamics, reward and score models of one domain, trained together and planned with.
+
+Each part is built from plain config values (a dict of its constructor arguments) so a checkpoint rebuilds
+from its hyperparameters alone. A part can be switched off (`None`) or loaded frozen from another
+checkpoint (`frozen={"score": "path/to/last.ckpt"}`), e.g. to reuse one score model across β sweeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sgp_lightning.envs import Env
+from sgp_lightning.errors import SGPError, require
+from sgp_lightning.models.base import Batch, OptimizerFactory, default_optimizer
+from sgp_lightning.models.dynamics import DynamicsModel
+from sgp_lightning.models.reward import RewardModel
+from sgp_lightning.models.score import ScoreModel
+
+PARTS = {"dynamics": DynamicsModel, "reward": RewardModel, "score": ScoreModel}
+
+
+def _plain(config):
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return dict(config) if isinstance(config, Mapping) else config
+
+
+class SGPSystem(L.LightningModule):
+    def __init__(
+        self,
+        domain: str,
+        state_dim: int,
+        action_dim: int,
+        env: Mapping,
+        dynamics: Mapping | None = None,
+        reward: Mapping | None = None,
+        score: Mapping | None = None,
+        frozen: Mapping[str, str] | None = None,
+        optimizer: OptimizerFactory | Mapping | None = None,
+    ):
+        """`optimizer` is a factory taking `params`, or its Hydra config (`_partial_: true`), which is saved."""
+        super().__init__()
+        env, dynamics, reward, score = (_plain(c) for c in (env, dynamics, reward, score))
+        frozen = dict(_plain(frozen) or {})
+        for part in frozen:
+            require(part in PARTS, f"frozen names unknown part {part!r}; parts are {sorted(PARTS)}")
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)
+        if isinstance(optimizer, Mapping):
+            self.hparams["optimizer"] = _plain(optimizer)
+            optimizer = hydra.utils.instantiate(optimizer)
+        self.optimizer_factory = optimizer or default_optimizer()
+        self.domain = domain
+        configs = {"dynamics": dynamics, "reward": reward, "score": score}
+        for name, cls in PARTS.items():
+            config = configs[name]
+            setattr(self, name, None if config is None else cls(state_dim, action_dim, **config))
+        for part in frozen:
+            require(getattr(self, part) is not None, f"part {part!r} is frozen but switched off (null)")
+        self._frozen_loaded = False
+
+    # ---------------------------------------------------------------- composition
+    @property
+    def parts(self) -> dict[str, torch.nn.Module]:
+        return {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}
+
+    @property
+    def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        return {name: part for name, part in self.parts.items() if name not in self.hparams.frozen}
+
+    def make_env(self) -> Env:
+        return hydra.utils.instantiate(self.hparams.env, _convert_="all")
+
+    def require_part(self, name: str):
+        part = getattr(self, name)
+        if part is None:
+            raise SGPError(f"this checkpoint has no {name} model (model.{name} was null when it was trained)")
+        return part
+
+    def load_frozen_parts(self) -> None:
+        """Load each frozen part's weights from its checkpoint and stop its gradients."""
+        for name, path in self.hparams.frozen.items():
+            other = load_system(path)
+            require(
+                other.domain == self.domain,
+                f"frozen {name} comes from a {other.domain!r} checkpoint but this system is {self.domain!r}",
+            )
+            source = other.require_part(name)
+            try:
+                getattr(self, name).load_state_dict(source.state_dict())
+            except RuntimeError as err:
+                raise SGPError(f"frozen {name} from {path} does not fit model.{name}: {err}") from err
+            getattr(self, name).requires_grad_(False)
+        self._frozen_loaded = True
+
+    # ---------------------------------------------------------------- training
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        if not self._frozen_loaded:
+            self.load_frozen_parts()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            for part in self.trainable_parts.values():
+                part.set_normalizers(datamodule.stats)
+
+    def _losses(self, batch: Batch, generator=None) -> dict[str, torch.Tensor]:
+        return {name: part.loss(batch, generator) for name, part in self.trainable_parts.items()}
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        losses = self._losses(batch)
+        require(len(losses) > 0, "nothing to train: every part is switched off or frozen")
+        for name, value in losses.items():
+            self.log(f"train/{name}_loss", value)
+        loss = sum(losses.values())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        # Fixed noise per batch so the score's validation loss is comparable across epochs.
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
+        losses = self._losses(batch, generator)
+        for name, value in losses.items():
+            self.log(f"val/{name}_loss", value, sync_dist=True)
+        if losses:
+            self.log("val/loss", sum(losses.values()), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        # One optimizer over independent parameter sets: for Adam this equals one optimizer per part.
+        params = [p for part in self.trainable_parts.values() for p in part.parameters() if p.requires_grad]
+        return self.optimizer_factory(params=params)
+
+
+def load_system(path: str, map_location: str | torch.device = "cpu") -> SGPSystem:
+    """Load an SGPSystem checkpoint on any device, with a clear error for files that are not one."""
+    import os
+
+    require(os.path.isfile(path), f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise SGPError(f"cannot read checkpoint {path}: {err}") from err
+    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    require(
+        "domain" in hparams and "state_dict" in checkpoint,
+        f"{path} is not an sgp-lightning SGPSystem checkpoint (no domain in its hyperparameters)",
+    )
+    hparams = {**hparams, "frozen": {}}  # frozen weights are already inside the checkpoint
+    system = SGPSystem(**hparams)
+    system.load_state_dict(checkpoint["state_dict"])
+    system.hparams.frozen = checkpoint["hyper_parameters"].get("frozen", {})
+    system._frozen_loaded = True
+    return system.eval()

@@ -1,0 +1,117 @@
+"""Build a planner from its config, plan a batch of tasks, roll the actions out on the true env, and measure.
+
+The headline metric everywhere is cost of the plan (under the learned model) versus cost achieved (the same
+actions on the true env); model_error is the mean distance between the predicted and the true states.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sgp_lightning.envs import Env, Tasks
+from sgp_lightning.errors import require
+from sgp_lightning.planning.mpc import MPC
+from sgp_lightning.planning.optimizers import GradientPlanner
+from sgp_lightning.planning.penalties import build_penalty, parse_beta
+from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
+
+COST_SOURCES = ("env", "learned")
+
+
+def _plain(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def validate_planner_config(cfg: Mapping) -> None:
+    """Fail early, before any training, on planner values that can never work."""
+    cfg = _plain(cfg)
+    parse_beta(cfg.get("beta", 0))
+    require(cfg.get("cost_source", "env") in COST_SOURCES, f"planner.cost_source must be one of {COST_SOURCES}")
+    horizon = cfg.get("horizon")
+    require(horizon is None or (int(horizon) == horizon and horizon > 0), f"planner.horizon must be > 0, got {horizon}")
+    mpc_horizon = cfg.get("mpc", {}).get("horizon", 1)
+    require(int(mpc_horizon) == mpc_horizon and mpc_horizon > 0, f"planner.mpc.horizon must be > 0, got {mpc_horizon}")
+    GradientPlanner(**cfg.get("optimizer", {}))
+
+
+def cost_functions(system, env: Env, cost_source: str):
+    """(planning cost on model states, true cost on env states): both (states, actions, goal) -> (B,)."""
+    if cost_source == "env":
+        return env.cost, env.cost
+    reward_model = system.require_part("reward")
+
+    def learned_cost(states, actions, goal):
+        return -reward_model(states[:, :-1], actions).sum(1)
+
+    def true_cost(states, actions, goal):
+        return -env.reward(states[:, :-1], actions).sum(1)
+
+    return learned_cost, true_cost
+
+
+def build_problem(system, env: Env, cfg: Mapping, horizon: int) -> ShootingProblem:
+    cfg = _plain(cfg)
+    plan_cost, _ = cost_functions(system, env, cfg.get("cost_source", "env"))
+    penalty = build_penalty(cfg.get("penalty", "score"), cfg.get("beta", 0), system.score)
+    dynamics = system.require_part("dynamics")
+    return ShootingProblem(dynamics, plan_cost, penalty, horizon, env.action_dim)
+
+
+@dataclass
+class Evaluation:
+    method: str
+    plan: PlanResult
+    true_states: torch.Tensor  # (B, T+1, n)
+    cost_planned: torch.Tensor  # (B,)
+    cost_achieved: torch.Tensor  # (B,)
+    model_error: torch.Tensor  # (B,) mean over t of ‖x̂_t − x_t‖
+    seconds: float
+
+    def summary(self) -> dict:
+        per_task = [
+            {"cost_planned": float(p), "cost_achieved": float(a), "model_error": float(e)}
+            for p, a, e in zip(self.cost_planned, self.cost_achieved, self.model_error, strict=True)
+        ]
+        return {
+            "cost_planned": float(self.cost_planned.mean()),
+            "cost_achieved": float(self.cost_achieved.mean()),
+            "model_error": float(self.model_error.mean()),
+            "seconds": self.seconds,
+            "per_task": per_task,
+        }
+
+
+def plan_and_evaluate(system, env: Env, tasks: Tasks, cfg: Mapping, mpc: bool = False, method: str = "") -> Evaluation:
+    """Plan every task in one batch (open loop, or MPC on the true env) and evaluate on the true env."""
+    cfg = _plain(cfg)
+    validate_planner_config(cfg)
+    tasks = tasks.to(system.device)
+    steps = int(cfg.get("horizon") or env.horizon)
+    planner = GradientPlanner(**cfg.get("optimizer", {}))
+    _, true_cost = cost_functions(system, env, cfg.get("cost_source", "env"))
+    start = time.perf_counter()
+    with frozen(system):
+        if mpc:
+            mpc_cfg = cfg.get("mpc", {})
+            problem = build_problem(system, env, cfg, int(mpc_cfg.get("horizon", steps)))
+            controller = MPC(planner, mpc_cfg.get("iterations"), mpc_cfg.get("warm_start", True))
+            plan = controller.run(problem, env, tasks.x0, tasks.goal, steps)
+            # Score the executed actions under the learned model over the whole episode.
+            full = build_problem(system, env, cfg, steps)
+            with torch.no_grad():
+                plan.states = full.rollout(tasks.x0, plan.actions)
+                plan.cost_planned = full.cost(plan.states, plan.actions, tasks.goal)
+        else:
+            problem = build_problem(system, env, cfg, steps)
+            plan = planner.solve(problem, tasks.x0, tasks.goal)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        true_states = env.rollout(tasks.x0, plan.actions)
+        cost_achieved = true_cost(true_states, plan.actions, tasks.goal)
+        model_error = (plan.states[:, 1:] - true_states[:, 1:]).norm(dim=-1).mean(1)
+    return Evaluation(method or cfg.get("name", "planner"), plan, true_states, plan.cost_planned, cost_achieved, model_error, seconds)

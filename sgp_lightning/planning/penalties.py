@@ -1,0 +1,75 @@
+"""Uncertainty penalties added to the planning cost.
+
+The score penalty is the detached surrogate of paper B.1:  −β σ² Σ_t ⟨stopgrad(s(z_t)), z_t⟩, whose gradient
+w.r.t. the actions is −β σ² Σ_t (∂z_t/∂u)ᵀ s(z_t), i.e. the gradient of −β σ² Σ_t log p_σ(z_t) (eq. 11–12).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sgp_lightning.errors import SGPError, require
+
+
+def parse_beta(beta) -> float:
+    """β ≥ 0 as a float; accepts inf / 'inf' / '.inf' for pure data landing (reward dropped)."""
+    if isinstance(beta, str):
+        text = beta.strip().lower().lstrip("+")
+        if text in ("inf", ".inf", "infinity"):
+            return math.inf
+        try:
+            beta = float(text)
+        except ValueError:
+            raise SGPError(f"planner.beta must be a number ≥ 0 or inf, got {beta!r}") from None
+    beta = float(beta)
+    require(not math.isnan(beta) and beta >= 0, f"planner.beta must be ≥ 0 (0 = vanilla MBRL, inf = data landing), got {beta}")
+    return beta
+
+
+class Penalty:
+    drops_cost = False  # β = inf: the task cost is left out of the objective
+    uses_levels = False  # whether it needs a noise level (annealed by the optimizer)
+    schedule = None
+
+    def __call__(self, states: torch.Tensor, actions: torch.Tensor, level: int | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class NoPenalty(Penalty):
+    """Vanilla MBRL (β = 0)."""
+
+    def __call__(self, states, actions, level):
+        return states.new_zeros(states.shape[0])
+
+
+class ScorePenalty(Penalty):
+    """β σ² · (negative log-likelihood) of the planned (x_t, u_t) pairs through a learned score model."""
+
+    uses_levels = True
+
+    def __init__(self, score_model, beta: float):
+        self.score_model = score_model
+        self.beta = parse_beta(beta)
+        require(self.beta > 0, "ScorePenalty needs β > 0; use NoPenalty for vanilla MBRL (β = 0)")
+        self.drops_cost = math.isinf(self.beta)
+        self.schedule = score_model.schedule
+
+    def __call__(self, states, actions, level):
+        require(level is not None, "the score penalty needs a noise level")
+        z = self.score_model.normalize_pair(states, actions)  # (B, T, d), built inside the graph
+        with torch.no_grad():
+            score = self.score_model(z.detach(), level)  # all T evaluations in one batched call
+        weight = (1.0 if self.drops_cost else self.beta) * float(self.schedule.sigmas[level]) ** 2
+        return -weight * (score * z).sum((-1, -2))
+
+
+def build_penalty(kind: str, beta, score_model) -> Penalty:
+    beta = parse_beta(beta)
+    require(kind in ("score", "none"), f"unknown penalty {kind!r}; choose 'score' or 'none'")
+    if kind == "none" or beta == 0:
+        return NoPenalty()
+    if score_model is None:
+        raise SGPError("planner.beta > 0 needs a score model, but this system has none (model.score: null)")
+    return ScorePenalty(score_model, beta)

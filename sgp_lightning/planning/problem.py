@@ -1,0 +1,64 @@
+"""Batched single-shooting problem: roll actions through the learned dynamics, score cost + penalty."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sgp_lightning.errors import require
+from sgp_lightning.planning.penalties import Penalty
+
+Dynamics = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+CostFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class PlanResult:
+    actions: torch.Tensor  # (B, T, m)
+    states: torch.Tensor  # (B, T+1, n) predicted by the learned dynamics
+    cost_planned: torch.Tensor  # (B,) task cost of `states` (penalty excluded)
+    history: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. "cost": (iterations, B)
+
+
+class ShootingProblem:
+    """min_u  Σ_t cost_t(x_t, u_t) + penalty(x_{0:T−1}, u_{0:T−1}),  x_{t+1} = f(x_t, u_t), x_0 given."""
+
+    def __init__(self, dynamics: Dynamics, cost: CostFn, penalty: Penalty, horizon: int, action_dim: int):
+        require(int(horizon) == horizon and horizon > 0, f"planning horizon must be a positive integer, got {horizon}")
+        self.dynamics, self.cost, self.penalty = dynamics, cost, penalty
+        self.horizon, self.action_dim = int(horizon), int(action_dim)
+
+    def rollout(self, x0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        states = [x0]
+        for t in range(actions.shape[1]):
+            states.append(self.dynamics(states[-1], actions[:, t]))
+        return torch.stack(states, 1)
+
+    def objective(self, x0, goal, actions, level: int | None):
+        """(objective (B,), task cost (B,), states): one rollout and one batched penalty call."""
+        states = self.rollout(x0, actions)
+        cost = self.cost(states, actions, goal)
+        penalty = self.penalty(states[:, :-1], actions, level)
+        task_term = torch.zeros_like(cost) if self.penalty.drops_cost else cost
+        return task_term + penalty, cost, states
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module | None):
+    """Planning differentiates through networks without training them: no parameter grads, eval mode."""
+    modules = [m for m in modules if m is not None]
+    saved = [(m.training, [p.requires_grad for p in m.parameters()]) for m in modules]
+    try:
+        for m in modules:
+            m.eval().requires_grad_(False)
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        for m, (training, flags) in zip(modules, saved, strict=True):
+            m.train(training)
+            for p, flag in zip(m.parameters(), flags, strict=True):
+                p.requires_grad_(flag)

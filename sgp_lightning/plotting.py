@@ -1,0 +1,74 @@
+"""Figures shared by the callbacks, plan.py and reproduce.py (matplotlib, Agg backend, no display)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from sgp_lightning.envs import Env  # noqa: E402
+
+
+def plot_plans(env: Env, evaluations: Sequence, data: torch.Tensor | None = None, max_data: int = 3000):
+    """One panel per method: planned (dashed, learned model) vs true (solid) 2-D trajectories over the data."""
+    fig, axes = plt.subplots(1, len(evaluations), figsize=(4.2 * len(evaluations), 4.4), squeeze=False)
+    for ax, ev in zip(axes[0], evaluations, strict=True):
+        if data is not None:
+            ax.scatter(*data[:max_data, :2].T.cpu(), s=1, c="0.75", rasterized=True)
+        env.draw(ax)
+        planned, true = ev.plan.states.detach().cpu(), ev.true_states.detach().cpu()
+        for i in range(planned.shape[0]):
+            ax.plot(*planned[i, :, :2].T, "--", color=f"C{i % 10}", lw=1.2)
+            ax.plot(*true[i, :, :2].T, "-", color=f"C{i % 10}", lw=1.5)
+        ax.set_title(
+            f"{ev.method}\nplanned {ev.cost_planned.mean():.3g} / achieved {ev.cost_achieved.mean():.3g}",
+            fontsize=10,
+        )
+    axes[0][0].plot([], [], "k--", label="planned (model)")
+    axes[0][0].plot([], [], "k-", label="true rollout")
+    axes[0][0].legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_field(env: Env, points: torch.Tensor, learned: dict, exact: dict, data: torch.Tensor | None = None):
+    """Quiver of learned (top) vs exact (bottom) score, x-components, one column per σ label."""
+    labels = list(learned)
+    fig, axes = plt.subplots(2, len(labels), figsize=(3.6 * len(labels), 7.2), squeeze=False)
+    for col, label in enumerate(labels):
+        for row, (name, field) in enumerate((("learned", learned[label]), ("exact", exact[label]))):
+            ax = axes[row][col]
+            if data is not None:
+                ax.scatter(*data[:2000, :2].T.cpu(), s=1, c="0.8", rasterized=True)
+            env.draw(ax)
+            vectors = field[:, :2].cpu()
+            vectors = vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # directions; norms vary by 1/σ
+            ax.quiver(*points[:, :2].T.cpu(), *vectors.T, color="tab:blue" if row == 0 else "tab:green", scale=25)
+            ax.set_title(f"{name} score, {label}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep(rows: Sequence[dict], x_key: str = "beta"):
+    """Fig. 5 shape: achieved (and planned) cost and model error against β, log-x (β = 0 drawn at the left)."""
+    rows = sorted(rows, key=lambda r: r[x_key])
+    positive = [r[x_key] for r in rows if r[x_key] > 0]
+    zero_at = min(positive) / 10 if positive else 1e-4
+    xs = [r[x_key] if r[x_key] > 0 else zero_at for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    axes[0].plot(xs, [r["cost_achieved"] for r in rows], "o-", label="achieved (true env)")
+    axes[0].plot(xs, [r["cost_planned"] for r in rows], "s--", label="planned (model)")
+    axes[0].set_ylabel("cost")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(xs, [r["model_error"] for r in rows], "o-", color="tab:red")
+    axes[1].set_ylabel("model error ‖x̂ − x‖")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{x_key} (β = 0 drawn at {zero_at:.0e})")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

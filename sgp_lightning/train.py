@@ -1,0 +1,100 @@
+"""train(cfg): compose → instantiate env, datamodule, system, callbacks, loggers → fit → metrics.json."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import hydra
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from sgp_lightning.errors import SGPError, require
+from sgp_lightning.planning import parse_beta, validate_planner_config
+from sgp_lightning.schedules import NoiseSchedule
+from sgp_lightning.utils import log, set_threads, write_json
+
+HPARAM_KEYS = {
+    "domain": "domain.name",
+    "beta": "planner.beta",
+    "sigma_max": "domain.sigma_max",
+    "sigma_min": "domain.sigma_min",
+    "num_levels": "domain.num_levels",
+    "schedule": "domain.schedule",
+    "num_samples": "domain.datamodule.num_samples",
+    "planner_iterations": "planner.optimizer.iterations",
+    "planner_lr": "planner.optimizer.lr",
+    "seed": "seed",
+}
+PLAN_METRICS = ("plan/cost_planned", "plan/cost_achieved", "plan/model_error")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Reject values that can never work before any data is generated or any epoch is trained."""
+    validate_planner_config(cfg.planner)
+    NoiseSchedule.build(cfg.domain.schedule, cfg.domain.sigma_max, cfg.domain.sigma_min, cfg.domain.num_levels)
+    require(cfg.domain.env.get("horizon", 1) > 0, f"domain.env.horizon must be > 0, got {cfg.domain.env.horizon}")
+    require(cfg.get("ckpt_path") is None or Path(cfg.ckpt_path).is_file(), f"ckpt_path not found: {cfg.ckpt_path}")
+
+
+def run_hparams(cfg: DictConfig) -> dict:
+    """The values a sweep varies, flat, for TensorBoard's HParams view and metrics.json."""
+    values = {}
+    for name, key in HPARAM_KEYS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if name == "beta" and value is not None:
+            value = parse_beta(value)
+            value = "inf" if math.isinf(value) else value
+        values[name] = value
+    return values
+
+
+def instantiate_env_and_data(cfg: DictConfig):
+    env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
+    datamodule = hydra.utils.instantiate(cfg.domain.datamodule, env=env, _convert_="all")
+    return env, datamodule
+
+
+def train(cfg: DictConfig) -> tuple[dict, dict]:
+    """Train an SGPSystem; return (metrics, objects). Metrics include the last plan/* values."""
+    set_threads(cfg.get("num_threads"))
+    validate_config(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    log.info(f"Domain {cfg.domain.name}: building env and datamodule")
+    env, datamodule = instantiate_env_and_data(cfg)
+    system = hydra.utils.instantiate(cfg.model)
+    require(system.domain == env.name, f"model.domain {system.domain!r} != domain.env.name {env.name!r}")
+
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    hparams = run_hparams(cfg)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            # Registering plan/* as HParams metrics lets TensorBoard compare a sweep's runs side by side.
+            logger.log_hyperparams(hparams, {name: math.nan for name in PLAN_METRICS})
+        else:
+            logger.log_hyperparams(hparams)
+    if trainer.is_global_zero:
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config.yaml", resolve=False)
+
+    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if trainer.is_global_zero:
+        write_json(Path(cfg.paths.output_dir) / "metrics.json", {"hparams": hparams, "metrics": metrics})
+    return metrics, {"cfg": cfg, "env": env, "datamodule": datamodule, "system": system, "trainer": trainer}
+
+
+def optimized_metric(cfg: DictConfig, metrics: dict) -> float | None:
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        raise SGPError(f"optimized_metric {name!r} was not logged; logged metrics are {sorted(metrics)}")
+    return metrics[name]

@@ -1,0 +1,49 @@
+"""Small helpers for the entry points: thread count, clean errors, JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from sgp_lightning.errors import SGPError
+
+log = logging.getLogger("sgp_lightning")
+
+
+def set_threads(num_threads: int | None) -> None:
+    """Small MLPs on a shared CPU run far faster on 1 thread than on 2 (thread contention)."""
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+
+
+@contextlib.contextmanager
+def clean_errors():
+    """Bad user input ends the program with one line on stderr and exit code 2, not a traceback."""
+    try:
+        yield
+    except SGPError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _json_default(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value)}")
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=True))
+    return path
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
