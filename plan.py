@@ -1,0 +1,17 @@
+"""Plan with a trained system: `python plan.py ckpt_path=RUN/checkpoints/last.ckpt output_dir=OUT`."""
+
+import hydra
+from omegaconf import DictConfig
+
+from sgp_lightning.plan import plan
+from sgp_lightning.utils import clean_errors
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="plan.yaml")
+def main(cfg: DictConfig) -> None:
+    with clean_errors():
+        plan(cfg)
+
+
+if __name__ == "__main__":
+    main()

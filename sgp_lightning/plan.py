@@ -1,0 +1,70 @@
+"""plan(cfg): load a checkpoint, plan its domain's tasks with each method, evaluate on the true env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sgp_lightning.errors import SGPError, require
+from sgp_lightning.models import load_system
+from sgp_lightning.planning import plan_and_evaluate, validate_planner_config
+from sgp_lightning.report import methods_table
+from sgp_lightning.utils import set_threads, write_json
+
+
+def select_methods(cfg: DictConfig) -> dict[str, dict]:
+    planners = OmegaConf.to_container(cfg.planners, resolve=True)
+    methods = list(cfg.methods)
+    require(len(methods) > 0, "methods is empty: name at least one planner, e.g. methods=[sgp,vanilla]")
+    unknown = [m for m in methods if m not in planners]
+    require(not unknown, f"unknown planner(s) {unknown} in methods; available: {sorted(planners)}")
+    for name in methods:
+        try:
+            validate_planner_config(planners[name])
+        except SGPError as err:
+            raise SGPError(f"planners.{name}: {err}") from None
+    return {name: planners[name] for name in methods}
+
+
+def plan(cfg: DictConfig) -> dict:
+    """Returns the results payload that is also written to output_dir/results.json."""
+    set_threads(cfg.get("num_threads"))
+    methods = select_methods(cfg)
+    system = load_system(cfg.ckpt_path)
+    if cfg.get("expected_domain"):
+        require(
+            cfg.expected_domain == system.domain,
+            f"{cfg.ckpt_path} is a checkpoint of domain {system.domain!r}, but expected_domain="
+            f"{cfg.expected_domain} was asked for",
+        )
+    env = system.make_env()
+    if cfg.get("num_tasks"):
+        env.num_tasks = int(cfg.num_tasks)
+    tasks = env.tasks()
+
+    evaluations = []
+    for name, planner_cfg in methods.items():
+        torch.manual_seed(cfg.get("seed") or 0)
+        evaluations.append(plan_and_evaluate(system, env, tasks, planner_cfg, mpc=bool(cfg.mpc), method=name))
+
+    payload = {
+        "domain": system.domain,
+        "checkpoint": str(cfg.ckpt_path),
+        "mpc": bool(cfg.mpc),
+        "num_tasks": len(tasks),
+        "methods": {ev.method: {**ev.summary(), "planner": methods[ev.method]} for ev in evaluations},
+    }
+    out = Path(cfg.output_dir)
+    write_json(out / "results.json", payload)
+    if env.state_dim >= 2:
+        from sgp_lightning.plotting import plot_plans
+
+        fig = plot_plans(env, evaluations)
+        fig.savefig(out / "plan.png", dpi=110)
+    table = methods_table(payload["methods"])
+    (out / "table.md").write_text(table + "\n")
+    print(f"\n{system.domain}: {len(tasks)} tasks, {'MPC' if cfg.mpc else 'open loop'} ({cfg.ckpt_path})\n{table}\n")
+    print(f"wrote {out / 'results.json'}")
+    return payload

@@ -1,0 +1,61 @@
+"""Tables and sweep reports from results.json / metrics.json files."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+from sgp_lightning.errors import require
+
+COLUMNS = ("cost_planned", "cost_achieved", "gap", "model_error", "seconds")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.4g}"
+
+
+def methods_table(methods: Mapping[str, Mapping]) -> str:
+    """Markdown table: one row per method with planned/achieved cost, their gap, model error, seconds."""
+    lines = [
+        "| method | cost of plan | achieved cost | \\|achieved − plan\\| | model error | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in methods.items():
+        gap = m.get("gap", abs(m["cost_achieved"] - m["cost_planned"]))
+        row = [m["cost_planned"], m["cost_achieved"], gap, m["model_error"], m.get("seconds")]
+        if "cost_achieved_std" in m:  # aggregated over seeds
+            row[1] = f"{m['cost_achieved']:.4g} ± {m['cost_achieved_std']:.2g}"
+        lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def gather_sweep(sweep_dir: str | Path) -> list[dict]:
+    """One row per job of a `train.py -m` sweep: its hparams and final plan/* metrics (metrics.json)."""
+    files = sorted(Path(sweep_dir).glob("**/metrics.json"))
+    require(files, f"no metrics.json under {sweep_dir}: is it a `python train.py -m ...` sweep folder?")
+    rows = []
+    for path in files:
+        payload = json.loads(path.read_text())
+        metrics = payload["metrics"]
+        beta = payload["hparams"].get("beta")
+        row = {**payload["hparams"], "beta": math.inf if beta == "inf" else beta, "job": str(path.parent)}
+        for key in ("cost_planned", "cost_achieved", "model_error"):
+            row[key] = metrics.get(f"plan/{key}", math.nan)
+        rows.append(row)
+    return rows
+
+
+def sweep_table(rows: list[dict], keys: tuple[str, ...] = ("beta", "sigma_max", "sigma_min", "seed")) -> str:
+    varied = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1] or list(keys[:1])
+    header = [*varied, "cost of plan", "achieved cost", "model error"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in sorted(rows, key=lambda r: tuple(float(r.get(k) or 0) for k in varied)):
+        values = [r.get(k) for k in varied] + [r["cost_planned"], r["cost_achieved"], r["model_error"]]
+        lines.append("| " + " | ".join(_fmt(v) for v in values) + " |")
+    return "\n".join(lines)
