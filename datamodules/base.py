@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import lightning as L
 import torch
@@ -11,6 +12,9 @@ from torch.utils.data import DataLoader, IterableDataset
 from sgp_lightning.errors import SGPError, require
 
 KEYS = ("x", "u", "x_next", "r")
+
+# ShuffledBatches is loaded in the main process (num_workers=0), so its __len__ is exact.
+warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
 
 
 def validate_transitions(data: dict[str, torch.Tensor], source: str = "dataset") -> dict[str, torch.Tensor]:

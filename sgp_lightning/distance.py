@@ -108,3 +108,27 @@ def lipschitz_error_bound(error_at_nearest, lipschitz, distance_sq, sigma, num_d
     """Proposition 2: e(x) ≤ e(x_c) + √2·L_e·√(d_σ(x)² + C₂), with C₂ = σ² log N − C."""
     c2 = sigma**2 * math.log(num_data) - offset_c
     return error_at_nearest + math.sqrt(2.0) * lipschitz * torch.sqrt((distance_sq + c2).clamp_min(0.0))
+
+
+class ExactScoreModel(torch.nn.Module):
+    """The exact score of a dataset behind the ScoreModel interface (normalize_pair, schedule, forward).
+
+    Plans with the oracle instead of a learned score: for tests, and to tell score-learning error apart
+    from planner behaviour. Cost is O(queries × N) per call, so keep N modest.
+    """
+
+    def __init__(self, pairs: torch.Tensor, schedule, pair_norm=None):
+        super().__init__()
+        from sgp_lightning.normalization import Normalizer
+
+        self.pair_norm = pair_norm if pair_norm is not None else Normalizer(pairs.shape[-1]).fit(pairs)
+        self.schedule = schedule
+        self.register_buffer("data", self.pair_norm(pairs).detach())
+
+    def normalize_pair(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.pair_norm(torch.cat([x, u], -1))
+
+    def forward(self, z: torch.Tensor, level) -> torch.Tensor:
+        sigma = float(self.schedule.sigmas[int(level)])
+        flat = z.reshape(-1, z.shape[-1])
+        return softmin(flat, self.data.to(flat), sigma).score.reshape(z.shape)

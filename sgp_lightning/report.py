@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Mapping
 from pathlib import Path
 
 from sgp_lightning.errors import require
 
-COLUMNS = ("cost_planned", "cost_achieved", "gap", "model_error", "seconds")
+_METRICS = ("cost_planned", "cost_achieved", "model_error")
 
 
 def _fmt(value) -> str:
@@ -59,3 +60,32 @@ def sweep_table(rows: list[dict], keys: tuple[str, ...] = ("beta", "sigma_max", 
         values = [r.get(k) for k in varied] + [r["cost_planned"], r["cost_achieved"], r["model_error"]]
         lines.append("| " + " | ".join(_fmt(v) for v in values) + " |")
     return "\n".join(lines)
+
+
+def write_sweep_report(sweep_dir: str | Path) -> str:
+    """sweep.md (table) and sweep.png (cost and model error against β, Fig. 5) inside sweep_dir."""
+    from sgp_lightning.plotting import plot_sweep
+
+    rows = gather_sweep(sweep_dir)
+    table = sweep_table(rows)
+    Path(sweep_dir, "sweep.md").write_text(f"Sweep {sweep_dir} ({len(rows)} jobs)\n\n{table}\n")
+    betas = sorted({r["beta"] for r in rows if r["beta"] is not None and math.isfinite(r["beta"])})
+    if len(betas) > 1:  # mean over the jobs (e.g. seeds) that share a β
+        means = [
+            {"beta": b, **{k: statistics.fmean(r[k] for r in rows if r["beta"] == b) for k in _METRICS}}
+            for b in betas
+        ]
+        plot_sweep(means).savefig(Path(sweep_dir, "sweep.png"), dpi=110)
+    return table
+
+
+if __name__ == "__main__":
+    import sys
+
+    from sgp_lightning.utils import clean_errors
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m sgp_lightning.report SWEEP_DIR   (a `python train.py -m ...` folder)")
+    with clean_errors():
+        print(write_sweep_report(sys.argv[1]))
+        print(f"wrote {Path(sys.argv[1], 'sweep.md')}")

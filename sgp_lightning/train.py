@@ -35,7 +35,23 @@ def validate_config(cfg: DictConfig) -> None:
     validate_planner_config(cfg.planner)
     NoiseSchedule.build(cfg.domain.schedule, cfg.domain.sigma_max, cfg.domain.sigma_min, cfg.domain.num_levels)
     require(cfg.domain.env.get("horizon", 1) > 0, f"domain.env.horizon must be > 0, got {cfg.domain.env.horizon}")
-    require(cfg.get("ckpt_path") is None or Path(cfg.ckpt_path).is_file(), f"ckpt_path not found: {cfg.ckpt_path}")
+    if cfg.get("ckpt_path") is not None:
+        require(Path(cfg.ckpt_path).is_file(), f"ckpt_path not found: {cfg.ckpt_path}")
+        domain = checkpoint_domain(cfg.ckpt_path)
+        require(
+            domain == cfg.domain.name,
+            f"cannot resume: {cfg.ckpt_path} is a checkpoint of domain {domain!r}, this run is {cfg.domain.name!r}",
+        )
+
+
+def checkpoint_domain(path: str) -> str | None:
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise SGPError(f"cannot read checkpoint {path}: {err}") from err
+    return checkpoint.get("hyper_parameters", {}).get("domain") if isinstance(checkpoint, dict) else None
 
 
 def run_hparams(cfg: DictConfig) -> dict:

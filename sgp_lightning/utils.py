@@ -28,9 +28,23 @@ def clean_errors():
     """Bad user input ends the program with one line on stderr and exit code 2, not a traceback."""
     try:
         yield
-    except SGPError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+    except Exception as err:
+        user_error = _find_user_error(err)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def _find_user_error(err: BaseException | None) -> SGPError | None:
+    """The SGPError behind `err`, also when Hydra's instantiate or Lightning re-raised it wrapped."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, SGPError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _json_default(value):
@@ -54,9 +68,15 @@ def machine_info() -> dict:
     """Where a result was measured, for results tables."""
     import platform
 
+    processor = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            processor = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": processor,
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

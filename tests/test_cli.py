@@ -1,0 +1,92 @@
+"""The commands as a user runs them: exit codes and messages, multirun sweeps, reports, reproduce, DDP."""
+
+import json
+
+import pytest
+
+from tests.conftest import TINY, run_cli
+
+
+def _error_lines(proc):
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("planner.beta=-0.1", "planner.beta must be ≥ 0"),
+        ("domain.sigma_max=0.01", "must be larger than sigma_min"),
+        ("planner.horizon=0", "planner.horizon must be > 0"),
+        ("domain.env.horizon=-2", "horizon must be > 0"),
+        ("domain.datamodule.num_samples=0", "num_samples must be positive"),
+    ],
+    ids=["negative-beta", "increasing-sigma", "zero-horizon", "negative-env-horizon", "empty-dataset"],
+)
+def test_bad_config_values_exit_2_with_one_clear_line(override, message, tmp_path):
+    proc = run_cli("train.py", *TINY, override, f"paths.output_dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = _error_lines(proc)
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override, listed", [("domain=nope", "pit"), ("planner=nope", "vanilla")])
+def test_unknown_domain_or_planner_name_lists_the_choices(override, listed, tmp_path):
+    proc = run_cli("train.py", override, f"paths.output_dir={tmp_path}", timeout=120)
+    assert proc.returncode != 0
+    assert "Could not find" in proc.stderr and listed in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_plan_cli_rejects_unknown_method_and_missing_checkpoint(tmp_path):
+    proc = run_cli("plan.py", "ckpt_path=/nonexistent.ckpt", "methods=[sgp,nope]", f"output_dir={tmp_path}")
+    assert proc.returncode == 2 and "unknown planner(s) ['nope']" in proc.stderr
+    proc = run_cli("plan.py", "ckpt_path=/nonexistent.ckpt", f"output_dir={tmp_path}")
+    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
+
+
+def test_two_value_multirun_then_sweep_report_then_plan_cli(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("train.py", "-m", *TINY, "planner.beta=0,1", f"hydra.sweep.dir={sweep}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(sweep.glob("*/metrics.json"))
+    assert len(jobs) == 2
+    assert sorted(json.loads(j.read_text())["hparams"]["beta"] for j in jobs) == [0.0, 1.0]
+    assert all((j.parent / "checkpoints" / "last.ckpt").is_file() for j in jobs)
+
+    report = run_cli("-m", "sgp_lightning.report", str(sweep))
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (sweep / "sweep.md").is_file() and (sweep / "sweep.png").is_file()
+    rows = [line for line in report.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| beta |") and {r.split("|")[1].strip() for r in rows[1:]} == {"0", "1"}
+
+    out = tmp_path / "plan"
+    proc = run_cli("plan.py", f"ckpt_path={jobs[0].parent}/checkpoints/last.ckpt", f"output_dir={out}",
+                   "planners.sgp.optimizer.iterations=5", "planners.vanilla.optimizer.iterations=5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| sgp |" in proc.stdout and (out / "results.json").is_file() and (out / "plan.png").is_file()
+
+
+def test_reproduce_cli_runs_a_shrunken_entry(tmp_path):
+    def hydra_list(items):  # overrides as a Hydra list value: each item quoted
+        return "[" + ",".join(f"'{item}'" for item in items) + "]"
+
+    plan_shrink = ["planners.sgp.optimizer.iterations=5", "planners.vanilla.optimizer.iterations=5"]
+    proc = run_cli("reproduce.py", "pit", f"output_dir={tmp_path}", "reproduce.seeds=[0]",
+                   f"reproduce.train_overrides={hydra_list(['experiment=pit', *TINY])}",
+                   f"reproduce.plan_overrides={hydra_list(plan_shrink)}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["methods"]) == {"sgp", "vanilla"} and results["seeds"] == [0]
+    assert "| sgp |" in (tmp_path / "table.md").read_text()
+    bad = run_cli("reproduce.py", "nope", f"output_dir={tmp_path}")
+    assert bad.returncode == 2 and "unknown reproduction" in bad.stderr
+
+
+@pytest.mark.slow
+def test_ddp_sim_two_cpu_processes(tmp_path):
+    proc = run_cli("train.py", *TINY, "trainer=ddp_sim", f"paths.output_dir={tmp_path}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert "plan/cost_achieved" in metrics
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

@@ -1,0 +1,89 @@
+"""Datasets: hole exclusion, sizes, seeded split, batched loading and sharding, bad data."""
+
+import pytest
+import torch
+
+from datamodules import IntegratorDataModule, TransitionDataModule
+from datamodules.base import ShuffledBatches
+from sgp_lightning import SGPError
+from sgp_lightning.envs import IntegratorEnv
+
+
+def test_integrator_data_respects_hole_box_and_dynamics():
+    env = IntegratorEnv(name="pit", pit_radius=0.4, hole_radius=0.4)
+    dm = IntegratorDataModule(env, num_samples=4000, seed=3, val_fraction=0.25)
+    dm.setup()
+    data = dm.all_data
+    assert data["x"].shape == (4000, 2) and data["r"].shape == (4000,)
+    assert dm.val_data["x"].shape[0] == 1000 and dm.train_data["x"].shape[0] == 3000
+    assert not env.in_hole(data["x"]).any()
+    assert data["x"].abs().max() <= 1.0 and data["u"].abs().max() <= 0.1
+    assert torch.allclose(data["x_next"], data["x"] + data["u"])  # no state in the hole, so none in the pit
+    assert torch.allclose(data["r"], env.reward(data["x"], data["u"]))
+
+
+def test_same_seed_same_data_and_split():
+    env = IntegratorEnv()
+    a, b, c = (IntegratorDataModule(env, num_samples=500, seed=s) for s in (1, 1, 2))
+    for dm in (a, b, c):
+        dm.setup()
+    assert torch.equal(a.train_data["x"], b.train_data["x"])
+    assert not torch.equal(a.train_data["x"], c.train_data["x"])
+
+
+def test_stats_come_from_training_split():
+    dm = IntegratorDataModule(IntegratorEnv(), num_samples=1000)
+    dm.setup()
+    mean, std = dm.stats["xu"]
+    xu = torch.cat([dm.train_data["x"], dm.train_data["u"]], -1)
+    assert torch.allclose(mean, xu.mean(0)) and torch.allclose(std, xu.std(0))
+
+
+def test_shuffled_batches_cover_every_row_once_and_shard_disjointly():
+    tensors = {"x": torch.arange(103).float()[:, None]}
+    loader = ShuffledBatches(tensors, batch_size=10, shuffle=True, seed=0)
+    rows = torch.cat([b["x"] for b in loader]).flatten()
+    assert len(loader) == 11 and sorted(rows.tolist()) == list(range(103))
+    assert not torch.equal(rows, torch.cat([b["x"] for b in loader]).flatten())  # new order next epoch
+    shards = []
+    for rank in range(2):
+        part = ShuffledBatches(tensors, 10, True, 0)
+        part.rank, part.world_size = rank, 2
+        shards.append(set(torch.cat([b["x"] for b in part]).flatten().tolist()))
+    assert not shards[0] & shards[1] and len(shards[0]) == len(shards[1]) == 51
+
+
+class _Given(TransitionDataModule):
+    def __init__(self, data, **kwargs):
+        super().__init__(**kwargs)
+        self.data = data
+
+    def load_transitions(self):
+        return self.data
+
+
+def _transitions(n=20):
+    return {"x": torch.zeros(n, 2), "u": torch.zeros(n, 2), "x_next": torch.zeros(n, 2), "r": torch.zeros(n)}
+
+
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        (lambda d: {**d, "x": torch.zeros(0, 2), "u": torch.zeros(0, 2), "x_next": torch.zeros(0, 2),
+                    "r": torch.zeros(0)}, "empty"),
+        (lambda d: {**d, "x": d["x"].index_fill(0, torch.tensor([3]), float("nan"))}, "NaN"),
+        (lambda d: {**d, "r": d["r"].index_fill(0, torch.tensor([5]), float("inf"))}, "NaN or infinite"),
+        (lambda d: {k: v for k, v in d.items() if k != "r"}, "missing keys"),
+        (lambda d: {**d, "u": torch.zeros(19, 2)}, "rows"),
+        (lambda d: {**d, "x_next": torch.zeros(20, 3)}, "x_next shape"),
+    ],
+    ids=["empty", "nan", "inf", "missing", "rows", "shape"],
+)
+def test_malformed_dataset_gives_one_clear_error(broken, message):
+    with pytest.raises(SGPError, match=message):
+        _Given(broken(_transitions())).setup()
+
+
+def test_split_that_leaves_a_side_empty_is_an_error():
+    with pytest.raises(SGPError, match="non-empty"):
+        _Given(_transitions(2), val_fraction=0.1).setup()

@@ -1,0 +1,120 @@
+"""train() through Hydra compose, checkpoints, resume, plan() on a produced checkpoint, domain checks."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from sgp_lightning import SGPError
+from sgp_lightning.models import load_system
+from sgp_lightning.plan import plan
+from sgp_lightning.train import train
+from tests.conftest import TINY, compose_config
+
+
+def test_train_fast_dev_run_logs_plan_metrics(train_cfg):
+    with open_dict(train_cfg):
+        train_cfg.trainer.fast_dev_run = True
+    metrics, objects = train(train_cfg)
+    for name in ("plan/cost_planned", "plan/cost_achieved", "plan/model_error", "train/loss", "val/loss"):
+        assert name in metrics, name
+    assert objects["system"].domain == "pit"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One tiny training run shared by the tests below (1 epoch, checkpoints, TensorBoard)."""
+    out = tmp_path_factory.mktemp("run")
+    cfg = compose_config("train", list(TINY), out)
+    metrics, _ = train(cfg)
+    return out, metrics
+
+
+def test_run_layout_checkpoint_and_tensorboard(trained_run):
+    out, metrics = trained_run
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    scalars, images = set(acc.Tags()["scalars"]), set(acc.Tags()["images"])
+    assert {"plan/cost_planned", "plan/cost_achieved", "plan/model_error"} <= scalars
+    assert "plan/trajectories" in images and "score/field" in images
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["hparams"]["beta"] == 1.0 and saved["metrics"]["plan/cost_achieved"] == metrics["plan/cost_achieved"]
+
+
+def test_checkpoint_is_self_contained(trained_run):
+    out, _ = trained_run
+    system = load_system(str(out / "checkpoints" / "last.ckpt"))
+    assert system.domain == "pit" and system.make_env().pit_radius == 0.4
+    assert not torch.allclose(system.score.pair_norm.std, torch.ones(4))  # normalizer stats were saved
+    assert system.score.schedule.sigmas[0].item() == pytest.approx(0.5)
+
+
+def test_plan_on_produced_checkpoint_writes_results(trained_run, tmp_path):
+    out, _ = trained_run
+    cfg = compose_config("plan", [f"ckpt_path={out}/checkpoints/last.ckpt", "planners.sgp.optimizer.iterations=10",
+                                  "planners.vanilla.optimizer.iterations=10"], tmp_path)
+    payload = plan(cfg)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results == json.loads(json.dumps(payload))
+    assert results["domain"] == "pit" and set(results["methods"]) == {"sgp", "vanilla"}
+    for method in results["methods"].values():
+        assert {"cost_planned", "cost_achieved", "model_error", "seconds", "per_task"} <= set(method)
+        assert len(method["per_task"]) == 3
+    assert (tmp_path / "plan.png").stat().st_size > 0
+
+
+def test_plan_with_mpc(trained_run, tmp_path):
+    out, _ = trained_run
+    cfg = compose_config("plan", [f"ckpt_path={out}/checkpoints/last.ckpt", "mpc=true", "methods=[sgp]",
+                                  "planners.sgp.optimizer.iterations=5", "planners.sgp.mpc.iterations=2",
+                                  "planners.sgp.mpc.horizon=3"], tmp_path)
+    result = plan(cfg)["methods"]["sgp"]
+    assert result["cost_achieved"] > 0 and len(result["per_task"]) == 3
+
+
+def test_resume_from_last_checkpoint(trained_run, tmp_path):
+    out, _ = trained_run
+    cfg = compose_config("train", [*TINY, "trainer.max_epochs=2", f"ckpt_path={out}/checkpoints/last.ckpt"], tmp_path)
+    _, objects = train(cfg)
+    first = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert objects["trainer"].current_epoch == 2
+    assert objects["trainer"].global_step == 2 * first["global_step"]
+
+
+def test_checkpoint_of_another_domain_is_refused(trained_run, tmp_path):
+    out, _ = trained_run
+    ckpt = f"{out}/checkpoints/last.ckpt"
+    with pytest.raises(SGPError, match="domain 'pit'"):
+        plan(compose_config("plan", [f"ckpt_path={ckpt}", "expected_domain=hole"], tmp_path))
+    with pytest.raises(SGPError, match="cannot resume"):
+        train(compose_config("train", [*TINY, "domain=hole", f"ckpt_path={ckpt}"], tmp_path))
+    with pytest.raises(SGPError, match="frozen score comes from a 'pit' checkpoint"):
+        train(compose_config("train", [*TINY, "domain=hole", f"+model.frozen.score={ckpt}"], tmp_path))
+
+
+def test_frozen_part_is_loaded_and_not_trained(trained_run, tmp_path):
+    out, _ = trained_run
+    ckpt = f"{out}/checkpoints/last.ckpt"
+    _, objects = train(compose_config("train", [*TINY, f"+model.frozen.score={ckpt}"], tmp_path))
+    source = load_system(ckpt).score.state_dict()
+    trained = objects["system"].score.state_dict()
+    assert all(torch.equal(source[k], trained[k]) for k in source)
+    assert "val/score_loss" not in objects["trainer"].callback_metrics
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    bogus = tmp_path / "x.ckpt"
+    bogus.write_text("not a checkpoint")
+    with pytest.raises(SGPError, match="cannot read checkpoint"):
+        load_system(str(bogus))
+    torch.save({"state_dict": {}}, tmp_path / "y.ckpt")
+    with pytest.raises(SGPError, match="not an sgp-lightning"):
+        load_system(str(tmp_path / "y.ckpt"))
+    assert Path(tmp_path / "y.ckpt").exists()

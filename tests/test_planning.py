@@ -1,0 +1,180 @@
+"""Planner internals: the B.1 surrogate's gradient, β handling, batching, frozen networks, MPC, the pit."""
+
+import math
+
+import pytest
+import torch
+
+from sgp_lightning import SGPError
+from sgp_lightning.distance import ExactScoreModel
+from sgp_lightning.envs import IntegratorEnv
+from sgp_lightning.models import DynamicsModel, ScoreModel
+from sgp_lightning.planning import (
+    MPC,
+    GradientPlanner,
+    NoPenalty,
+    ScorePenalty,
+    ShootingProblem,
+    build_penalty,
+    frozen,
+    parse_beta,
+)
+from sgp_lightning.schedules import NoiseSchedule
+
+
+def _random_models(seed=0):
+    torch.manual_seed(seed)
+    dynamics = DynamicsModel(2, 2, hidden_dims=[16], activation="tanh")
+    score = ScoreModel(2, 2, hidden_dims=[16], activation="tanh", sigma_max=1.0, sigma_min=0.1, num_levels=4)
+    stats = {"x": (torch.tensor([0.1, -0.2]), torch.tensor([0.5, 2.0])), "u": (torch.zeros(2), torch.full((2,), 0.3)),
+             "dx": (torch.zeros(2), torch.full((2,), 0.2)), "xu": (torch.tensor([0.1, -0.2, 0.0, 0.0]),
+                                                                  torch.tensor([0.5, 2.0, 0.3, 0.3]))}
+    dynamics.set_normalizers(stats)
+    score.set_normalizers(stats)
+    return dynamics, score
+
+
+def test_surrogate_gradient_equals_explicit_chain_rule():
+    """∇_u of −βσ² Σ_t ⟨stopgrad s(z_t), z_t⟩ equals −βσ² Σ_t J_tᵀ s(z_t), J_t = ∂z_t/∂u (eq. 12, B.1)."""
+    dynamics, score = _random_models()
+    beta, level, horizon = 0.7, 2, 4
+    penalty = ScorePenalty(score, beta)
+    problem = ShootingProblem(dynamics, lambda s, a, g: s.new_zeros(s.shape[0]), penalty, horizon, 2)
+    x0 = torch.tensor([[0.3, -0.4]])
+    actions = torch.randn(1, horizon, 2, requires_grad=True)
+    with frozen(dynamics, score):
+        objective, _, _ = problem.objective(x0, None, actions, level)
+        (surrogate_grad,) = torch.autograd.grad(objective.sum(), actions)
+
+        def pairs(u):
+            states = problem.rollout(x0, u.reshape(1, horizon, 2))
+            return score.normalize_pair(states[:, :-1], u.reshape(1, horizon, 2)).reshape(-1)
+
+        jac = torch.autograd.functional.jacobian(pairs, actions.detach().reshape(-1))  # (T·d, T·m)
+        s = score(pairs(actions.detach().reshape(-1)).reshape(1, horizon, 4), level).reshape(-1)
+    sigma = float(score.schedule.sigmas[level])
+    explicit = -beta * sigma**2 * (jac.T @ s)
+    assert torch.allclose(surrogate_grad.reshape(-1), explicit, rtol=1e-4, atol=1e-6)
+
+
+def test_score_penalty_is_one_batched_call_over_the_horizon():
+    dynamics, score = _random_models()
+    calls = []
+    original = score.net.forward
+    score.net.forward = lambda z, level: calls.append(z.shape) or original(z, level)
+    problem = ShootingProblem(dynamics, lambda s, a, g: s.new_zeros(s.shape[0]), ScorePenalty(score, 1.0), 6, 2)
+    with frozen(dynamics, score):
+        problem.objective(torch.zeros(3, 2), None, torch.zeros(3, 6, 2), 0)
+    assert calls == [torch.Size([3, 6, 4])]
+
+
+@pytest.mark.parametrize("beta", [-1.0, -1e-9, "abc", float("nan")])
+def test_bad_beta_is_rejected(beta):
+    with pytest.raises(SGPError, match="beta"):
+        parse_beta(beta)
+
+
+def test_beta_zero_is_vanilla_and_inf_drops_the_cost():
+    _, score = _random_models()
+    assert isinstance(build_penalty("score", 0, score), NoPenalty)
+    for spelling in ("inf", ".inf", math.inf):
+        assert parse_beta(spelling) == math.inf
+    landing = build_penalty("score", "inf", score)
+    assert landing.drops_cost
+    dynamics, _ = _random_models()
+    x0, actions = torch.zeros(2, 2), torch.randn(2, 3, 2)
+
+    def big_cost(states, actions, goal):
+        return 1e6 * states.square().sum((-1, -2))
+
+    problem = ShootingProblem(dynamics, big_cost, landing, 3, 2)
+    with frozen(dynamics, score):
+        objective, cost, _ = problem.objective(x0, None, actions, 0)
+    assert torch.allclose(objective, landing(problem.rollout(x0, actions)[:, :-1], actions, 0))
+    assert cost.abs().min() > 1  # the cost is still reported, just not optimised
+
+
+def test_beta_positive_without_score_model_is_a_clear_error():
+    with pytest.raises(SGPError, match="needs a score model"):
+        build_penalty("score", 0.1, None)
+
+
+@pytest.mark.parametrize("horizon", [0, -3])
+def test_nonpositive_horizon_is_rejected(horizon):
+    with pytest.raises(SGPError, match="horizon"):
+        ShootingProblem(lambda x, u: x + u, lambda s, a, g: s.sum(), NoPenalty(), horizon, 2)
+
+
+def test_batch_planning_equals_planning_each_task_alone():
+    dynamics, score = _random_models(1)
+    env = IntegratorEnv(horizon=5, num_tasks=3)
+    tasks = env.tasks()
+    problem = ShootingProblem(dynamics, env.cost, ScorePenalty(score, 0.5), 5, 2)
+    planner = GradientPlanner(iterations=25, lr=0.05)
+    with frozen(dynamics, score):
+        batch = planner.solve(problem, tasks.x0, tasks.goal)
+        for i in range(3):
+            alone = planner.solve(problem, tasks.x0[i : i + 1], tasks.goal[i : i + 1])
+            assert torch.allclose(alone.actions, batch.actions[i : i + 1], atol=1e-5)
+
+
+def test_planning_freezes_network_parameters_and_restores_them():
+    dynamics, score = _random_models()
+    dynamics.train()
+    before = [p.detach().clone() for p in dynamics.parameters()]
+    problem = ShootingProblem(dynamics, IntegratorEnv().cost, ScorePenalty(score, 1.0), 4, 2)
+    tasks = IntegratorEnv(num_tasks=2).tasks()
+    with frozen(dynamics, score):
+        assert not any(p.requires_grad for p in dynamics.parameters())
+        GradientPlanner(iterations=5).solve(problem, tasks.x0, tasks.goal)
+    assert all(p.grad is None and p.requires_grad for p in dynamics.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, dynamics.parameters(), strict=True))
+    assert dynamics.training
+
+
+def _pit_setup():
+    """True env with a pit; 'learned' model = the plain integrator (it never saw the pit); exact score of
+    data drawn outside the pit. Isolates the planner from any training."""
+    env = IntegratorEnv(name="pit", pit_radius=0.4, hole_radius=0.4, num_tasks=6)
+    g = torch.Generator().manual_seed(0)
+    x = env.sample_states(6000, g)
+    x = x[~env.in_hole(x)][:3000]
+    u = env.sample_actions(3000, g)
+    schedule = NoiseSchedule.geometric(0.5, 0.2, 8)  # 4-D data this sparse is jagged below σ ≈ 0.2
+    return env, ExactScoreModel(torch.cat([x, u], -1), schedule)
+
+
+def _evaluate(env, problem, actions, tasks):
+    true = env.rollout(tasks.x0, actions)
+    return env.cost(true, actions, tasks.goal), true
+
+
+def test_sgp_with_exact_score_goes_around_the_pit_and_vanilla_does_not():
+    env, score = _pit_setup()
+    tasks = env.tasks()
+    planner = GradientPlanner(iterations=200, lr=0.01)
+    results = {}
+    for name, penalty in (("vanilla", NoPenalty()), ("sgp", ScorePenalty(score, 1.0))):
+        problem = ShootingProblem(lambda x, u: x + u, env.cost, penalty, env.horizon, 2)
+        plan = planner.solve(problem, tasks.x0, tasks.goal)
+        achieved, true = _evaluate(env, problem, plan.actions, tasks)
+        results[name] = (plan.cost_planned, achieved, env.in_pit(true).float().mean())
+    assert results["vanilla"][2] > 0.2  # vanilla drives into the pit and stalls there
+    assert results["sgp"][2] < 0.25 * results["vanilla"][2]  # at most grazes the rim
+    # (Achieved cost is compared with trained models in reproduce.py pit: the exact score of a finite 4-D set
+    # is jagged, and plans on it land on individual data points, Prop. 1.)
+    gap = {k: (v[1] - v[0]).abs().mean() for k, v in results.items()}
+    assert gap["sgp"] < 0.25 * gap["vanilla"]
+
+
+def test_mpc_executes_steps_on_true_env_with_warm_start():
+    env = IntegratorEnv(horizon=6, num_tasks=2)
+    tasks = env.tasks()
+    problem = ShootingProblem(lambda x, u: x + u, env.cost, NoPenalty(), 3, 2)
+    result = MPC(GradientPlanner(iterations=30, lr=0.05), iterations=10).run(problem, env, tasks.x0, tasks.goal, 6)
+    assert result.actions.shape == (2, 6, 2)
+    assert torch.allclose(result.history["true_states"], env.rollout(tasks.x0, result.actions))
+    # The model is exact here, so the model's prediction of the executed actions equals the truth.
+    assert torch.allclose(result.states, result.history["true_states"], atol=1e-6)
+    start = env.cost(env.rollout(tasks.x0, torch.zeros(2, 6, 2)), torch.zeros(2, 6, 2), tasks.goal)
+    assert torch.all(result.cost_planned < start)
