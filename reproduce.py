@@ -22,7 +22,10 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     entries = sorted(p.stem for p in (Path(__file__).parent / "conf" / "reproduce").glob("*.yaml"))
     if len(sys.argv) < 2 or "=" in sys.argv[1] or sys.argv[1].startswith("-"):
-        print(f"usage: python reproduce.py NAME output_dir=DIR [key=value ...]; NAME is one of {entries}", file=sys.stderr)
+        print(
+            f"usage: python reproduce.py NAME output_dir=DIR [key=value ...]; NAME is one of {entries}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     name = sys.argv.pop(1)
     if name not in entries:

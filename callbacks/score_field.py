@@ -29,12 +29,16 @@ class ScoreFieldCallback(L.Callback):
         env = pl_module.make_env()
         if score_model is None or datamodule is None or env.state_dim != 2 or not hasattr(env, "box"):
             if not self._warned:
-                rank_zero_warn("ScoreFieldCallback draws 2-D state domains with a score model only; skipping.")
+                rank_zero_warn(
+                    "ScoreFieldCallback draws 2-D state domains with a score model only; skipping."
+                )
                 self._warned = True
             return
         device = pl_module.device
         data = datamodule.train_data
-        pairs = score_model.normalize_pair(data["x"][: self.max_data].to(device), data["u"][: self.max_data].to(device))
+        pairs = score_model.normalize_pair(
+            data["x"][: self.max_data].to(device), data["u"][: self.max_data].to(device)
+        )
         axis = torch.linspace(-env.box, env.box, self.grid_size, device=device)
         points = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
         z = score_model.normalize_pair(points, torch.zeros(points.shape[0], env.action_dim, device=device))

@@ -72,7 +72,9 @@ class ShuffledBatches(IterableDataset):
 class TransitionDataModule(L.LightningDataModule):
     """Subclasses implement `load_transitions()` returning a dict with x, u, x_next, r."""
 
-    def __init__(self, batch_size: int = 1024, val_fraction: float = 0.1, seed: int = 0, name: str = "dataset"):
+    def __init__(
+        self, batch_size: int = 1024, val_fraction: float = 0.1, seed: int = 0, name: str = "dataset"
+    ):
         super().__init__()
         require(batch_size > 0, f"batch_size must be positive, got {batch_size}")
         require(0 < val_fraction < 1, f"val_fraction must be in (0, 1), got {val_fraction}")

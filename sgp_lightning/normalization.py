@@ -31,8 +31,12 @@ class Normalizer(nn.Module):
 
     @torch.no_grad()
     def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> Normalizer:
-        require(tuple(mean.shape) == tuple(self.mean.shape), f"mean shape {tuple(mean.shape)} != {self.shape}")
-        require(bool(torch.isfinite(mean).all() & torch.isfinite(std).all()), "normalizer stats are not finite")
+        require(
+            tuple(mean.shape) == tuple(self.mean.shape), f"mean shape {tuple(mean.shape)} != {self.shape}"
+        )
+        require(
+            bool(torch.isfinite(mean).all() & torch.isfinite(std).all()), "normalizer stats are not finite"
+        )
         self.mean.copy_(mean)
         self.std.copy_(std.clamp_min(self.eps))
         return self

@@ -65,6 +65,8 @@ def plan(cfg: DictConfig) -> dict:
         fig.savefig(out / "plan.png", dpi=110)
     table = methods_table(payload["methods"])
     (out / "table.md").write_text(table + "\n")
-    print(f"\n{system.domain}: {len(tasks)} tasks, {'MPC' if cfg.mpc else 'open loop'} ({cfg.ckpt_path})\n{table}\n")
+    print(
+        f"\n{system.domain}: {len(tasks)} tasks, {'MPC' if cfg.mpc else 'open loop'} ({cfg.ckpt_path})\n{table}\n"
+    )
     print(f"wrote {out / 'results.json'}")
     return payload

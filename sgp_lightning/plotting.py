@@ -35,7 +35,9 @@ def plot_plans(env: Env, evaluations: Sequence, data: torch.Tensor | None = None
     return fig
 
 
-def plot_score_field(env: Env, points: torch.Tensor, learned: dict, exact: dict, data: torch.Tensor | None = None):
+def plot_score_field(
+    env: Env, points: torch.Tensor, learned: dict, exact: dict, data: torch.Tensor | None = None
+):
     """Quiver of learned (top) vs exact (bottom) score, x-components, one column per σ label."""
     labels = list(learned)
     fig, axes = plt.subplots(2, len(labels), figsize=(3.6 * len(labels), 7.2), squeeze=False)
@@ -46,8 +48,12 @@ def plot_score_field(env: Env, points: torch.Tensor, learned: dict, exact: dict,
                 ax.scatter(*data[:2000, :2].T.cpu(), s=1, c="0.8", rasterized=True)
             env.draw(ax)
             vectors = field[:, :2].cpu()
-            vectors = vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # directions; norms vary by 1/σ
-            ax.quiver(*points[:, :2].T.cpu(), *vectors.T, color="tab:blue" if row == 0 else "tab:green", scale=25)
+            vectors = vectors / vectors.norm(dim=-1, keepdim=True).clamp_min(
+                1e-8
+            )  # directions; norms vary by 1/σ
+            ax.quiver(
+                *points[:, :2].T.cpu(), *vectors.T, color="tab:blue" if row == 0 else "tab:green", scale=25
+            )
             ax.set_title(f"{name} score, {label}", fontsize=9)
     fig.tight_layout()
     return fig

@@ -33,7 +33,9 @@ def _aggregate(per_seed: list[dict]) -> dict:
         if key == "cost_achieved":
             out["cost_achieved_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     out["gap"] = statistics.fmean(abs(r["cost_achieved"] - r["cost_planned"]) for r in per_seed)
-    out["per_seed"] = [{k: run[k] for k in ("cost_planned", "cost_achieved", "model_error", "seconds")} for run in per_seed]
+    out["per_seed"] = [
+        {k: run[k] for k in ("cost_planned", "cost_achieved", "model_error", "seconds")} for run in per_seed
+    ]
     out["per_task"] = [task for run in per_seed for task in run["per_task"]]
     return out
 
@@ -53,14 +55,32 @@ def reproduce(cfg: DictConfig) -> dict:
     domain = None
     for seed in entry.seeds:
         run_dir = out / "runs" / f"seed_{seed}"
-        train_cfg = _compose("train", [*entry.train_overrides, f"seed={seed}", threads, f"paths.output_dir={run_dir}",
-                                       "trainer.enable_progress_bar=false"])
+        train_cfg = _compose(
+            "train",
+            [
+                *entry.train_overrides,
+                f"seed={seed}",
+                threads,
+                f"paths.output_dir={run_dir}",
+                "trainer.enable_progress_bar=false",
+            ],
+        )
         train(train_cfg)
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         for label, overrides in methods.items():
             plan_dir = run_dir / "plan" / (label or "methods")
-            plan_cfg = _compose("plan", [*entry.plan_overrides, *overrides, f"ckpt_path={ckpt}", f"seed={seed}",
-                                         f"output_dir={plan_dir}", f"mpc={str(bool(entry.mpc)).lower()}", threads])
+            plan_cfg = _compose(
+                "plan",
+                [
+                    *entry.plan_overrides,
+                    *overrides,
+                    f"ckpt_path={ckpt}",
+                    f"seed={seed}",
+                    f"output_dir={plan_dir}",
+                    f"mpc={str(bool(entry.mpc)).lower()}",
+                    threads,
+                ],
+            )
             result = plan(plan_cfg)
             domain = result["domain"]
             for name, metrics in result["methods"].items():
@@ -109,4 +129,3 @@ def _markdown(payload: dict) -> str:
         f"{m['cuda'] or 'no GPU'}; wall time {payload['wall_seconds'] / 60:.1f} min.\n"
         + ("" if not payload.get("paper") else f"\nPaper: {payload['paper']}\n")
     )
-

@@ -33,11 +33,15 @@ class NoiseSchedule(nn.Module):
         self.register_buffer("sigmas", sigmas)
 
     @classmethod
-    def geometric(cls, sigma_max: float = 50.0, sigma_min: float = 0.01, num_levels: int = 232) -> NoiseSchedule:
+    def geometric(
+        cls, sigma_max: float = 50.0, sigma_min: float = 0.01, num_levels: int = 232
+    ) -> NoiseSchedule:
         _check_range(sigma_max, sigma_min, num_levels)
         if num_levels == 1:
             return cls([sigma_max])
-        return cls(torch.logspace(math.log10(sigma_max), math.log10(sigma_min), num_levels, dtype=torch.float64))
+        return cls(
+            torch.logspace(math.log10(sigma_max), math.log10(sigma_min), num_levels, dtype=torch.float64)
+        )
 
     @classmethod
     def cosine(cls, sigma_max: float = 0.2, sigma_min: float = 0.01, num_levels: int = 10) -> NoiseSchedule:
@@ -46,7 +50,9 @@ class NoiseSchedule(nn.Module):
         if num_levels == 1:
             return cls([sigma_max])
         k = torch.arange(num_levels, dtype=torch.float64)
-        return cls(sigma_min + (sigma_max - sigma_min) * 0.5 * (1 + torch.cos(math.pi * k / (num_levels - 1))))
+        return cls(
+            sigma_min + (sigma_max - sigma_min) * 0.5 * (1 + torch.cos(math.pi * k / (num_levels - 1)))
+        )
 
     @classmethod
     def build(cls, kind: str, sigma_max: float, sigma_min: float, num_levels: int) -> NoiseSchedule:

@@ -33,8 +33,12 @@ PLAN_METRICS = ("plan/cost_planned", "plan/cost_achieved", "plan/model_error")
 def validate_config(cfg: DictConfig) -> None:
     """Reject values that can never work before any data is generated or any epoch is trained."""
     validate_planner_config(cfg.planner)
-    NoiseSchedule.build(cfg.domain.schedule, cfg.domain.sigma_max, cfg.domain.sigma_min, cfg.domain.num_levels)
-    require(cfg.domain.env.get("horizon", 1) > 0, f"domain.env.horizon must be > 0, got {cfg.domain.env.horizon}")
+    NoiseSchedule.build(
+        cfg.domain.schedule, cfg.domain.sigma_max, cfg.domain.sigma_min, cfg.domain.num_levels
+    )
+    require(
+        cfg.domain.env.get("horizon", 1) > 0, f"domain.env.horizon must be > 0, got {cfg.domain.env.horizon}"
+    )
     if cfg.get("ckpt_path") is not None:
         require(Path(cfg.ckpt_path).is_file(), f"ckpt_path not found: {cfg.ckpt_path}")
         domain = checkpoint_domain(cfg.ckpt_path)

@@ -61,8 +61,13 @@ def test_two_value_multirun_then_sweep_report_then_plan_cli(tmp_path):
     assert rows[0].startswith("| beta |") and {r.split("|")[1].strip() for r in rows[1:]} == {"0", "1"}
 
     out = tmp_path / "plan"
-    proc = run_cli("plan.py", f"ckpt_path={jobs[0].parent}/checkpoints/last.ckpt", f"output_dir={out}",
-                   "planners.sgp.optimizer.iterations=5", "planners.vanilla.optimizer.iterations=5")
+    proc = run_cli(
+        "plan.py",
+        f"ckpt_path={jobs[0].parent}/checkpoints/last.ckpt",
+        f"output_dir={out}",
+        "planners.sgp.optimizer.iterations=5",
+        "planners.vanilla.optimizer.iterations=5",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| sgp |" in proc.stdout and (out / "results.json").is_file() and (out / "plan.png").is_file()
 
@@ -72,9 +77,15 @@ def test_reproduce_cli_runs_a_shrunken_entry(tmp_path):
         return "[" + ",".join(f"'{item}'" for item in items) + "]"
 
     plan_shrink = ["planners.sgp.optimizer.iterations=5", "planners.vanilla.optimizer.iterations=5"]
-    proc = run_cli("reproduce.py", "pit", f"output_dir={tmp_path}", "reproduce.seeds=[0]",
-                   f"reproduce.train_overrides={hydra_list(['experiment=pit', *TINY])}",
-                   f"reproduce.plan_overrides={hydra_list(plan_shrink)}", timeout=300)
+    proc = run_cli(
+        "reproduce.py",
+        "pit",
+        f"output_dir={tmp_path}",
+        "reproduce.seeds=[0]",
+        f"reproduce.train_overrides={hydra_list(['experiment=pit', *TINY])}",
+        f"reproduce.plan_overrides={hydra_list(plan_shrink)}",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["methods"]) == {"sgp", "vanilla"} and results["seeds"] == [0]

@@ -69,8 +69,16 @@ def _transitions(n=20):
 @pytest.mark.parametrize(
     "broken, message",
     [
-        (lambda d: {**d, "x": torch.zeros(0, 2), "u": torch.zeros(0, 2), "x_next": torch.zeros(0, 2),
-                    "r": torch.zeros(0)}, "empty"),
+        (
+            lambda d: {
+                **d,
+                "x": torch.zeros(0, 2),
+                "u": torch.zeros(0, 2),
+                "x_next": torch.zeros(0, 2),
+                "r": torch.zeros(0),
+            },
+            "empty",
+        ),
         (lambda d: {**d, "x": d["x"].index_fill(0, torch.tensor([3]), float("nan"))}, "NaN"),
         (lambda d: {**d, "r": d["r"].index_fill(0, torch.tensor([5]), float("inf"))}, "NaN or infinite"),
         (lambda d: {k: v for k, v in d.items() if k != "r"}, "missing keys"),

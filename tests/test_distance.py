@@ -46,7 +46,9 @@ def test_streaming_handles_a_million_points_in_bounded_chunks():
     x = torch.rand(4, 2, generator=torch.Generator().manual_seed(2))
     result = softmin(x, big, 0.05, chunk_size=100_000)
     assert torch.isfinite(result.score).all() and result.score.shape == (4, 2)
-    assert torch.allclose(result.distance_sq, softmin(x, big, 0.05, chunk_size=250_000).distance_sq, atol=1e-6)
+    assert torch.allclose(
+        result.distance_sq, softmin(x, big, 0.05, chunk_size=250_000).distance_sq, atol=1e-6
+    )
 
 
 def test_softmin_tends_to_true_min_as_sigma_shrinks(data):
@@ -81,7 +83,9 @@ def test_lipschitz_bound_holds_for_known_error():
 
     for sigma in (0.01, 0.1, 1.0):
         result = softmin(x, data, sigma)
-        bound = lipschitz_error_bound(error(data[result.nearest_index]), 3 * math.sqrt(2), result.distance_sq, sigma, 50)
+        bound = lipschitz_error_bound(
+            error(data[result.nearest_index]), 3 * math.sqrt(2), result.distance_sq, sigma, 50
+        )
         assert torch.all(error(x) <= bound + 1e-9)
 
 

@@ -45,7 +45,10 @@ def test_run_layout_checkpoint_and_tensorboard(trained_run):
     assert {"plan/cost_planned", "plan/cost_achieved", "plan/model_error"} <= scalars
     assert "plan/trajectories" in images and "score/field" in images
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["hparams"]["beta"] == 1.0 and saved["metrics"]["plan/cost_achieved"] == metrics["plan/cost_achieved"]
+    assert (
+        saved["hparams"]["beta"] == 1.0
+        and saved["metrics"]["plan/cost_achieved"] == metrics["plan/cost_achieved"]
+    )
 
 
 def test_checkpoint_is_self_contained(trained_run):
@@ -58,8 +61,15 @@ def test_checkpoint_is_self_contained(trained_run):
 
 def test_plan_on_produced_checkpoint_writes_results(trained_run, tmp_path):
     out, _ = trained_run
-    cfg = compose_config("plan", [f"ckpt_path={out}/checkpoints/last.ckpt", "planners.sgp.optimizer.iterations=10",
-                                  "planners.vanilla.optimizer.iterations=10"], tmp_path)
+    cfg = compose_config(
+        "plan",
+        [
+            f"ckpt_path={out}/checkpoints/last.ckpt",
+            "planners.sgp.optimizer.iterations=10",
+            "planners.vanilla.optimizer.iterations=10",
+        ],
+        tmp_path,
+    )
     payload = plan(cfg)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results == json.loads(json.dumps(payload))
@@ -72,16 +82,27 @@ def test_plan_on_produced_checkpoint_writes_results(trained_run, tmp_path):
 
 def test_plan_with_mpc(trained_run, tmp_path):
     out, _ = trained_run
-    cfg = compose_config("plan", [f"ckpt_path={out}/checkpoints/last.ckpt", "mpc=true", "methods=[sgp]",
-                                  "planners.sgp.optimizer.iterations=5", "planners.sgp.mpc.iterations=2",
-                                  "planners.sgp.mpc.horizon=3"], tmp_path)
+    cfg = compose_config(
+        "plan",
+        [
+            f"ckpt_path={out}/checkpoints/last.ckpt",
+            "mpc=true",
+            "methods=[sgp]",
+            "planners.sgp.optimizer.iterations=5",
+            "planners.sgp.mpc.iterations=2",
+            "planners.sgp.mpc.horizon=3",
+        ],
+        tmp_path,
+    )
     result = plan(cfg)["methods"]["sgp"]
     assert result["cost_achieved"] > 0 and len(result["per_task"]) == 3
 
 
 def test_resume_from_last_checkpoint(trained_run, tmp_path):
     out, _ = trained_run
-    cfg = compose_config("train", [*TINY, "trainer.max_epochs=2", f"ckpt_path={out}/checkpoints/last.ckpt"], tmp_path)
+    cfg = compose_config(
+        "train", [*TINY, "trainer.max_epochs=2", f"ckpt_path={out}/checkpoints/last.ckpt"], tmp_path
+    )
     _, objects = train(cfg)
     first = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     assert objects["trainer"].current_epoch == 2

@@ -26,9 +26,12 @@ def _random_models(seed=0):
     torch.manual_seed(seed)
     dynamics = DynamicsModel(2, 2, hidden_dims=[16], activation="tanh")
     score = ScoreModel(2, 2, hidden_dims=[16], activation="tanh", sigma_max=1.0, sigma_min=0.1, num_levels=4)
-    stats = {"x": (torch.tensor([0.1, -0.2]), torch.tensor([0.5, 2.0])), "u": (torch.zeros(2), torch.full((2,), 0.3)),
-             "dx": (torch.zeros(2), torch.full((2,), 0.2)), "xu": (torch.tensor([0.1, -0.2, 0.0, 0.0]),
-                                                                  torch.tensor([0.5, 2.0, 0.3, 0.3]))}
+    stats = {
+        "x": (torch.tensor([0.1, -0.2]), torch.tensor([0.5, 2.0])),
+        "u": (torch.zeros(2), torch.full((2,), 0.3)),
+        "dx": (torch.zeros(2), torch.full((2,), 0.2)),
+        "xu": (torch.tensor([0.1, -0.2, 0.0, 0.0]), torch.tensor([0.5, 2.0, 0.3, 0.3])),
+    }
     dynamics.set_normalizers(stats)
     score.set_normalizers(stats)
     return dynamics, score
@@ -62,7 +65,9 @@ def test_score_penalty_is_one_batched_call_over_the_horizon():
     calls = []
     original = score.net.forward
     score.net.forward = lambda z, level: calls.append(z.shape) or original(z, level)
-    problem = ShootingProblem(dynamics, lambda s, a, g: s.new_zeros(s.shape[0]), ScorePenalty(score, 1.0), 6, 2)
+    problem = ShootingProblem(
+        dynamics, lambda s, a, g: s.new_zeros(s.shape[0]), ScorePenalty(score, 1.0), 6, 2
+    )
     with frozen(dynamics, score):
         problem.objective(torch.zeros(3, 2), None, torch.zeros(3, 6, 2), 0)
     assert calls == [torch.Size([3, 6, 4])]
@@ -171,7 +176,9 @@ def test_mpc_executes_steps_on_true_env_with_warm_start():
     env = IntegratorEnv(horizon=6, num_tasks=2)
     tasks = env.tasks()
     problem = ShootingProblem(lambda x, u: x + u, env.cost, NoPenalty(), 3, 2)
-    result = MPC(GradientPlanner(iterations=30, lr=0.05), iterations=10).run(problem, env, tasks.x0, tasks.goal, 6)
+    result = MPC(GradientPlanner(iterations=30, lr=0.05), iterations=10).run(
+        problem, env, tasks.x0, tasks.goal, 6
+    )
     assert result.actions.shape == (2, 6, 2)
     assert torch.allclose(result.history["true_states"], env.rollout(tasks.x0, result.actions))
     # The model is exact here, so the model's prediction of the executed actions equals the truth.

@@ -40,7 +40,9 @@ def test_dsm_trained_score_matches_exact_score_near_data():
 
 
 def test_score_model_loss_is_eq10_with_one_level_per_sample():
-    model = ScoreModel(1, 1, hidden_dims=[8], schedule="geometric", sigma_max=1.0, sigma_min=0.1, num_levels=3)
+    model = ScoreModel(
+        1, 1, hidden_dims=[8], schedule="geometric", sigma_max=1.0, sigma_min=0.1, num_levels=3
+    )
     batch = {"x": torch.randn(5, 1), "u": torch.randn(5, 1)}
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     loss = model.loss(batch, g1)

@@ -91,19 +91,28 @@ class IntegratorEnv(Env):
         import matplotlib.patches as patches
 
         b = self.box
-        ax.add_patch(patches.Rectangle((-b, -b), 2 * b, 2 * b, fill=False, ec="tab:red", lw=1, label="data box"))
+        ax.add_patch(
+            patches.Rectangle((-b, -b), 2 * b, 2 * b, fill=False, ec="tab:red", lw=1, label="data box")
+        )
         if self.hole_radius > 0:
             ax.add_patch(
-                patches.Circle(self.hole_center.tolist(), self.hole_radius, fc="0.85", ec="0.5", label="no data")
+                patches.Circle(
+                    self.hole_center.tolist(), self.hole_radius, fc="0.85", ec="0.5", label="no data"
+                )
             )
         if self.pit_radius > 0:
             ax.add_patch(
                 patches.Circle(
-                    self.pit_center.tolist(), self.pit_radius, fill=False, ec="k", ls=":", hatch="//", label="pit"
+                    self.pit_center.tolist(),
+                    self.pit_radius,
+                    fill=False,
+                    ec="k",
+                    ls=":",
+                    hatch="//",
+                    label="pit",
                 )
             )
         ax.plot(*self.goal.tolist(), marker="*", ms=14, color="gold", mec="k", ls="none", label="goal")
         ax.set_xlim(-1.15 * b, 1.15 * b)
         ax.set_ylim(-1.15 * b, 1.15 * b)
         ax.set_aspect("equal")
-

@@ -33,7 +33,9 @@ class ScoreModel(PartModel):
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.schedule = NoiseSchedule.build(schedule, sigma_max, sigma_min, num_levels)
         self.pair_norm = Normalizer(state_dim + action_dim)
-        self.net = NoiseConditionedMLP(state_dim + action_dim, self.schedule.sigmas, list(hidden_dims), activation)
+        self.net = NoiseConditionedMLP(
+            state_dim + action_dim, self.schedule.sigmas, list(hidden_dims), activation
+        )
 
     @property
     def dim(self) -> int:

@@ -24,7 +24,9 @@ def _check_widths(hidden_dims: Sequence[int]) -> list[int]:
 
 
 class MLP(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, hidden_dims: Sequence[int] = (256, 256), activation: str = "relu"):
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden_dims: Sequence[int] = (256, 256), activation: str = "relu"
+    ):
         super().__init__()
         widths = [in_dim, *_check_widths(hidden_dims)]
         layers: list[nn.Module] = []

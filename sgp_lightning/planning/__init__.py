@@ -1,6 +1,11 @@
 """Planning: problem → penalty → optimizer → MPC, and evaluation on the true env."""
 
-from sgp_lightning.planning.evaluate import Evaluation, build_problem, plan_and_evaluate, validate_planner_config
+from sgp_lightning.planning.evaluate import (
+    Evaluation,
+    build_problem,
+    plan_and_evaluate,
+    validate_planner_config,
+)
 from sgp_lightning.planning.mpc import MPC
 from sgp_lightning.planning.optimizers import GradientPlanner
 from sgp_lightning.planning.penalties import NoPenalty, Penalty, ScorePenalty, build_penalty, parse_beta

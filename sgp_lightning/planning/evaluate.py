@@ -31,11 +31,19 @@ def validate_planner_config(cfg: Mapping) -> None:
     """Fail early, before any training, on planner values that can never work."""
     cfg = _plain(cfg)
     parse_beta(cfg.get("beta", 0))
-    require(cfg.get("cost_source", "env") in COST_SOURCES, f"planner.cost_source must be one of {COST_SOURCES}")
+    require(
+        cfg.get("cost_source", "env") in COST_SOURCES, f"planner.cost_source must be one of {COST_SOURCES}"
+    )
     horizon = cfg.get("horizon")
-    require(horizon is None or (int(horizon) == horizon and horizon > 0), f"planner.horizon must be > 0, got {horizon}")
+    require(
+        horizon is None or (int(horizon) == horizon and horizon > 0),
+        f"planner.horizon must be > 0, got {horizon}",
+    )
     mpc_horizon = cfg.get("mpc", {}).get("horizon", 1)
-    require(int(mpc_horizon) == mpc_horizon and mpc_horizon > 0, f"planner.mpc.horizon must be > 0, got {mpc_horizon}")
+    require(
+        int(mpc_horizon) == mpc_horizon and mpc_horizon > 0,
+        f"planner.mpc.horizon must be > 0, got {mpc_horizon}",
+    )
     GradientPlanner(**cfg.get("optimizer", {}))
 
 
@@ -86,7 +94,9 @@ class Evaluation:
         }
 
 
-def plan_and_evaluate(system, env: Env, tasks: Tasks, cfg: Mapping, mpc: bool = False, method: str = "") -> Evaluation:
+def plan_and_evaluate(
+    system, env: Env, tasks: Tasks, cfg: Mapping, mpc: bool = False, method: str = ""
+) -> Evaluation:
     """Plan every task in one batch (open loop, or MPC on the true env) and evaluate on the true env."""
     cfg = _plain(cfg)
     validate_planner_config(cfg)
@@ -114,4 +124,12 @@ def plan_and_evaluate(system, env: Env, tasks: Tasks, cfg: Mapping, mpc: bool = 
         true_states = env.rollout(tasks.x0, plan.actions)
         cost_achieved = true_cost(true_states, plan.actions, tasks.goal)
         model_error = (plan.states[:, 1:] - true_states[:, 1:]).norm(dim=-1).mean(1)
-    return Evaluation(method or cfg.get("name", "planner"), plan, true_states, plan.cost_planned, cost_achieved, model_error, seconds)
+    return Evaluation(
+        method or cfg.get("name", "planner"),
+        plan,
+        true_states,
+        plan.cost_planned,
+        cost_achieved,
+        model_error,
+        seconds,
+    )

@@ -17,7 +17,9 @@ class MPC:
         self.iterations = iterations
         require(iterations is None or iterations > 0, f"mpc iterations must be positive, got {iterations}")
 
-    def run(self, problem: ShootingProblem, env: Env, x0: torch.Tensor, goal: torch.Tensor, steps: int) -> PlanResult:
+    def run(
+        self, problem: ShootingProblem, env: Env, x0: torch.Tensor, goal: torch.Tensor, steps: int
+    ) -> PlanResult:
         """Execute `steps` actions on the true env. Returns the executed actions, the learned model's
         prediction of them from x0 (`states`, `cost_planned`) and, in history, the true states."""
         require(steps > 0, f"mpc steps must be positive, got {steps}")

@@ -40,7 +40,7 @@ class GradientPlanner:
         iterations: int | None = None,
     ) -> PlanResult:
         iterations = int(iterations or self.iterations)
-        actions = (self.initial_actions(problem, x0) if init_actions is None else init_actions.detach().clone())
+        actions = self.initial_actions(problem, x0) if init_actions is None else init_actions.detach().clone()
         require(
             actions.shape[1] == problem.horizon,
             f"initial actions have horizon {actions.shape[1]}, the problem {problem.horizon}",

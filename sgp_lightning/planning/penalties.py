@@ -24,7 +24,10 @@ def parse_beta(beta) -> float:
         except ValueError:
             raise SGPError(f"planner.beta must be a number ≥ 0 or inf, got {beta!r}") from None
     beta = float(beta)
-    require(not math.isnan(beta) and beta >= 0, f"planner.beta must be ≥ 0 (0 = vanilla MBRL, inf = data landing), got {beta}")
+    require(
+        not math.isnan(beta) and beta >= 0,
+        f"planner.beta must be ≥ 0 (0 = vanilla MBRL, inf = data landing), got {beta}",
+    )
     return beta
 
 

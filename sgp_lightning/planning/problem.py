@@ -28,7 +28,10 @@ class ShootingProblem:
     """min_u  Σ_t cost_t(x_t, u_t) + penalty(x_{0:T−1}, u_{0:T−1}),  x_{t+1} = f(x_t, u_t), x_0 given."""
 
     def __init__(self, dynamics: Dynamics, cost: CostFn, penalty: Penalty, horizon: int, action_dim: int):
-        require(int(horizon) == horizon and horizon > 0, f"planning horizon must be a positive integer, got {horizon}")
+        require(
+            int(horizon) == horizon and horizon > 0,
+            f"planning horizon must be a positive integer, got {horizon}",
+        )
         self.dynamics, self.cost, self.penalty = dynamics, cost, penalty
         self.horizon, self.action_dim = int(horizon), int(action_dim)
 

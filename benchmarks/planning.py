@@ -1,0 +1,93 @@
+"""MPC step time for batch 1 and batch 16 on the same networks; prints JSON.
+
+One MPC step = one warm-started re-plan (planner.mpc.iterations Adam iterations over a planner.mpc.horizon
+window) plus one true env step. Batching tasks should cost far less than 16 separate solves.
+
+    python benchmarks/planning.py [--ckpt RUN/checkpoints/last.ckpt] [--threads 1] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sgp_lightning.models import SGPSystem, load_system
+from sgp_lightning.planning import MPC, GradientPlanner, build_problem, frozen
+from sgp_lightning.utils import machine_info
+
+CONF = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
+
+
+def default_system() -> SGPSystem:
+    """The default domain's system at its configured sizes, randomly initialised (timing only)."""
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["paths.output_dir=/tmp/unused"])
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("_target_"), model.pop("_recursive_")
+    return SGPSystem(**model).eval(), OmegaConf.to_container(cfg.planner, resolve=True)
+
+
+def time_mpc_step(system, planner_cfg, batch: int, repeats: int) -> list[float]:
+    env = system.make_env()
+    env.num_tasks = batch
+    tasks = env.tasks()
+    mpc_cfg = planner_cfg["mpc"]
+    problem = build_problem(system, env, planner_cfg, mpc_cfg["horizon"])
+    planner = GradientPlanner(**{**planner_cfg["optimizer"], "iterations": mpc_cfg["iterations"]})
+    controller = MPC(planner, mpc_cfg["iterations"])
+    times = []
+    with frozen(system):
+        controller.run(problem, env, tasks.x0, tasks.goal, steps=1)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            controller.run(problem, env, tasks.x0, tasks.goal, steps=1)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--ckpt", default=None, help="checkpoint to time (default: the default domain, random init)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=5, help="timed MPC steps per batch size")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.ckpt:
+        system = load_system(args.ckpt)
+        _, planner_cfg = default_system()
+    else:
+        system, planner_cfg = default_system()
+    results = {}
+    for batch in (1, 16):
+        times = time_mpc_step(system, planner_cfg, batch, args.repeats)
+        results[f"batch_{batch}"] = {"median_s": statistics.median(times), "min_s": min(times), "runs": times}
+    t1, t16 = results["batch_1"]["median_s"], results["batch_16"]["median_s"]
+    print(
+        json.dumps(
+            {
+                "benchmark": "mpc_step",
+                "domain": system.domain,
+                "mpc_iterations": planner_cfg["mpc"]["iterations"],
+                "mpc_horizon": planner_cfg["mpc"]["horizon"],
+                "beta": planner_cfg["beta"],
+                **results,
+                "ratio_batch16_over_batch1": t16 / t1,
+                "speedup_vs_16_separate_solves": 16 * t1 / t16,
+                "machine": machine_info(),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
