@@ -58,9 +58,9 @@ class PlanningCallback(L.Callback):
         evaluation = None
         if len(tasks) > 0:
             evaluation = plan_and_evaluate(pl_module, env, tasks, self.planner, mpc=self.mpc)
-            totals = torch.stack(
-                [getattr(evaluation, m).sum() for m in METRICS] + [torch.tensor(float(len(tasks)))]
-            ).to(pl_module.device)
+            sums = [getattr(evaluation, m).sum().to(pl_module.device) for m in METRICS]
+            count = torch.tensor(float(len(tasks)), device=pl_module.device)
+            totals = torch.stack([*sums, count])
         totals = trainer.strategy.reduce(totals, reduce_op="sum")
         means = (totals[:-1] / totals[-1]).tolist()
         self.last_metrics = {f"plan/{m}": v for m, v in zip(METRICS, means, strict=True)}

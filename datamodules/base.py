@@ -48,6 +48,7 @@ class ShuffledBatches(IterableDataset):
     def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, shuffle: bool, seed: int):
         self.tensors, self.batch_size, self.shuffle, self.seed = tensors, batch_size, shuffle, seed
         self.epoch = 0
+        self.epoch_source = None  # e.g. the trainer's current epoch, so a resumed run continues the order
         self.rank, self.world_size = 0, 1
 
     def _rows_per_rank(self) -> int:
@@ -59,7 +60,8 @@ class ShuffledBatches(IterableDataset):
     def __iter__(self):
         n = next(iter(self.tensors.values())).shape[0]
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
             self.epoch += 1
         else:
             order = torch.arange(n)
@@ -117,8 +119,10 @@ class TransitionDataModule(L.LightningDataModule):
 
     def _loader(self, data, shuffle: bool, seed_offset: int) -> DataLoader:
         dataset = ShuffledBatches(data, self.batch_size, shuffle, self.seed + seed_offset)
-        if self.trainer is not None:
-            dataset.rank, dataset.world_size = self.trainer.global_rank, self.trainer.world_size
+        trainer = self.trainer
+        if trainer is not None:
+            dataset.rank, dataset.world_size = trainer.global_rank, trainer.world_size
+            dataset.epoch_source = lambda: trainer.current_epoch
         return DataLoader(dataset, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:

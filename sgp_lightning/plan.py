@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from sgp_lightning.errors import SGPError, require
 from sgp_lightning.models import load_system
 from sgp_lightning.planning import plan_and_evaluate, validate_planner_config
+from sgp_lightning.planning.evaluate import validate_for_system
 from sgp_lightning.report import methods_table
 from sgp_lightning.utils import set_threads, write_json
 
@@ -39,8 +40,14 @@ def plan(cfg: DictConfig) -> dict:
             f"{cfg.ckpt_path} is a checkpoint of domain {system.domain!r}, but expected_domain="
             f"{cfg.expected_domain} was asked for",
         )
+    for name, planner_cfg in methods.items():
+        try:
+            validate_for_system(planner_cfg, system)
+        except SGPError as err:
+            raise SGPError(f"planners.{name}: {err}") from None
     env = system.make_env()
-    if cfg.get("num_tasks"):
+    if cfg.get("num_tasks") is not None:
+        require(int(cfg.num_tasks) > 0, f"num_tasks must be positive, got {cfg.num_tasks}")
         env.num_tasks = int(cfg.num_tasks)
     tasks = env.tasks()
 

@@ -71,7 +71,8 @@ class NoiseSchedule(nn.Module):
         """Level used at `iteration` of `iterations` when annealing from `start_level` to the last level.
 
         Each of the L − start_level levels gets an equal share of the iterations (paper B.2), so the
-        final iterations always run at σ_min.
+        final iterations always run at σ_min. With fewer iterations than levels, levels are skipped evenly
+        and the last iteration still runs at σ_min.
         """
         require(iterations > 0, f"iterations must be positive, got {iterations}")
         require(
@@ -80,6 +81,10 @@ class NoiseSchedule(nn.Module):
             f"got {start_level}",
         )
         levels = self.num_levels - start_level
+        if iterations < levels:  # fewer iterations than levels: spread them so the last one is σ_min
+            return start_level + (
+                round(iteration * (levels - 1) / (iterations - 1)) if iterations > 1 else levels - 1
+            )
         return start_level + min(levels - 1, iteration * levels // iterations)
 
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.errors import SGPError, require
 from sgp_lightning.planning import parse_beta, validate_planner_config
+from sgp_lightning.planning.evaluate import validate_against_system
 from sgp_lightning.schedules import NoiseSchedule
 from sgp_lightning.utils import log, set_threads, write_json
 
@@ -33,6 +34,13 @@ PLAN_METRICS = ("plan/cost_planned", "plan/cost_achieved", "plan/model_error")
 def validate_config(cfg: DictConfig) -> None:
     """Reject values that can never work before any data is generated or any epoch is trained."""
     validate_planner_config(cfg.planner)
+    if OmegaConf.select(cfg, "callbacks.planning") is not None:
+        validate_against_system(
+            cfg.planner,
+            has_dynamics=cfg.model.get("dynamics") is not None,
+            has_reward=cfg.model.get("reward") is not None,
+            num_levels=cfg.model.score.num_levels if cfg.model.get("score") is not None else None,
+        )
     NoiseSchedule.build(
         cfg.domain.schedule, cfg.domain.sigma_max, cfg.domain.sigma_min, cfg.domain.num_levels
     )

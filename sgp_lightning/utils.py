@@ -42,6 +42,10 @@ def _find_user_error(err: BaseException | None) -> SGPError | None:
     while err is not None and id(err) not in seen:
         if isinstance(err, SGPError):
             return err
+        # ddp_spawn re-raises a child's exception as text (ProcessRaisedException) holding its traceback.
+        marker = "sgp_lightning.errors.SGPError: "
+        if type(err).__name__ == "ProcessRaisedException" and marker in str(err):
+            return SGPError(str(err).rsplit(marker, 1)[1].strip().splitlines()[0])
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None

@@ -19,11 +19,26 @@ def _error_lines(proc):
         ("planner.horizon=0", "planner.horizon must be > 0"),
         ("domain.env.horizon=-2", "horizon must be > 0"),
         ("domain.datamodule.num_samples=0", "num_samples must be positive"),
+        ("domain.env.action_limit=inf", "NaN or infinite values in 'u'"),
+        ("model.reward=null", "cost_source=learned needs a reward model"),
+        ("planner.optimizer.start_level=8", "start_level must be in [0, 7]"),
+        ("planner.penalty=none", "silently ignore β"),
     ],
-    ids=["negative-beta", "increasing-sigma", "zero-horizon", "negative-env-horizon", "empty-dataset"],
+    ids=[
+        "negative-beta",
+        "increasing-sigma",
+        "zero-horizon",
+        "negative-env-horizon",
+        "zero-samples",
+        "nan-data",
+        "learned-cost-no-reward",
+        "start-level",
+        "penalty-none-beta",
+    ],
 )
 def test_bad_config_values_exit_2_with_one_clear_line(override, message, tmp_path):
-    proc = run_cli("train.py", *TINY, override, f"paths.output_dir={tmp_path}", timeout=120)
+    extra = ["planner.cost_source=learned"] if override == "model.reward=null" else []
+    proc = run_cli("train.py", *TINY, override, *extra, f"paths.output_dir={tmp_path}", timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = _error_lines(proc)
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
@@ -99,5 +114,18 @@ def test_ddp_sim_two_cpu_processes(tmp_path):
     proc = run_cli("train.py", *TINY, "trainer=ddp_sim", f"paths.output_dir={tmp_path}", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    assert "plan/cost_achieved" in metrics
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # Tasks were sharded over 2 ranks (3 tasks: 2 + 1) and reduced: the logged means must equal one
+    # process planning all tasks with the final weights.
+    import torch
+
+    from sgp_lightning.models import load_system
+    from sgp_lightning.planning import plan_and_evaluate
+    from tests.conftest import compose_config
+
+    torch.set_num_threads(1)
+    system = load_system(str(tmp_path / "checkpoints" / "last.ckpt"))
+    planner = compose_config("train", list(TINY), tmp_path).planner
+    ev = plan_and_evaluate(system, system.make_env(), system.make_env().tasks(), planner)
+    for name in ("cost_planned", "cost_achieved", "model_error"):
+        assert abs(getattr(ev, name).mean().item() - metrics[f"plan/{name}"]) < 1e-4, name

@@ -10,6 +10,7 @@ from omegaconf import open_dict
 from sgp_lightning import SGPError
 from sgp_lightning.models import load_system
 from sgp_lightning.plan import plan
+from sgp_lightning.planning import plan_and_evaluate
 from sgp_lightning.train import train
 from tests.conftest import TINY, compose_config
 
@@ -44,11 +45,27 @@ def test_run_layout_checkpoint_and_tensorboard(trained_run):
     scalars, images = set(acc.Tags()["scalars"]), set(acc.Tags()["images"])
     assert {"plan/cost_planned", "plan/cost_achieved", "plan/model_error"} <= scalars
     assert "plan/trajectories" in images and "score/field" in images
+    # HParams view: the sweep's hyperparameters with plan/* registered as its metrics.
+    hparams = acc.PluginTagToContent("hparams")
+    assert (
+        b"plan/cost_achieved" in hparams["_hparams_/experiment"]
+        and b"beta" in hparams["_hparams_/experiment"]
+    )
     saved = json.loads((out / "metrics.json").read_text())
     assert (
         saved["hparams"]["beta"] == 1.0
         and saved["metrics"]["plan/cost_achieved"] == metrics["plan/cost_achieved"]
     )
+
+
+def test_callback_metrics_equal_offline_evaluation_of_the_checkpoint(trained_run):
+    """The PlanningCallback's plan/* values are those of the final weights (saved in last.ckpt)."""
+    out, metrics = trained_run
+    system = load_system(str(out / "checkpoints" / "last.ckpt"))
+    cfg = compose_config("train", list(TINY), out).planner
+    ev = plan_and_evaluate(system, system.make_env(), system.make_env().tasks(), cfg)
+    for name in ("cost_planned", "cost_achieved", "model_error"):
+        assert abs(getattr(ev, name).mean().item() - metrics[f"plan/{name}"]) < 1e-5, name
 
 
 def test_checkpoint_is_self_contained(trained_run):
@@ -98,6 +115,31 @@ def test_plan_with_mpc(trained_run, tmp_path):
     assert result["cost_achieved"] > 0 and len(result["per_task"]) == 3
 
 
+def test_plan_with_learned_reward_as_cost(trained_run):
+    """cost_source=learned: planned cost is −Σ r̂ on model states, achieved is −Σ r on true states."""
+    out, _ = trained_run
+    system = load_system(f"{out}/checkpoints/last.ckpt")
+    env = system.make_env()
+    tasks = env.tasks()
+    cfg = {
+        "beta": 0.0,
+        "penalty": "none",
+        "cost_source": "learned",
+        "optimizer": {"iterations": 20, "lr": 0.02},
+    }
+    ev = plan_and_evaluate(system, env, tasks, cfg)
+    with torch.no_grad():
+        learned = -system.reward(ev.plan.states[:, :-1], ev.plan.actions).sum(1)
+        true = -env.reward(ev.true_states[:, :-1], ev.plan.actions).sum(1)
+        zero = torch.zeros_like(ev.plan.actions)
+        model_states = [tasks.x0]
+        for t in range(zero.shape[1]):
+            model_states.append(system.dynamics(model_states[-1], zero[:, t]))
+        learned_at_zero = -system.reward(torch.stack(model_states[:-1], 1), zero).sum(1)
+    assert torch.allclose(ev.cost_planned, learned) and torch.allclose(ev.cost_achieved, true)
+    assert torch.all(ev.cost_planned < learned_at_zero)  # the optimiser lowered the learned cost
+
+
 def test_resume_from_last_checkpoint(trained_run, tmp_path):
     out, _ = trained_run
     cfg = compose_config(
@@ -118,6 +160,10 @@ def test_checkpoint_of_another_domain_is_refused(trained_run, tmp_path):
         train(compose_config("train", [*TINY, "domain=hole", f"ckpt_path={ckpt}"], tmp_path))
     with pytest.raises(SGPError, match="frozen score comes from a 'pit' checkpoint"):
         train(compose_config("train", [*TINY, "domain=hole", f"+model.frozen.score={ckpt}"], tmp_path))
+    with pytest.raises(SGPError, match="another noise schedule|σ levels"):
+        train(
+            compose_config("train", [*TINY, "domain.sigma_max=0.7", f"+model.frozen.score={ckpt}"], tmp_path)
+        )
 
 
 def test_frozen_part_is_loaded_and_not_trained(trained_run, tmp_path):

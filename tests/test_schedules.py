@@ -47,3 +47,12 @@ def test_build_rejects_increasing_range_and_unknown_kind():
         NoiseSchedule.build("geometric", 0.01, 0.5, 10)
     with pytest.raises(SGPError, match="unknown noise schedule"):
         NoiseSchedule.build("linear", 0.5, 0.01, 10)
+
+
+def test_few_iterations_still_end_at_the_last_level():
+    s = NoiseSchedule.geometric(1.0, 0.1, 8)
+    assert [s.level_at(i, 2) for i in range(2)] == [0, 7]
+    assert [s.level_at(i, 3, start_level=4) for i in range(3)] == [4, 6, 7]  # 4 levels, 3 iterations
+    assert s.level_at(0, 1) == 7
+    big = NoiseSchedule.geometric(50.0, 0.01, 232)
+    assert big.level_at(49, 50) == 231

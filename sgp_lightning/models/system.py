@@ -89,12 +89,20 @@ class SGPSystem(L.LightningModule):
                 other.domain == self.domain,
                 f"frozen {name} comes from a {other.domain!r} checkpoint but this system is {self.domain!r}",
             )
-            source = other.require_part(name)
+            source, target = other.require_part(name).state_dict(), getattr(self, name)
+            # Configuration kept as buffers (the noise levels) must agree, or logged σ would be wrong.
+            for key, value in target.state_dict().items():
+                if key.endswith("sigmas") and key in source:
+                    require(
+                        value.shape == source[key].shape and torch.allclose(value, source[key]),
+                        f"frozen {name} from {path} was trained with σ levels {_head(source[key])}, but "
+                        f"model.{name} configures {_head(value)}; use the same schedule",
+                    )
             try:
-                getattr(self, name).load_state_dict(source.state_dict())
+                target.load_state_dict(source)
             except RuntimeError as err:
                 raise SGPError(f"frozen {name} from {path} does not fit model.{name}: {err}") from err
-            getattr(self, name).requires_grad_(False)
+            target.requires_grad_(False)
         self._frozen_loaded = True
 
     # ---------------------------------------------------------------- training
@@ -133,6 +141,10 @@ class SGPSystem(L.LightningModule):
         # One optimizer over independent parameter sets: for Adam this equals one optimizer per part.
         params = [p for part in self.trainable_parts.values() for p in part.parameters() if p.requires_grad]
         return self.optimizer_factory(params=params)
+
+
+def _head(values: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in values.tolist()[:3]) + (", …]" if values.numel() > 3 else "]")
 
 
 def load_system(path: str, map_location: str | torch.device = "cpu") -> SGPSystem:

@@ -14,10 +14,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.envs import Env, Tasks
-from sgp_lightning.errors import require
+from sgp_lightning.errors import SGPError, require
 from sgp_lightning.planning.mpc import MPC
 from sgp_lightning.planning.optimizers import GradientPlanner
-from sgp_lightning.planning.penalties import build_penalty, parse_beta
+from sgp_lightning.planning.penalties import build_penalty, check_penalty, parse_beta
 from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
 
 COST_SOURCES = ("env", "learned")
@@ -30,7 +30,9 @@ def _plain(cfg) -> dict:
 def validate_planner_config(cfg: Mapping) -> None:
     """Fail early, before any training, on planner values that can never work."""
     cfg = _plain(cfg)
-    parse_beta(cfg.get("beta", 0))
+    for section in ("optimizer", "mpc"):
+        require(isinstance(cfg.get(section) or {}, dict), f"planner.{section} must be a mapping of settings")
+    check_penalty(cfg.get("penalty", "score"), cfg.get("beta", 0))
     require(
         cfg.get("cost_source", "env") in COST_SOURCES, f"planner.cost_source must be one of {COST_SOURCES}"
     )
@@ -39,12 +41,48 @@ def validate_planner_config(cfg: Mapping) -> None:
         horizon is None or (int(horizon) == horizon and horizon > 0),
         f"planner.horizon must be > 0, got {horizon}",
     )
-    mpc_horizon = cfg.get("mpc", {}).get("horizon", 1)
+    mpc = cfg.get("mpc") or {}
+    mpc_horizon = mpc.get("horizon", 1)
     require(
         int(mpc_horizon) == mpc_horizon and mpc_horizon > 0,
         f"planner.mpc.horizon must be > 0, got {mpc_horizon}",
     )
-    GradientPlanner(**cfg.get("optimizer", {}))
+    unknown = set(mpc) - {"horizon", "iterations", "warm_start"}
+    require(not unknown, f"unknown planner.mpc settings {sorted(unknown)}")
+    try:
+        GradientPlanner(**(cfg.get("optimizer") or {}))
+    except TypeError as err:
+        raise SGPError(f"planner.optimizer: {err}") from None
+
+
+def validate_against_system(
+    cfg: Mapping, has_dynamics: bool, has_reward: bool, num_levels: int | None
+) -> None:
+    """Checks that depend on the system's parts; `num_levels` is None when there is no score model."""
+    cfg = _plain(cfg)
+    require(has_dynamics, "planning needs a dynamics model, but model.dynamics is null")
+    require(
+        cfg.get("cost_source", "env") != "learned" or has_reward,
+        "planner.cost_source=learned needs a reward model, but model.reward is null",
+    )
+    if parse_beta(cfg.get("beta", 0)) > 0 and cfg.get("penalty", "score") == "score":
+        require(num_levels is not None, "planner.beta > 0 needs a score model, but model.score is null")
+        start = (cfg.get("optimizer") or {}).get("start_level", 0)
+        require(
+            0 <= start < num_levels,
+            f"planner.optimizer.start_level must be in [0, {num_levels - 1}] for the score's {num_levels} "
+            f"noise levels, got {start}",
+        )
+
+
+def validate_for_system(cfg: Mapping, system) -> None:
+    score = system.score
+    validate_against_system(
+        cfg,
+        system.dynamics is not None,
+        system.reward is not None,
+        score.schedule.num_levels if score is not None else None,
+    )
 
 
 def cost_functions(system, env: Env, cost_source: str):
@@ -100,14 +138,15 @@ def plan_and_evaluate(
     """Plan every task in one batch (open loop, or MPC on the true env) and evaluate on the true env."""
     cfg = _plain(cfg)
     validate_planner_config(cfg)
+    validate_for_system(cfg, system)
     tasks = tasks.to(system.device)
     steps = int(cfg.get("horizon") or env.horizon)
-    planner = GradientPlanner(**cfg.get("optimizer", {}))
+    planner = GradientPlanner(**(cfg.get("optimizer") or {}))
     _, true_cost = cost_functions(system, env, cfg.get("cost_source", "env"))
     start = time.perf_counter()
     with frozen(system):
         if mpc:
-            mpc_cfg = cfg.get("mpc", {})
+            mpc_cfg = cfg.get("mpc") or {}
             problem = build_problem(system, env, cfg, int(mpc_cfg.get("horizon", steps)))
             controller = MPC(planner, mpc_cfg.get("iterations"), mpc_cfg.get("warm_start", True))
             plan = controller.run(problem, env, tasks.x0, tasks.goal, steps)

@@ -21,6 +21,7 @@ class GradientPlanner:
         require(iterations > 0, f"planner iterations must be positive, got {iterations}")
         require(lr > 0, f"planner lr must be positive, got {lr}")
         require(init_std >= 0, f"init_std must be ≥ 0, got {init_std}")
+        require(grad_clip is None or grad_clip > 0, f"grad_clip must be > 0 or null, got {grad_clip}")
         self.iterations, self.lr, self.start_level = int(iterations), float(lr), int(start_level)
         self.init_std, self.grad_clip, self.seed = float(init_std), grad_clip, int(seed)
 
@@ -56,7 +57,9 @@ class GradientPlanner:
             # Tasks are independent, so the sum's gradient is each task's own gradient.
             objective.sum().backward()
             if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_([actions], self.grad_clip)
+                # Per task, so a task's step never depends on the others in the batch.
+                norms = actions.grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+                actions.grad.mul_((self.grad_clip / norms).clamp(max=1.0)[:, None, None])
             optimizer.step()
             costs.append(cost.detach())
             levels.append(-1 if level is None else level)

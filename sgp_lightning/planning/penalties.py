@@ -68,10 +68,23 @@ class ScorePenalty(Penalty):
         return -weight * (score * z).sum((-1, -2))
 
 
-def build_penalty(kind: str, beta, score_model) -> Penalty:
+PENALTY_KINDS = ("score", "none")
+
+
+def check_penalty(kind: str, beta) -> float:
+    """Validate a (penalty kind, β) pair; returns β as a float."""
     beta = parse_beta(beta)
-    require(kind in ("score", "none"), f"unknown penalty {kind!r}; choose 'score' or 'none'")
-    if kind == "none" or beta == 0:
+    require(kind in PENALTY_KINDS, f"unknown penalty {kind!r}; choose one of {PENALTY_KINDS}")
+    require(
+        kind == "score" or beta == 0,
+        f"penalty 'none' with beta={beta} would silently ignore β; use beta=0 or penalty=score",
+    )
+    return beta
+
+
+def build_penalty(kind: str, beta, score_model) -> Penalty:
+    beta = check_penalty(kind, beta)
+    if beta == 0:
         return NoPenalty()
     if score_model is None:
         raise SGPError("planner.beta > 0 needs a score model, but this system has none (model.score: null)")
