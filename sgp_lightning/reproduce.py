@@ -61,22 +61,22 @@ def reproduce(cfg: DictConfig) -> dict:
                 *entry.train_overrides,
                 f"seed={seed}",
                 threads,
-                f"paths.output_dir={run_dir}",
+                f"paths.output_dir='{run_dir}'",
                 "trainer.enable_progress_bar=false",
             ],
         )
         train(train_cfg)
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         for label, overrides in methods.items():
-            plan_dir = run_dir / "plan" / (label or "methods")
+            plan_dir = run_dir / "plan" / (label.replace("=", "_") or "methods")
             plan_cfg = _compose(
                 "plan",
                 [
                     *entry.plan_overrides,
                     *overrides,
-                    f"ckpt_path={ckpt}",
+                    f"ckpt_path='{ckpt}'",
                     f"seed={seed}",
-                    f"output_dir={plan_dir}",
+                    f"output_dir='{plan_dir}'",
                     f"mpc={str(bool(entry.mpc)).lower()}",
                     threads,
                 ],

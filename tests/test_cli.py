@@ -105,6 +105,20 @@ def test_reproduce_cli_runs_a_shrunken_entry(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["methods"]) == {"sgp", "vanilla"} and results["seeds"] == [0]
     assert "| sgp |" in (tmp_path / "table.md").read_text()
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(
+        "reproduce.py",
+        "pit_beta_sweep",
+        f"output_dir={sweep_dir}",
+        "reproduce.seeds=[0]",
+        "reproduce.beta_sweep=[0.0,1.0]",
+        f"reproduce.train_overrides={hydra_list(['experiment=pit', *TINY])}",
+        f"reproduce.plan_overrides={hydra_list(plan_shrink)}",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert set(json.loads((sweep_dir / "results.json").read_text())["methods"]) == {"beta=0", "beta=1"}
+    assert (sweep_dir / "sweep.png").is_file()
     bad = run_cli("reproduce.py", "nope", f"output_dir={tmp_path}")
     assert bad.returncode == 2 and "unknown reproduction" in bad.stderr
 
