@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import hydra
@@ -15,6 +16,9 @@ from sgp_lightning.planning import parse_beta, validate_planner_config
 from sgp_lightning.planning.evaluate import validate_against_system
 from sgp_lightning.schedules import NoiseSchedule
 from sgp_lightning.utils import log, set_threads, write_json
+
+# Lightning-internal deprecation noise that a user cannot act on.
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 
 HPARAM_KEYS = {
     "domain": "domain.name",
