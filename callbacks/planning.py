@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from sgp_lightning.planning import plan_and_evaluate, validate_planner_config
-from sgp_lightning.planning.evaluate import _plain
+from sgp_lightning.utils import plain_config
 
 METRICS = ("cost_planned", "cost_achieved", "model_error")
 
@@ -41,7 +41,7 @@ class PlanningCallback(L.Callback):
 
     def __init__(self, planner: Mapping, every_n_epochs: int = 5, mpc: bool = False, log_images: bool = True):
         super().__init__()
-        self.planner = _plain(planner)
+        self.planner = plain_config(planner)
         validate_planner_config(self.planner)
         self.every_n_epochs, self.mpc, self.log_images = max(1, int(every_n_epochs)), mpc, log_images
         self.last_metrics: dict[str, float] = {}

@@ -21,11 +21,6 @@ def select_methods(cfg: DictConfig) -> dict[str, dict]:
     require(len(methods) > 0, "methods is empty: name at least one planner, e.g. methods=[sgp,vanilla]")
     unknown = [m for m in methods if m not in planners]
     require(not unknown, f"unknown planner(s) {unknown} in methods; available: {sorted(planners)}")
-    for name in methods:
-        try:
-            validate_planner_config(planners[name])
-        except SGPError as err:
-            raise SGPError(f"planners.{name}: {err}") from None
     return {name: planners[name] for name in methods}
 
 
@@ -42,6 +37,7 @@ def plan(cfg: DictConfig) -> dict:
         )
     for name, planner_cfg in methods.items():
         try:
+            validate_planner_config(planner_cfg)
             validate_for_system(planner_cfg, system)
         except SGPError as err:
             raise SGPError(f"planners.{name}: {err}") from None

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.errors import SGPError, require
+from sgp_lightning.models import read_checkpoint
 from sgp_lightning.planning import parse_beta, validate_planner_config
 from sgp_lightning.planning.evaluate import validate_against_system
 from sgp_lightning.schedules import NoiseSchedule
@@ -52,22 +53,11 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.domain.env.get("horizon", 1) > 0, f"domain.env.horizon must be > 0, got {cfg.domain.env.horizon}"
     )
     if cfg.get("ckpt_path") is not None:
-        require(Path(cfg.ckpt_path).is_file(), f"ckpt_path not found: {cfg.ckpt_path}")
-        domain = checkpoint_domain(cfg.ckpt_path)
+        domain = read_checkpoint(cfg.ckpt_path)["hyper_parameters"]["domain"]
         require(
             domain == cfg.domain.name,
             f"cannot resume: {cfg.ckpt_path} is a checkpoint of domain {domain!r}, this run is {cfg.domain.name!r}",
         )
-
-
-def checkpoint_domain(path: str) -> str | None:
-    import torch
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise SGPError(f"cannot read checkpoint {path}: {err}") from err
-    return checkpoint.get("hyper_parameters", {}).get("domain") if isinstance(checkpoint, dict) else None
 
 
 def run_hparams(cfg: DictConfig) -> dict:

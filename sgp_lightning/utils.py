@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -64,8 +63,15 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return path
 
 
-def finite_or_none(value: float) -> float | None:
-    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+def plain_config(config):
+    """Hydra/OmegaConf config → plain dicts and lists (resolved); other mappings → dict; else unchanged."""
+    from collections.abc import Mapping
+
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return dict(config) if isinstance(config, Mapping) else config
 
 
 def machine_info() -> dict:

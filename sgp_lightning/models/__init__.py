@@ -3,6 +3,6 @@
 from sgp_lightning.models.dynamics import DynamicsModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
-from sgp_lightning.models.system import SGPSystem, load_system
+from sgp_lightning.models.system import SGPSystem, load_system, read_checkpoint
 
-__all__ = ["DynamicsModel", "RewardModel", "SGPSystem", "ScoreModel", "load_system"]
+__all__ = ["DynamicsModel", "RewardModel", "SGPSystem", "ScoreModel", "load_system", "read_checkpoint"]

@@ -12,6 +12,11 @@ Batch = dict[str, torch.Tensor]
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
 
+def validation_generator(device: torch.device, batch_idx: int) -> torch.Generator:
+    """Fixed noise per validation batch, so noisy losses (the score's) are comparable across epochs."""
+    return torch.Generator(device=device).manual_seed(batch_idx)
+
+
 def default_optimizer() -> OptimizerFactory:
     return functools.partial(torch.optim.Adam, lr=1e-3)
 
@@ -37,7 +42,8 @@ class PartModel(L.LightningModule):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.log(f"val/{self.part_name}_loss", self.loss(batch), sync_dist=True)
+        loss = self.loss(batch, validation_generator(self.device, batch_idx))
+        self.log(f"val/{self.part_name}_loss", loss, sync_dist=True)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None

@@ -57,8 +57,3 @@ class ScoreModel(PartModel):
         noise = torch.randn(z.shape, device=z.device, generator=generator, dtype=z.dtype)
         sigma = self.schedule.sigmas[level].unsqueeze(-1)
         return (sigma * self(z + sigma * noise, level) + noise).square().sum(-1).mean()
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        # A fixed noise draw per batch so val/score_loss is comparable across epochs.
-        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        self.log("val/score_loss", self.loss(batch, generator), sync_dist=True)

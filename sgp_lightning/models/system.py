@@ -12,22 +12,16 @@ from collections.abc import Mapping
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.envs import Env
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.models.base import Batch, OptimizerFactory, default_optimizer
+from sgp_lightning.models.base import Batch, OptimizerFactory, default_optimizer, validation_generator
 from sgp_lightning.models.dynamics import DynamicsModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
+from sgp_lightning.utils import plain_config
 
 PARTS = {"dynamics": DynamicsModel, "reward": RewardModel, "score": ScoreModel}
-
-
-def _plain(config):
-    if isinstance(config, DictConfig):
-        return OmegaConf.to_container(config, resolve=True)
-    return dict(config) if isinstance(config, Mapping) else config
 
 
 class SGPSystem(L.LightningModule):
@@ -45,13 +39,13 @@ class SGPSystem(L.LightningModule):
     ):
         """`optimizer` is a factory taking `params`, or its Hydra config (`_partial_: true`), which is saved."""
         super().__init__()
-        env, dynamics, reward, score = (_plain(c) for c in (env, dynamics, reward, score))
-        frozen = dict(_plain(frozen) or {})
+        env, dynamics, reward, score = (plain_config(c) for c in (env, dynamics, reward, score))
+        frozen = dict(plain_config(frozen) or {})
         for part in frozen:
             require(part in PARTS, f"frozen names unknown part {part!r}; parts are {sorted(PARTS)}")
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         if isinstance(optimizer, Mapping):
-            self.hparams["optimizer"] = _plain(optimizer)
+            self.hparams["optimizer"] = plain_config(optimizer)
             optimizer = hydra.utils.instantiate(optimizer)
         self.optimizer_factory = optimizer or default_optimizer()
         self.domain = domain
@@ -129,9 +123,7 @@ class SGPSystem(L.LightningModule):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        # Fixed noise per batch so the score's validation loss is comparable across epochs.
-        generator = torch.Generator(device=self.device).manual_seed(batch_idx)
-        losses = self._losses(batch, generator)
+        losses = self._losses(batch, validation_generator(self.device, batch_idx))
         for name, value in losses.items():
             self.log(f"val/{name}_loss", value, sync_dist=True)
         if losses:
@@ -147,8 +139,8 @@ def _head(values: torch.Tensor) -> str:
     return "[" + ", ".join(f"{v:.3g}" for v in values.tolist()[:3]) + (", …]" if values.numel() > 3 else "]")
 
 
-def load_system(path: str, map_location: str | torch.device = "cpu") -> SGPSystem:
-    """Load an SGPSystem checkpoint on any device, with a clear error for files that are not one."""
+def read_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:
+    """An SGPSystem checkpoint's contents on any device, with a clear error for files that are not one."""
     import os
 
     require(os.path.isfile(path), f"checkpoint not found: {path}")
@@ -161,7 +153,16 @@ def load_system(path: str, map_location: str | torch.device = "cpu") -> SGPSyste
         "domain" in hparams and "state_dict" in checkpoint,
         f"{path} is not an sgp-lightning SGPSystem checkpoint (no domain in its hyperparameters)",
     )
-    hparams = {**hparams, "frozen": {}}  # frozen weights are already inside the checkpoint
+    return checkpoint
+
+
+def load_system(path: str, map_location: str | torch.device = "cpu") -> SGPSystem:
+    """Load an SGPSystem checkpoint on any device."""
+    checkpoint = read_checkpoint(path, map_location)
+    hparams = {
+        **checkpoint["hyper_parameters"],
+        "frozen": {},
+    }  # frozen weights are already inside the checkpoint
     system = SGPSystem(**hparams)
     system.load_state_dict(checkpoint["state_dict"])
     system.hparams.frozen = checkpoint["hyper_parameters"].get("frozen", {})

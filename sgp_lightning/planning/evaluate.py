@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.envs import Env, Tasks
 from sgp_lightning.errors import SGPError, require
@@ -19,17 +18,14 @@ from sgp_lightning.planning.mpc import MPC
 from sgp_lightning.planning.optimizers import GradientPlanner
 from sgp_lightning.planning.penalties import build_penalty, check_penalty, parse_beta
 from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
+from sgp_lightning.utils import plain_config
 
 COST_SOURCES = ("env", "learned")
 
 
-def _plain(cfg) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
 def validate_planner_config(cfg: Mapping) -> None:
     """Fail early, before any training, on planner values that can never work."""
-    cfg = _plain(cfg)
+    cfg = plain_config(cfg)
     for section in ("optimizer", "mpc"):
         require(isinstance(cfg.get(section) or {}, dict), f"planner.{section} must be a mapping of settings")
     check_penalty(cfg.get("penalty", "score"), cfg.get("beta", 0))
@@ -59,7 +55,7 @@ def validate_against_system(
     cfg: Mapping, has_dynamics: bool, has_reward: bool, num_levels: int | None
 ) -> None:
     """Checks that depend on the system's parts; `num_levels` is None when there is no score model."""
-    cfg = _plain(cfg)
+    cfg = plain_config(cfg)
     require(has_dynamics, "planning needs a dynamics model, but model.dynamics is null")
     require(
         cfg.get("cost_source", "env") != "learned" or has_reward,
@@ -101,7 +97,7 @@ def cost_functions(system, env: Env, cost_source: str):
 
 
 def build_problem(system, env: Env, cfg: Mapping, horizon: int) -> ShootingProblem:
-    cfg = _plain(cfg)
+    cfg = plain_config(cfg)
     plan_cost, _ = cost_functions(system, env, cfg.get("cost_source", "env"))
     penalty = build_penalty(cfg.get("penalty", "score"), cfg.get("beta", 0), system.score)
     dynamics = system.require_part("dynamics")
@@ -136,7 +132,7 @@ def plan_and_evaluate(
     system, env: Env, tasks: Tasks, cfg: Mapping, mpc: bool = False, method: str = ""
 ) -> Evaluation:
     """Plan every task in one batch (open loop, or MPC on the true env) and evaluate on the true env."""
-    cfg = _plain(cfg)
+    cfg = plain_config(cfg)
     validate_planner_config(cfg)
     validate_for_system(cfg, system)
     tasks = tasks.to(system.device)
@@ -149,12 +145,8 @@ def plan_and_evaluate(
             mpc_cfg = cfg.get("mpc") or {}
             problem = build_problem(system, env, cfg, int(mpc_cfg.get("horizon", steps)))
             controller = MPC(planner, mpc_cfg.get("iterations"), mpc_cfg.get("warm_start", True))
+            # Its states and cost_planned are the learned model's prediction of all executed actions from x0.
             plan = controller.run(problem, env, tasks.x0, tasks.goal, steps)
-            # Score the executed actions under the learned model over the whole episode.
-            full = build_problem(system, env, cfg, steps)
-            with torch.no_grad():
-                plan.states = full.rollout(tasks.x0, plan.actions)
-                plan.cost_planned = full.cost(plan.states, plan.actions, tasks.goal)
         else:
             problem = build_problem(system, env, cfg, steps)
             plan = planner.solve(problem, tasks.x0, tasks.goal)

@@ -23,13 +23,11 @@ class MPC:
         """Execute `steps` actions on the true env. Returns the executed actions, the learned model's
         prediction of them from x0 (`states`, `cost_planned`) and, in history, the true states."""
         require(steps > 0, f"mpc steps must be positive, got {steps}")
-        x, plan_actions, executed, true_states, first_cost = x0, None, [], [x0], None
+        x, plan_actions, executed, true_states = x0, None, [], [x0]
         for step in range(steps):
             plan = self.planner.solve(
                 problem, x, goal, init_actions=plan_actions, iterations=None if step == 0 else self.iterations
             )
-            if first_cost is None:
-                first_cost = plan.cost_planned
             u = plan.actions[:, 0]
             with torch.no_grad():
                 x = env.step(x, u)
@@ -41,5 +39,5 @@ class MPC:
         with torch.no_grad():
             states = problem.rollout(x0, actions)
             cost_planned = problem.cost(states, actions, goal)
-        history = {"true_states": torch.stack(true_states, 1), "first_plan_cost": first_cost}
+        history = {"true_states": torch.stack(true_states, 1)}
         return PlanResult(actions, states, cost_planned, history)
