@@ -67,9 +67,9 @@ def plain_config(config):
     """Hydra/OmegaConf config → plain dicts and lists (resolved); other mappings → dict; else unchanged."""
     from collections.abc import Mapping
 
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-    if isinstance(config, DictConfig):
+    if isinstance(config, DictConfig | ListConfig):
         return OmegaConf.to_container(config, resolve=True)
     return dict(config) if isinstance(config, Mapping) else config
 

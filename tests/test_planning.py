@@ -1,6 +1,7 @@
 """Planner internals: the B.1 surrogate's gradient, β handling, batching, frozen networks, MPC, the pit."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -42,7 +43,7 @@ def test_surrogate_gradient_equals_explicit_chain_rule():
     dynamics, score = _random_models()
     beta, level, horizon = 0.7, 2, 4
     penalty = ScorePenalty(score, beta)
-    problem = ShootingProblem(dynamics, lambda s, a, g: s.new_zeros(s.shape[0]), penalty, horizon, 2)
+    problem = ShootingProblem(dynamics, lambda s, a, g: s.new_zeros(s.shape[0]), penalty, horizon, torch.zeros(2))
     x0 = torch.tensor([[0.3, -0.4]])
     actions = torch.randn(1, horizon, 2, requires_grad=True)
     with frozen(dynamics, score):
@@ -66,7 +67,7 @@ def test_score_penalty_is_one_batched_call_over_the_horizon():
     original = score.net.forward
     score.net.forward = lambda z, level: calls.append(z.shape) or original(z, level)
     problem = ShootingProblem(
-        dynamics, lambda s, a, g: s.new_zeros(s.shape[0]), ScorePenalty(score, 1.0), 6, 2
+        dynamics, lambda s, a, g: s.new_zeros(s.shape[0]), ScorePenalty(score, 1.0), 6, torch.zeros(2)
     )
     with frozen(dynamics, score):
         problem.objective(torch.zeros(3, 2), None, torch.zeros(3, 6, 2), 0)
@@ -79,12 +80,17 @@ def test_bad_beta_is_rejected(beta):
         parse_beta(beta)
 
 
+def _system(score=None, ensemble=None):
+    """The parts build_penalty reads from an SGPSystem."""
+    return SimpleNamespace(score=score, ensemble=ensemble)
+
+
 def test_beta_zero_is_vanilla_and_inf_drops_the_cost():
     _, score = _random_models()
-    assert isinstance(build_penalty("score", 0, score), NoPenalty)
+    assert isinstance(build_penalty("score", 0, _system(score)), NoPenalty)
     for spelling in ("inf", ".inf", math.inf):
         assert parse_beta(spelling) == math.inf
-    landing = build_penalty("score", "inf", score)
+    landing = build_penalty("score", "inf", _system(score))
     assert landing.drops_cost
     dynamics, _ = _random_models()
     x0, actions = torch.zeros(2, 2), torch.randn(2, 3, 2)
@@ -92,7 +98,7 @@ def test_beta_zero_is_vanilla_and_inf_drops_the_cost():
     def big_cost(states, actions, goal):
         return 1e6 * states.square().sum((-1, -2))
 
-    problem = ShootingProblem(dynamics, big_cost, landing, 3, 2)
+    problem = ShootingProblem(dynamics, big_cost, landing, 3, torch.zeros(2))
     with frozen(dynamics, score):
         objective, cost, _ = problem.objective(x0, None, actions, 0)
     assert torch.allclose(objective, landing(problem.rollout(x0, actions)[:, :-1], actions, 0))
@@ -101,20 +107,20 @@ def test_beta_zero_is_vanilla_and_inf_drops_the_cost():
 
 def test_beta_positive_without_score_model_is_a_clear_error():
     with pytest.raises(SGPError, match="needs a score model"):
-        build_penalty("score", 0.1, None)
+        build_penalty("score", 0.1, _system(None))
 
 
 @pytest.mark.parametrize("horizon", [0, -3])
 def test_nonpositive_horizon_is_rejected(horizon):
     with pytest.raises(SGPError, match="horizon"):
-        ShootingProblem(lambda x, u: x + u, lambda s, a, g: s.sum(), NoPenalty(), horizon, 2)
+        ShootingProblem(lambda x, u: x + u, lambda s, a, g: s.sum(), NoPenalty(), horizon, torch.zeros(2))
 
 
 def test_batch_planning_equals_planning_each_task_alone():
     dynamics, score = _random_models(1)
     env = IntegratorEnv(horizon=5, num_tasks=3)
     tasks = env.tasks()
-    problem = ShootingProblem(dynamics, env.cost, ScorePenalty(score, 0.5), 5, 2)
+    problem = ShootingProblem(dynamics, env.cost, ScorePenalty(score, 0.5), 5, torch.zeros(2))
     planner = GradientPlanner(iterations=25, lr=0.05)
     with frozen(dynamics, score):
         batch = planner.solve(problem, tasks.x0, tasks.goal)
@@ -127,7 +133,7 @@ def test_planning_freezes_network_parameters_and_restores_them():
     dynamics, score = _random_models()
     dynamics.train()
     before = [p.detach().clone() for p in dynamics.parameters()]
-    problem = ShootingProblem(dynamics, IntegratorEnv().cost, ScorePenalty(score, 1.0), 4, 2)
+    problem = ShootingProblem(dynamics, IntegratorEnv().cost, ScorePenalty(score, 1.0), 4, torch.zeros(2))
     tasks = IntegratorEnv(num_tasks=2).tasks()
     with frozen(dynamics, score):
         assert not any(p.requires_grad for p in dynamics.parameters())
@@ -160,7 +166,7 @@ def test_sgp_with_exact_score_goes_around_the_pit_and_vanilla_does_not():
     planner = GradientPlanner(iterations=200, lr=0.01)
     results = {}
     for name, penalty in (("vanilla", NoPenalty()), ("sgp", ScorePenalty(score, 1.0))):
-        problem = ShootingProblem(lambda x, u: x + u, env.cost, penalty, env.horizon, 2)
+        problem = ShootingProblem(lambda x, u: x + u, env.cost, penalty, env.horizon, torch.zeros(2))
         plan = planner.solve(problem, tasks.x0, tasks.goal)
         achieved, true = _evaluate(env, problem, plan.actions, tasks)
         results[name] = (plan.cost_planned, achieved, env.in_pit(true).float().mean())
@@ -175,7 +181,7 @@ def test_sgp_with_exact_score_goes_around_the_pit_and_vanilla_does_not():
 def test_mpc_executes_steps_on_true_env_with_warm_start():
     env = IntegratorEnv(horizon=6, num_tasks=2)
     tasks = env.tasks()
-    problem = ShootingProblem(lambda x, u: x + u, env.cost, NoPenalty(), 3, 2)
+    problem = ShootingProblem(lambda x, u: x + u, env.cost, NoPenalty(), 3, torch.zeros(2))
     result = MPC(GradientPlanner(iterations=30, lr=0.05), iterations=10).run(
         problem, env, tasks.x0, tasks.goal, 6
     )
@@ -190,7 +196,7 @@ def test_grad_clip_is_per_task_and_must_be_positive():
     dynamics, score = _random_models(2)
     env = IntegratorEnv(horizon=4, num_tasks=3)
     tasks = env.tasks()
-    problem = ShootingProblem(dynamics, env.cost, ScorePenalty(score, 5.0), 4, 2)
+    problem = ShootingProblem(dynamics, env.cost, ScorePenalty(score, 5.0), 4, torch.zeros(2))
     planner = GradientPlanner(iterations=10, lr=0.05, grad_clip=1e-3)
     with frozen(dynamics, score):
         batch = planner.solve(problem, tasks.x0, tasks.goal)
@@ -202,4 +208,4 @@ def test_grad_clip_is_per_task_and_must_be_positive():
 
 def test_penalty_none_with_positive_beta_is_refused():
     with pytest.raises(SGPError, match="silently ignore"):
-        build_penalty("none", 0.5, None)
+        build_penalty("none", 0.5, _system(None))

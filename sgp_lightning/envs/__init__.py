@@ -2,5 +2,6 @@
 
 from sgp_lightning.envs.base import Env, Tasks
 from sgp_lightning.envs.integrator import IntegratorEnv
+from sgp_lightning.envs.pixel_integrator import PixelIntegratorEnv
 
-__all__ = ["Env", "IntegratorEnv", "Tasks"]
+__all__ = ["Env", "IntegratorEnv", "PixelIntegratorEnv", "Tasks"]

@@ -31,12 +31,31 @@ class Env:
 
     Subclasses set `name`, `state_dim`, `action_dim`, `horizon` and implement `step`, `stage_cost`,
     `terminal_cost`, `tasks`. Costs are costs (lower is better); `reward = −stage cost` labels datasets.
+    States and actions are vectors, or images of `image_shape` (C, H, W) for image domains.
     """
 
     name: str = "env"
     state_dim: int
     action_dim: int
     horizon: int
+    image_shape: tuple[int, int, int] | None = None  # set by domains that plan over images
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """Shape of one state as the planner sees it."""
+        return self.image_shape or (self.state_dim,)
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        return self.image_shape or (self.action_dim,)
+
+    def neutral_action(self) -> torch.Tensor:
+        """The action planners start from (before any initial noise): zero for vector domains."""
+        return torch.zeros(self.action_shape)
+
+    def positions(self, states: torch.Tensor) -> torch.Tensor:
+        """2-D positions of states (…, 2) for plots: the first two coordinates unless overridden."""
+        return states[..., :2]
 
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -59,7 +78,10 @@ class Env:
 
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """True states (B, T+1, n) from x0 (B, n) under actions (B, T, m). Loops over time only."""
-        require(actions.dim() == 3, f"actions must be (B, T, m), got shape {tuple(actions.shape)}")
+        require(
+            actions.dim() == 2 + len(self.action_shape),
+            f"actions must be (B, T, *{self.action_shape}), got shape {tuple(actions.shape)}",
+        )
         states = [x0]
         for t in range(actions.shape[1]):
             states.append(self.step(states[-1], actions[:, t]))
@@ -67,7 +89,7 @@ class Env:
 
     def cost(self, states: torch.Tensor, actions: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """Total cost (B,) of a trajectory: Σ_t c(x_t, u_t) + c_T(x_T). Differentiable."""
-        goal_t = goal.unsqueeze(1).expand_as(states[:, :-1])
+        goal_t = goal.unsqueeze(1).expand_as(states[:, :-1])  # (B, T, *state_shape)
         running = self.stage_cost(states[:, :-1], actions, goal_t).sum(1)
         return running + self.terminal_cost(states[:, -1], goal)
 

@@ -1,51 +1,103 @@
-"""Learned dynamics x' = f_θ(x, u), trained by regression in normalized space."""
+"""Learned dynamics x' = f_θ(x, u), trained by regression in normalized space; one network or an ensemble."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from sgp_lightning.models.base import Batch, OptimizerFactory, PartModel
-from sgp_lightning.nets import MLP
+from sgp_lightning.errors import require
+from sgp_lightning.models.base import Batch, OptimizerFactory, StateActionModel, build_network
+from sgp_lightning.nets import Ensemble
 from sgp_lightning.normalization import Normalizer
+from sgp_lightning.spaces import feature_sum, stats_shape
 
 
-class DynamicsModel(PartModel):
-    """MLP on normalized (x, u). With `residual`, it predicts the normalized change x' − x."""
+class DynamicsModel(StateActionModel):
+    """MLP (vectors) or U-Net (images) on normalized (x, u). With `residual`, it predicts x' − x."""
 
     part_name = "dynamics"
 
     def __init__(
         self,
-        state_dim: int,
-        action_dim: int,
+        state_shape,
+        action_shape,
+        architecture: str = "mlp",
         hidden_dims: Sequence[int] = (256, 256),
         activation: str = "relu",
         residual: bool = True,
+        unet: Mapping | None = None,
         optimizer: OptimizerFactory | None = None,
     ):
-        super().__init__(optimizer)
+        super().__init__(state_shape, action_shape, optimizer)
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.residual = residual
-        self.state_norm = Normalizer(state_dim)
-        self.action_norm = Normalizer(action_dim)
-        self.target_norm = Normalizer(state_dim)  # of x' − x if residual, else of x'
-        self.net = MLP(state_dim + action_dim, state_dim, list(hidden_dims), activation)
+        self.target_norm = Normalizer(stats_shape(self.state_shape))  # of x' − x if residual, else of x'
+        self.net = self.build_net(architecture, hidden_dims, activation, unet)
+
+    def build_net(self, architecture, hidden_dims, activation, unet):
+        return build_network(architecture, self.input_shape, self.state_shape, hidden_dims, activation, unet)
 
     def set_normalizers(self, stats) -> None:
-        self.state_norm.set_stats(*stats["x"])
-        self.action_norm.set_stats(*stats["u"])
+        super().set_normalizers(stats)
         self.target_norm.set_stats(*stats["dx" if self.residual else "x_next"])
 
     def predict_normalized(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([self.state_norm(x), self.action_norm(u)], -1))
+        return self.net(self.normalized_input(x, u))
 
-    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        out = self.target_norm.denormalize(self.predict_normalized(x, u))
+    def to_state(self, x: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        out = self.target_norm.denormalize(prediction)
         return x + out if self.residual else out
 
+    def target(self, batch: Batch) -> torch.Tensor:
+        raw = batch["x_next"] - batch["x"] if self.residual else batch["x_next"]
+        return self.target_norm(raw)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.to_state(x, self.predict_normalized(x, u))
+
     def loss(self, batch: Batch, generator=None) -> torch.Tensor:
-        target = batch["x_next"] - batch["x"] if self.residual else batch["x_next"]
-        return F.mse_loss(self.predict_normalized(batch["x"], batch["u"]), self.target_norm(target))
+        return (self.predict_normalized(batch["x"], batch["u"]) - self.target(batch)).square().mean()
+
+
+class EnsembleDynamicsModel(DynamicsModel):
+    """K dynamics networks of one architecture, evaluated in one vmap call; predictions are (K, …).
+
+    Members differ by their random initialisation and, with `bootstrap`, by training on their own
+    resample (with replacement) of every batch. Planning rolls out the members' mean and penalises their
+    disagreement (variance of the normalized predictions, summed over the state's features).
+    """
+
+    part_name = "ensemble"
+
+    def __init__(self, state_shape, action_shape, num_members: int = 5, bootstrap: bool = True, **dynamics):
+        self.num_members = int(num_members)
+        require(self.num_members >= 2, f"model.ensemble.num_members must be ≥ 2, got {num_members}")
+        super().__init__(state_shape, action_shape, **dynamics)
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)
+        self.bootstrap = bootstrap
+
+    def build_net(self, architecture, hidden_dims, activation, unet):
+        return Ensemble(self.num_members, lambda: super(EnsembleDynamicsModel, self).build_net(
+            architecture, hidden_dims, activation, unet))  # fmt: skip
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Every member's next state, (K, *x.shape)."""
+        return self.to_state(x, self.predict_normalized(x, u))
+
+    def mean_prediction(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self(x, u).mean(0)
+
+    def disagreement(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Σ_features Var_k of the normalized predictions, shape x.shape[:-len(state_shape)]."""
+        return feature_sum(self.predict_normalized(x, u).var(0, unbiased=False), self.state_shape)
+
+    def loss(self, batch: Batch, generator=None) -> torch.Tensor:
+        inputs, target = self.normalized_input(batch["x"], batch["u"]), self.target(batch)
+        if self.bootstrap and generator is None:  # training; validation scores every member on the batch
+            n = inputs.shape[0]
+            index = torch.randint(0, n, (self.num_members, n), device=inputs.device)
+            error = self.net(inputs[index], stacked=True) - target[index]
+        else:
+            error = self.net(inputs) - target
+        return error.square().mean()

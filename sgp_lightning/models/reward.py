@@ -7,36 +7,34 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from sgp_lightning.models.base import Batch, OptimizerFactory, PartModel
-from sgp_lightning.nets import MLP
+from sgp_lightning.models.base import Batch, OptimizerFactory, StateActionModel, build_network
 from sgp_lightning.normalization import Normalizer
 
 
-class RewardModel(PartModel):
+class RewardModel(StateActionModel):
+    """MLP on normalized (x, u) of vector domains."""
+
     part_name = "reward"
 
     def __init__(
         self,
-        state_dim: int,
-        action_dim: int,
+        state_shape,
+        action_shape,
         hidden_dims: Sequence[int] = (256, 256),
         activation: str = "relu",
         optimizer: OptimizerFactory | None = None,
     ):
-        super().__init__(optimizer)
+        super().__init__(state_shape, action_shape, optimizer)
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
-        self.state_norm = Normalizer(state_dim)
-        self.action_norm = Normalizer(action_dim)
         self.reward_norm = Normalizer(1)
-        self.net = MLP(state_dim + action_dim, 1, list(hidden_dims), activation)
+        self.net = build_network("mlp", self.input_shape, (1,), hidden_dims, activation, None)
 
     def set_normalizers(self, stats) -> None:
-        self.state_norm.set_stats(*stats["x"])
-        self.action_norm.set_stats(*stats["u"])
+        super().set_normalizers(stats)
         self.reward_norm.set_stats(*stats["r"])
 
     def predict_normalized(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([self.state_norm(x), self.action_norm(u)], -1)).squeeze(-1)
+        return self.net(self.normalized_input(x, u)).squeeze(-1)
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Reward of (x, u), shape x.shape[:-1]."""

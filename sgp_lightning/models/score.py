@@ -2,50 +2,70 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
-from sgp_lightning.models.base import Batch, OptimizerFactory, PartModel
-from sgp_lightning.nets import NoiseConditionedMLP
+from sgp_lightning.errors import require
+from sgp_lightning.models.base import ARCHITECTURES, Batch, OptimizerFactory, PartModel
+from sgp_lightning.nets import NoiseConditionedMLP, NoiseConditionedUNet
 from sgp_lightning.normalization import Normalizer
 from sgp_lightning.schedules import NoiseSchedule
+from sgp_lightning.spaces import as_shape, feature_sum, is_image, join, pair_shape, stats_shape
 
 
 class ScoreModel(PartModel):
-    """Denoising score matching (eq. 10) with one random level per sample: loss = ‖σ·s(z + σε) + ε‖²."""
+    """Denoising score matching (eq. 10) with one random level per sample: loss = ‖σ·s(z + σε) + ε‖².
+
+    z is the normalized pair (x, u): a vector, or for image domains the state and action images stacked
+    as channels. The network is a NoiseConditionedMLP or a NoiseConditionedUNet (`architecture`).
+    """
 
     part_name = "score"
 
     def __init__(
         self,
-        state_dim: int,
-        action_dim: int,
+        state_shape,
+        action_shape,
+        architecture: str = "mlp",
         hidden_dims: Sequence[int] = (512, 512, 512),
         activation: str = "silu",
         schedule: str = "geometric",
         sigma_max: float = 0.3,
         sigma_min: float = 0.02,
         num_levels: int = 10,
+        unet: Mapping | None = None,
         optimizer: OptimizerFactory | None = None,
     ):
         super().__init__(optimizer)
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
+        self.state_shape, self.action_shape = as_shape(state_shape), as_shape(action_shape)
+        self.pair_shape = pair_shape(self.state_shape, self.action_shape)
         self.schedule = NoiseSchedule.build(schedule, sigma_max, sigma_min, num_levels)
-        self.pair_norm = Normalizer(state_dim + action_dim)
-        self.net = NoiseConditionedMLP(
-            state_dim + action_dim, self.schedule.sigmas, list(hidden_dims), activation
+        self.pair_norm = Normalizer(stats_shape(self.pair_shape))
+        require(
+            architecture in ARCHITECTURES,
+            f"unknown architecture {architecture!r}; choose one of {ARCHITECTURES}",
         )
-
-    @property
-    def dim(self) -> int:
-        return self.pair_norm.shape[0]
+        require(
+            is_image(self.pair_shape) == (architecture == "unet"),
+            f"score architecture={architecture} does not suit (x, u) of shape {self.pair_shape}: "
+            "use mlp for vectors and unet for images",
+        )
+        if architecture == "unet":
+            self.net = NoiseConditionedUNet(
+                self.pair_shape[0], self.schedule.sigmas, sample_size=self.pair_shape[1], **dict(unet or {})
+            )
+        else:
+            self.net = NoiseConditionedMLP(
+                self.pair_shape[0], self.schedule.sigmas, list(hidden_dims), activation
+            )
 
     def set_normalizers(self, stats) -> None:
         self.pair_norm.set_stats(*stats["xu"])
 
     def normalize_pair(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return self.pair_norm(torch.cat([x, u], -1))
+        return self.pair_norm(join(x, u, self.state_shape))
 
     def forward(self, z: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
         """∇_z log p_σ(z) in normalized space, σ = schedule.sigmas[level]."""
@@ -55,5 +75,5 @@ class ScoreModel(PartModel):
         z = self.normalize_pair(batch["x"], batch["u"])
         level = torch.randint(0, self.schedule.num_levels, z.shape[:1], device=z.device, generator=generator)
         noise = torch.randn(z.shape, device=z.device, generator=generator, dtype=z.dtype)
-        sigma = self.schedule.sigmas[level].unsqueeze(-1)
-        return (sigma * self(z + sigma * noise, level) + noise).square().sum(-1).mean()
+        sigma = self.schedule.sigmas[level].view(-1, *([1] * len(self.pair_shape)))
+        return feature_sum((sigma * self(z + sigma * noise, level) + noise).square(), self.pair_shape).mean()

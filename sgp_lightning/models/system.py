@@ -1,4 +1,4 @@
-"""SGPSystem: the dynamics, reward and score models of one domain, trained together and planned with.
+"""SGPSystem: the dynamics, ensemble, reward and score models of one domain, trained together and planned with.
 
 Each part is built from plain config values (a dict of its constructor arguments) so a checkpoint rebuilds
 from its hyperparameters alone. A part can be switched off (`None`) or loaded frozen from another
@@ -16,30 +16,39 @@ import torch
 from sgp_lightning.envs import Env
 from sgp_lightning.errors import SGPError, require
 from sgp_lightning.models.base import Batch, OptimizerFactory, default_optimizer, validation_generator
-from sgp_lightning.models.dynamics import DynamicsModel
+from sgp_lightning.models.dynamics import DynamicsModel, EnsembleDynamicsModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
 from sgp_lightning.utils import plain_config
 
-PARTS = {"dynamics": DynamicsModel, "reward": RewardModel, "score": ScoreModel}
+PARTS = {
+    "dynamics": DynamicsModel,
+    "ensemble": EnsembleDynamicsModel,  # the ensemble baselines' dynamics (and their variance penalty)
+    "reward": RewardModel,
+    "score": ScoreModel,
+}
 
 
 class SGPSystem(L.LightningModule):
     def __init__(
         self,
         domain: str,
-        state_dim: int,
-        action_dim: int,
+        state_shape: int | list[int],
+        action_shape: int | list[int],
         env: Mapping,
         dynamics: Mapping | None = None,
         reward: Mapping | None = None,
         score: Mapping | None = None,
+        ensemble: Mapping | None = None,
         frozen: Mapping[str, str] | None = None,
         optimizer: OptimizerFactory | Mapping | None = None,
     ):
-        """`optimizer` is a factory taking `params`, or its Hydra config (`_partial_: true`), which is saved."""
+        """Shapes are [n] for vectors or [C, H, W] for images. `optimizer` is a factory taking `params`, or
+        its Hydra config (`_partial_: true`), which is saved."""
         super().__init__()
-        env, dynamics, reward, score = (plain_config(c) for c in (env, dynamics, reward, score))
+        env, dynamics, reward, score, ensemble, state_shape, action_shape = (
+            plain_config(c) for c in (env, dynamics, reward, score, ensemble, state_shape, action_shape)
+        )
         frozen = dict(plain_config(frozen) or {})
         for part in frozen:
             require(part in PARTS, f"frozen names unknown part {part!r}; parts are {sorted(PARTS)}")
@@ -49,10 +58,10 @@ class SGPSystem(L.LightningModule):
             optimizer = hydra.utils.instantiate(optimizer)
         self.optimizer_factory = optimizer or default_optimizer()
         self.domain = domain
-        configs = {"dynamics": dynamics, "reward": reward, "score": score}
+        configs = {"dynamics": dynamics, "ensemble": ensemble, "reward": reward, "score": score}
         for name, cls in PARTS.items():
             config = configs[name]
-            setattr(self, name, None if config is None else cls(state_dim, action_dim, **config))
+            setattr(self, name, None if config is None else cls(state_shape, action_shape, **config))
         for part in frozen:
             require(getattr(self, part) is not None, f"part {part!r} is frozen but switched off (null)")
         self._frozen_loaded = False

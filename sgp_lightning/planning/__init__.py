@@ -7,12 +7,21 @@ from sgp_lightning.planning.evaluate import (
     validate_planner_config,
 )
 from sgp_lightning.planning.mpc import MPC
-from sgp_lightning.planning.optimizers import GradientPlanner
-from sgp_lightning.planning.penalties import NoPenalty, Penalty, ScorePenalty, build_penalty, parse_beta
+from sgp_lightning.planning.optimizers import CEMPlanner, GradientPlanner, build_planner
+from sgp_lightning.planning.penalties import (
+    EnsemblePenalty,
+    NoPenalty,
+    Penalty,
+    ScorePenalty,
+    build_penalty,
+    parse_beta,
+)
 from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
 
 __all__ = [
     "MPC",
+    "CEMPlanner",
+    "EnsemblePenalty",
     "Evaluation",
     "GradientPlanner",
     "NoPenalty",
@@ -21,6 +30,7 @@ __all__ = [
     "ScorePenalty",
     "ShootingProblem",
     "build_penalty",
+    "build_planner",
     "build_problem",
     "frozen",
     "parse_beta",

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from sgp_lightning.envs import Env, Tasks
-from sgp_lightning.errors import SGPError, require
+from sgp_lightning.errors import require
 from sgp_lightning.planning.mpc import MPC
-from sgp_lightning.planning.optimizers import GradientPlanner
+from sgp_lightning.planning.optimizers import build_planner
 from sgp_lightning.planning.penalties import build_penalty, check_penalty, parse_beta
 from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
 from sgp_lightning.utils import plain_config
@@ -28,7 +28,16 @@ def validate_planner_config(cfg: Mapping) -> None:
     cfg = plain_config(cfg)
     for section in ("optimizer", "mpc"):
         require(isinstance(cfg.get(section) or {}, dict), f"planner.{section} must be a mapping of settings")
-    check_penalty(cfg.get("penalty", "score"), cfg.get("beta", 0))
+    penalty, beta = (
+        cfg.get("penalty", "score"),
+        check_penalty(cfg.get("penalty", "score"), cfg.get("beta", 0)),
+    )
+    algorithm = cfg.get("algorithm", "gradient")
+    require(
+        not (algorithm == "cem" and penalty == "score" and beta > 0),
+        "planner.algorithm=cem cannot use the score penalty (its surrogate has a gradient but no value); "
+        "use penalty=ensemble or none with CEM",
+    )
     require(
         cfg.get("cost_source", "env") in COST_SOURCES, f"planner.cost_source must be one of {COST_SOURCES}"
     )
@@ -45,18 +54,18 @@ def validate_planner_config(cfg: Mapping) -> None:
     )
     unknown = set(mpc) - {"horizon", "iterations", "warm_start"}
     require(not unknown, f"unknown planner.mpc settings {sorted(unknown)}")
-    try:
-        GradientPlanner(**(cfg.get("optimizer") or {}))
-    except TypeError as err:
-        raise SGPError(f"planner.optimizer: {err}") from None
+    build_planner(algorithm, cfg.get("optimizer"))
 
 
 def validate_against_system(
-    cfg: Mapping, has_dynamics: bool, has_reward: bool, num_levels: int | None
+    cfg: Mapping, has_dynamics: bool, has_reward: bool, num_levels: int | None, has_ensemble: bool = False
 ) -> None:
     """Checks that depend on the system's parts; `num_levels` is None when there is no score model."""
     cfg = plain_config(cfg)
-    require(has_dynamics, "planning needs a dynamics model, but model.dynamics is null")
+    if cfg.get("penalty", "score") == "ensemble":
+        require(has_ensemble, "penalty=ensemble needs an ensemble, but model.ensemble is null")
+    else:
+        require(has_dynamics, "planning needs a dynamics model, but model.dynamics is null")
     require(
         cfg.get("cost_source", "env") != "learned" or has_reward,
         "planner.cost_source=learned needs a reward model, but model.reward is null",
@@ -78,6 +87,7 @@ def validate_for_system(cfg: Mapping, system) -> None:
         system.dynamics is not None,
         system.reward is not None,
         score.schedule.num_levels if score is not None else None,
+        system.ensemble is not None,
     )
 
 
@@ -97,21 +107,26 @@ def cost_functions(system, env: Env, cost_source: str):
 
 
 def build_problem(system, env: Env, cfg: Mapping, horizon: int) -> ShootingProblem:
+    """With penalty=ensemble the rollout follows the ensemble's mean; otherwise the dynamics model."""
     cfg = plain_config(cfg)
     plan_cost, _ = cost_functions(system, env, cfg.get("cost_source", "env"))
-    penalty = build_penalty(cfg.get("penalty", "score"), cfg.get("beta", 0), system.score)
-    dynamics = system.require_part("dynamics")
-    return ShootingProblem(dynamics, plan_cost, penalty, horizon, env.action_dim)
+    kind = cfg.get("penalty", "score")
+    penalty = build_penalty(kind, cfg.get("beta", 0), system)
+    if kind == "ensemble":
+        dynamics = system.require_part("ensemble").mean_prediction
+    else:
+        dynamics = system.require_part("dynamics")
+    return ShootingProblem(dynamics, plan_cost, penalty, horizon, env.neutral_action())
 
 
 @dataclass
 class Evaluation:
     method: str
     plan: PlanResult
-    true_states: torch.Tensor  # (B, T+1, n)
+    true_states: torch.Tensor  # (B, T+1, *state_shape)
     cost_planned: torch.Tensor  # (B,)
     cost_achieved: torch.Tensor  # (B,)
-    model_error: torch.Tensor  # (B,) mean over t of ‖x̂_t − x_t‖
+    model_error: torch.Tensor  # (B,) mean over t of ‖x̂_t − x_t‖ (images: the pixel-wise L2 norm)
     seconds: float
 
     def summary(self) -> dict:
@@ -137,7 +152,7 @@ def plan_and_evaluate(
     validate_for_system(cfg, system)
     tasks = tasks.to(system.device)
     steps = int(cfg.get("horizon") or env.horizon)
-    planner = GradientPlanner(**(cfg.get("optimizer") or {}))
+    planner = build_planner(cfg.get("algorithm", "gradient"), cfg.get("optimizer"))
     _, true_cost = cost_functions(system, env, cfg.get("cost_source", "env"))
     start = time.perf_counter()
     with frozen(system):
@@ -154,7 +169,7 @@ def plan_and_evaluate(
     with torch.no_grad():
         true_states = env.rollout(tasks.x0, plan.actions)
         cost_achieved = true_cost(true_states, plan.actions, tasks.goal)
-        model_error = (plan.states[:, 1:] - true_states[:, 1:]).norm(dim=-1).mean(1)
+        model_error = (plan.states[:, 1:] - true_states[:, 1:]).flatten(2).norm(dim=-1).mean(1)
     return Evaluation(
         method or cfg.get("name", "planner"),
         plan,

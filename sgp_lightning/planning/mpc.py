@@ -6,12 +6,14 @@ import torch
 
 from sgp_lightning.envs import Env
 from sgp_lightning.errors import require
-from sgp_lightning.planning.optimizers import GradientPlanner
+from sgp_lightning.planning.optimizers import CEMPlanner, GradientPlanner
 from sgp_lightning.planning.problem import PlanResult, ShootingProblem
 
 
 class MPC:
-    def __init__(self, planner: GradientPlanner, iterations: int | None = None, warm_start: bool = True):
+    def __init__(
+        self, planner: GradientPlanner | CEMPlanner, iterations: int | None = None, warm_start: bool = True
+    ):
         """`iterations` per re-plan after the first solve (default: the planner's own)."""
         self.planner, self.warm_start = planner, warm_start
         self.iterations = iterations

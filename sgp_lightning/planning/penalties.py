@@ -34,6 +34,7 @@ def parse_beta(beta) -> float:
 class Penalty:
     drops_cost = False  # β = inf: the task cost is left out of the objective
     uses_levels = False  # whether it needs a noise level (annealed by the optimizer)
+    gradient_only = False  # its value is a surrogate: only its gradient means something (no CEM)
     schedule = None
 
     def __call__(self, states: torch.Tensor, actions: torch.Tensor, level: int | None) -> torch.Tensor:
@@ -51,6 +52,7 @@ class ScorePenalty(Penalty):
     """β σ² · (negative log-likelihood) of the planned (x_t, u_t) pairs through a learned score model."""
 
     uses_levels = True
+    gradient_only = True
 
     def __init__(self, score_model, beta: float):
         self.score_model = score_model
@@ -61,14 +63,29 @@ class ScorePenalty(Penalty):
 
     def __call__(self, states, actions, level):
         require(level is not None, "the score penalty needs a noise level")
-        z = self.score_model.normalize_pair(states, actions)  # (B, T, d), built inside the graph
+        z = self.score_model.normalize_pair(states, actions)  # (B, T, *pair_shape), built inside the graph
         with torch.no_grad():
             score = self.score_model(z.detach(), level)  # all T evaluations in one batched call
         weight = (1.0 if self.drops_cost else self.beta) * float(self.schedule.sigmas[level]) ** 2
-        return -weight * (score * z).sum((-1, -2))
+        return -weight * (score * z).flatten(1).sum(1)
 
 
-PENALTY_KINDS = ("score", "none")
+class EnsemblePenalty(Penalty):
+    """β Σ_t Σ_features Var_k f_k(x_t, u_t): the ensemble's disagreement (MOPO-style uncertainty), in
+    normalized units, at the states of the rollout (which follows the members' mean)."""
+
+    def __init__(self, ensemble_model, beta: float):
+        self.ensemble_model = ensemble_model
+        self.beta = parse_beta(beta)
+        require(self.beta > 0, "EnsemblePenalty needs β > 0; use NoPenalty for β = 0")
+        self.drops_cost = math.isinf(self.beta)
+
+    def __call__(self, states, actions, level):
+        disagreement = self.ensemble_model.disagreement(states, actions).flatten(1).sum(1)
+        return (1.0 if self.drops_cost else self.beta) * disagreement
+
+
+PENALTY_KINDS = ("score", "ensemble", "none")
 
 
 def check_penalty(kind: str, beta) -> float:
@@ -82,10 +99,17 @@ def check_penalty(kind: str, beta) -> float:
     return beta
 
 
-def build_penalty(kind: str, beta, score_model) -> Penalty:
+def build_penalty(kind: str, beta, system) -> Penalty:
+    """The penalty of a planner config, on an SGPSystem's score or ensemble part."""
     beta = check_penalty(kind, beta)
     if beta == 0:
         return NoPenalty()
-    if score_model is None:
+    if kind == "ensemble":
+        if system.ensemble is None:
+            raise SGPError(
+                "penalty=ensemble needs an ensemble, but this system has none (model.ensemble: null)"
+            )
+        return EnsemblePenalty(system.ensemble, beta)
+    if system.score is None:
         raise SGPError("planner.beta > 0 needs a score model, but this system has none (model.score: null)")
-    return ScorePenalty(score_model, beta)
+    return ScorePenalty(system.score, beta)

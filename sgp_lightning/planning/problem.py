@@ -18,22 +18,36 @@ CostFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class PlanResult:
-    actions: torch.Tensor  # (B, T, m)
-    states: torch.Tensor  # (B, T+1, n) predicted by the learned dynamics
+    actions: torch.Tensor  # (B, T, *action_shape)
+    states: torch.Tensor  # (B, T+1, *state_shape) predicted by the learned dynamics
     cost_planned: torch.Tensor  # (B,) task cost of `states` (penalty excluded)
     history: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. "cost": (iterations, B)
 
 
 class ShootingProblem:
-    """min_u  Σ_t cost_t(x_t, u_t) + penalty(x_{0:T−1}, u_{0:T−1}),  x_{t+1} = f(x_t, u_t), x_0 given."""
+    """min_u  Σ_t cost_t(x_t, u_t) + penalty(x_{0:T−1}, u_{0:T−1}),  x_{t+1} = f(x_t, u_t), x_0 given.
 
-    def __init__(self, dynamics: Dynamics, cost: CostFn, penalty: Penalty, horizon: int, action_dim: int):
+    `neutral_action` (one action, e.g. zeros, or the image of u = 0) is where planners start.
+    """
+
+    def __init__(
+        self, dynamics: Dynamics, cost: CostFn, penalty: Penalty, horizon: int, neutral_action: torch.Tensor
+    ):
         require(
             int(horizon) == horizon and horizon > 0,
             f"planning horizon must be a positive integer, got {horizon}",
         )
         self.dynamics, self.cost, self.penalty = dynamics, cost, penalty
-        self.horizon, self.action_dim = int(horizon), int(action_dim)
+        self.horizon, self.neutral_action = int(horizon), neutral_action
+
+    @property
+    def action_shape(self) -> tuple[int, ...]:
+        return tuple(self.neutral_action.shape)
+
+    def neutral_plan(self, x0: torch.Tensor) -> torch.Tensor:
+        """(B, T, *action_shape) of the neutral action."""
+        action = self.neutral_action.to(device=x0.device, dtype=x0.dtype)
+        return action.expand(x0.shape[0], self.horizon, *self.action_shape).clone()
 
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         states = [x0]
