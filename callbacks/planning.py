@@ -73,3 +73,7 @@ class PlanningCallback(L.Callback):
             datamodule = getattr(trainer, "datamodule", None)
             data = datamodule.train_data["x"] if datamodule is not None and datamodule.train_data else None
             log_figure(trainer, "plan/trajectories", plot_plans(env, [evaluation], data))
+            if env.image_shape is not None:
+                from sgp_lightning.plotting import plot_image_rollouts
+
+                log_figure(trainer, "plan/image_rollouts", plot_image_rollouts([evaluation]))

@@ -2,5 +2,6 @@
 
 from datamodules.base import TransitionDataModule
 from datamodules.integrator import IntegratorDataModule
+from datamodules.pixel import PixelDataModule
 
-__all__ = ["IntegratorDataModule", "TransitionDataModule"]
+__all__ = ["IntegratorDataModule", "PixelDataModule", "TransitionDataModule"]

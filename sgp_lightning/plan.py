@@ -24,11 +24,23 @@ def select_methods(cfg: DictConfig) -> dict[str, dict]:
     return {name: planners[name] for name in methods}
 
 
+def resolve_device(name: str) -> torch.device:
+    """auto: the GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise SGPError(f"device must be auto, cpu or cuda[:N], got {name!r}") from err
+    require(device.type != "cuda" or torch.cuda.is_available(), f"device={name} but no GPU is available")
+    return device
+
+
 def plan(cfg: DictConfig) -> dict:
     """Returns the results payload that is also written to output_dir/results.json."""
     set_threads(cfg.get("num_threads"))
     methods = select_methods(cfg)
-    system = load_system(cfg.ckpt_path)
+    system = load_system(cfg.ckpt_path).to(resolve_device(cfg.get("device", "cpu")))
     if cfg.get("expected_domain"):
         require(
             cfg.expected_domain == system.domain,
@@ -62,10 +74,11 @@ def plan(cfg: DictConfig) -> dict:
     out = Path(cfg.output_dir)
     write_json(out / "results.json", payload)
     if env.state_dim >= 2:
-        from sgp_lightning.plotting import plot_plans
+        from sgp_lightning.plotting import plot_image_rollouts, plot_plans, save_figure
 
-        fig = plot_plans(env, evaluations)
-        fig.savefig(out / "plan.png", dpi=110)
+        save_figure(plot_plans(env, evaluations), out / "plan.png")
+        if env.image_shape is not None:
+            save_figure(plot_image_rollouts(evaluations), out / "image_rollouts.png")
     table = methods_table(payload["methods"])
     (out / "table.md").write_text(table + "\n")
     print(

@@ -13,6 +13,11 @@ import torch  # noqa: E402
 from sgp_lightning.envs import Env  # noqa: E402
 
 
+def save_figure(fig, path) -> None:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_plans(env: Env, evaluations: Sequence, data: torch.Tensor | None = None, max_data: int = 3000):
     """One panel per method: planned (dashed, learned model) vs true (solid) 2-D trajectories over the data."""
     fig, axes = plt.subplots(1, len(evaluations), figsize=(4.2 * len(evaluations), 4.4), squeeze=False)
@@ -20,7 +25,8 @@ def plot_plans(env: Env, evaluations: Sequence, data: torch.Tensor | None = None
         if data is not None:
             ax.scatter(*data[:max_data, :2].T.cpu(), s=1, c="0.75", rasterized=True)
         env.draw(ax)
-        planned, true = ev.plan.states.detach().cpu(), ev.true_states.detach().cpu()
+        planned = env.positions(ev.plan.states.detach()).cpu()
+        true = env.positions(ev.true_states.detach()).cpu()
         for i in range(planned.shape[0]):
             ax.plot(*planned[i, :, :2].T, "--", color=f"C{i % 10}", lw=1.2)
             ax.plot(*true[i, :, :2].T, "-", color=f"C{i % 10}", lw=1.5)
@@ -32,6 +38,36 @@ def plot_plans(env: Env, evaluations: Sequence, data: torch.Tensor | None = None
     axes[0][0].plot([], [], "k-", label="true rollout")
     axes[0][0].legend(loc="lower left", fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def plot_image_rollouts(evaluations: Sequence, task: int = 0, max_steps: int = 16):
+    """Fig. 3 style strips for one task: per method, the planned observations (learned model), the planned
+    action images, and the true observations when those actions are executed; one column per step."""
+    rows = [
+        (f"{ev.method}: {label}", images[task].detach().cpu())
+        for ev in evaluations
+        for label, images in (
+            ("planned y", ev.plan.states),
+            ("action û", ev.plan.actions),
+            ("true y", ev.true_states),
+        )
+    ]
+    steps = min(max_steps, max(images.shape[0] for _, images in rows))
+    fig, axes = plt.subplots(len(rows), steps, figsize=(0.75 * steps + 1.2, 0.8 * len(rows)), squeeze=False)
+    for row, (label, images) in enumerate(rows):
+        for col in range(steps):
+            ax = axes[row][col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col < images.shape[0]:
+                ax.imshow(images[col, 0], cmap="gray", origin="lower")
+            else:
+                ax.axis("off")
+        axes[row][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    for col in range(steps):
+        axes[0][col].set_title(f"t={col}", fontsize=7)
+    fig.subplots_adjust(left=0.2, wspace=0.05, hspace=0.1)
     return fig
 
 

@@ -85,8 +85,9 @@ def reproduce(cfg: DictConfig) -> dict:
             domain = result["domain"]
             for name, metrics in result["methods"].items():
                 per_method.setdefault(label or name, []).append(metrics)
-        if seed == entry.seeds[0] and (run_dir / "plan" / "methods" / "plan.png").exists():
-            shutil.copy(run_dir / "plan" / "methods" / "plan.png", out / "plan.png")
+        for figure in ("plan.png", "image_rollouts.png"):
+            if seed == entry.seeds[0] and (run_dir / "plan" / "methods" / figure).exists():
+                shutil.copy(run_dir / "plan" / "methods" / figure, out / figure)
 
     methods_summary = {name: _aggregate(runs) for name, runs in per_method.items()}
     command = f"python reproduce.py {entry.name} output_dir={cfg.output_dir}"
@@ -105,10 +106,10 @@ def reproduce(cfg: DictConfig) -> dict:
         "paper": OmegaConf.to_container(entry.paper) if entry.get("paper") else None,
     }
     if entry.get("beta_sweep") is not None:
-        from sgp_lightning.plotting import plot_sweep
+        from sgp_lightning.plotting import plot_sweep, save_figure
 
         rows = [{"beta": float(b), **methods_summary[f"beta={b:g}"]} for b in entry.beta_sweep]
-        plot_sweep(rows).savefig(out / "sweep.png", dpi=110)
+        save_figure(plot_sweep(rows), out / "sweep.png")
     write_json(out / "results.json", payload)
     table = _markdown(payload)
     (out / "table.md").write_text(table)

@@ -45,6 +45,7 @@ def validate_config(cfg: DictConfig) -> None:
             has_dynamics=cfg.model.get("dynamics") is not None,
             has_reward=cfg.model.get("reward") is not None,
             num_levels=cfg.model.score.num_levels if cfg.model.get("score") is not None else None,
+            num_members=cfg.model.ensemble.num_members if cfg.model.get("ensemble") is not None else None,
         )
     NoiseSchedule.build(
         cfg.domain.schedule, cfg.domain.sigma_max, cfg.domain.sigma_min, cfg.domain.num_levels

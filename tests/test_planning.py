@@ -43,7 +43,9 @@ def test_surrogate_gradient_equals_explicit_chain_rule():
     dynamics, score = _random_models()
     beta, level, horizon = 0.7, 2, 4
     penalty = ScorePenalty(score, beta)
-    problem = ShootingProblem(dynamics, lambda s, a, g: s.new_zeros(s.shape[0]), penalty, horizon, torch.zeros(2))
+    problem = ShootingProblem(
+        dynamics, lambda s, a, g: s.new_zeros(s.shape[0]), penalty, horizon, torch.zeros(2)
+    )
     x0 = torch.tensor([[0.3, -0.4]])
     actions = torch.randn(1, horizon, 2, requires_grad=True)
     with frozen(dynamics, score):

@@ -1,8 +1,17 @@
 """LightningModules: one per learned part, and SGPSystem composing them."""
 
 from sgp_lightning.models.dynamics import DynamicsModel
+from sgp_lightning.models.ensemble import EnsembleDynamicsModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
 from sgp_lightning.models.system import SGPSystem, load_system, read_checkpoint
 
-__all__ = ["DynamicsModel", "RewardModel", "SGPSystem", "ScoreModel", "load_system", "read_checkpoint"]
+__all__ = [
+    "DynamicsModel",
+    "EnsembleDynamicsModel",
+    "RewardModel",
+    "SGPSystem",
+    "ScoreModel",
+    "load_system",
+    "read_checkpoint",
+]

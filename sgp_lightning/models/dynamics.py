@@ -1,4 +1,4 @@
-"""Learned dynamics x' = f_θ(x, u), trained by regression in normalized space; one network or an ensemble."""
+"""Learned dynamics x' = f_θ(x, u), trained by regression in normalized space."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from sgp_lightning.errors import require
 from sgp_lightning.models.base import Batch, OptimizerFactory, StateActionModel, build_network
-from sgp_lightning.nets import Ensemble
 from sgp_lightning.normalization import Normalizer
-from sgp_lightning.spaces import feature_sum, stats_shape
+from sgp_lightning.spaces import stats_shape
 
 
 class DynamicsModel(StateActionModel):
@@ -58,46 +56,3 @@ class DynamicsModel(StateActionModel):
 
     def loss(self, batch: Batch, generator=None) -> torch.Tensor:
         return (self.predict_normalized(batch["x"], batch["u"]) - self.target(batch)).square().mean()
-
-
-class EnsembleDynamicsModel(DynamicsModel):
-    """K dynamics networks of one architecture, evaluated in one vmap call; predictions are (K, …).
-
-    Members differ by their random initialisation and, with `bootstrap`, by training on their own
-    resample (with replacement) of every batch. Planning rolls out the members' mean and penalises their
-    disagreement (variance of the normalized predictions, summed over the state's features).
-    """
-
-    part_name = "ensemble"
-
-    def __init__(self, state_shape, action_shape, num_members: int = 5, bootstrap: bool = True, **dynamics):
-        self.num_members = int(num_members)
-        require(self.num_members >= 2, f"model.ensemble.num_members must be ≥ 2, got {num_members}")
-        super().__init__(state_shape, action_shape, **dynamics)
-        self.save_hyperparameters(ignore=["optimizer"], logger=False)
-        self.bootstrap = bootstrap
-
-    def build_net(self, architecture, hidden_dims, activation, unet):
-        return Ensemble(self.num_members, lambda: super(EnsembleDynamicsModel, self).build_net(
-            architecture, hidden_dims, activation, unet))  # fmt: skip
-
-    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Every member's next state, (K, *x.shape)."""
-        return self.to_state(x, self.predict_normalized(x, u))
-
-    def mean_prediction(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return self(x, u).mean(0)
-
-    def disagreement(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Σ_features Var_k of the normalized predictions, shape x.shape[:-len(state_shape)]."""
-        return feature_sum(self.predict_normalized(x, u).var(0, unbiased=False), self.state_shape)
-
-    def loss(self, batch: Batch, generator=None) -> torch.Tensor:
-        inputs, target = self.normalized_input(batch["x"], batch["u"]), self.target(batch)
-        if self.bootstrap and generator is None:  # training; validation scores every member on the batch
-            n = inputs.shape[0]
-            index = torch.randint(0, n, (self.num_members, n), device=inputs.device)
-            error = self.net(inputs[index], stacked=True) - target[index]
-        else:
-            error = self.net(inputs) - target
-        return error.square().mean()

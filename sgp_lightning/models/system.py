@@ -16,7 +16,8 @@ import torch
 from sgp_lightning.envs import Env
 from sgp_lightning.errors import SGPError, require
 from sgp_lightning.models.base import Batch, OptimizerFactory, default_optimizer, validation_generator
-from sgp_lightning.models.dynamics import DynamicsModel, EnsembleDynamicsModel
+from sgp_lightning.models.dynamics import DynamicsModel
+from sgp_lightning.models.ensemble import EnsembleDynamicsModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
 from sgp_lightning.utils import plain_config

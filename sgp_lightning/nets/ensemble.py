@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -24,9 +25,7 @@ warnings.filterwarnings("ignore", message=".*batching rule for aten::_scaled_dot
 def _vmap_group_norm(self: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     """GroupNorm from plain tensor ops: torch's fused kernel has no vmap rule for its layout query."""
     groups = x.reshape(x.shape[0], self.num_groups, -1)
-    mean = groups.mean(-1, keepdim=True)
-    var = groups.var(-1, unbiased=False, keepdim=True)
-    y = ((groups - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
+    y = F.layer_norm(groups, groups.shape[-1:], eps=self.eps).reshape(x.shape)  # normalise each group
     if not self.affine:
         return y
     shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -55,15 +54,24 @@ class Ensemble(nn.Module):
         buffers = {n: getattr(self, f"stacked_buffer_{i}") for i, n in enumerate(self.buffer_names)}
         return params, buffers
 
-    def forward(self, *inputs: torch.Tensor, stacked: bool = False, **kwargs) -> torch.Tensor:
+    def forward(
+        self, *inputs: torch.Tensor, stacked: bool = False, num_members: int | None = None, **kwargs
+    ) -> torch.Tensor:
         """Every member on the same inputs → (K, …); with `stacked`, input k (leading axis K) goes to
-        member k. Keyword arguments are passed to every member unchanged."""
+        member k. `num_members` uses only the first members. Keyword arguments go to every member."""
         template = self._template[0]
 
         def call(params, buffers, *args):
             return functional_call(template, (params, buffers), args, kwargs)
 
         params, buffers = self._weights()
+        if num_members is not None:
+            require(
+                2 <= num_members <= self.num_members,
+                f"num_members must be in [2, {self.num_members}] for this ensemble, got {num_members}",
+            )
+            params = {n: v[:num_members] for n, v in params.items()}
+            buffers = {n: v[:num_members] for n, v in buffers.items()}
         in_dims = (0, 0, *([0 if stacked else None] * len(inputs)))
         return vmap(call, in_dims=in_dims)(params, buffers, *inputs)
 

@@ -6,6 +6,7 @@ actions on the true env); model_error is the mean distance between the predicted
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,12 +59,25 @@ def validate_planner_config(cfg: Mapping) -> None:
 
 
 def validate_against_system(
-    cfg: Mapping, has_dynamics: bool, has_reward: bool, num_levels: int | None, has_ensemble: bool = False
+    cfg: Mapping,
+    has_dynamics: bool,
+    has_reward: bool,
+    num_levels: int | None,
+    num_members: int | None = None,
 ) -> None:
-    """Checks that depend on the system's parts; `num_levels` is None when there is no score model."""
+    """Checks that depend on the system's parts; `num_levels` is None without a score model and
+    `num_members` None without an ensemble."""
+    has_ensemble = num_members is not None
     cfg = plain_config(cfg)
     if cfg.get("penalty", "score") == "ensemble":
         require(has_ensemble, "penalty=ensemble needs an ensemble, but model.ensemble is null")
+        require(
+            cfg.get("ensemble_members") is None
+            or num_members is None
+            or 2 <= cfg["ensemble_members"] <= num_members,
+            f"planner.ensemble_members must be in [2, {num_members}] (the trained ensemble's size), "
+            f"got {cfg.get('ensemble_members')}",
+        )
     else:
         require(has_dynamics, "planning needs a dynamics model, but model.dynamics is null")
     require(
@@ -87,7 +101,7 @@ def validate_for_system(cfg: Mapping, system) -> None:
         system.dynamics is not None,
         system.reward is not None,
         score.schedule.num_levels if score is not None else None,
-        system.ensemble is not None,
+        system.ensemble.num_members if system.ensemble is not None else None,
     )
 
 
@@ -110,10 +124,10 @@ def build_problem(system, env: Env, cfg: Mapping, horizon: int) -> ShootingProbl
     """With penalty=ensemble the rollout follows the ensemble's mean; otherwise the dynamics model."""
     cfg = plain_config(cfg)
     plan_cost, _ = cost_functions(system, env, cfg.get("cost_source", "env"))
-    kind = cfg.get("penalty", "score")
-    penalty = build_penalty(kind, cfg.get("beta", 0), system)
+    kind, members = cfg.get("penalty", "score"), cfg.get("ensemble_members")
+    penalty = build_penalty(kind, cfg.get("beta", 0), system, members)
     if kind == "ensemble":
-        dynamics = system.require_part("ensemble").mean_prediction
+        dynamics = functools.partial(system.require_part("ensemble").mean_prediction, num_members=members)
     else:
         dynamics = system.require_part("dynamics")
     return ShootingProblem(dynamics, plan_cost, penalty, horizon, env.neutral_action())

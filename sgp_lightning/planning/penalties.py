@@ -11,6 +11,7 @@ import math
 import torch
 
 from sgp_lightning.errors import SGPError, require
+from sgp_lightning.spaces import feature_sum
 
 
 def parse_beta(beta) -> float:
@@ -72,17 +73,35 @@ class ScorePenalty(Penalty):
 
 class EnsemblePenalty(Penalty):
     """β Σ_t Σ_features Var_k f_k(x_t, u_t): the ensemble's disagreement (MOPO-style uncertainty), in
-    normalized units, at the states of the rollout (which follows the members' mean)."""
+    normalized units, along a rollout that follows the members' mean.
 
-    def __init__(self, ensemble_model, beta: float):
-        self.ensemble_model = ensemble_model
+    `rollout` computes the states and the penalty together, from one ensemble call per step, so planning
+    evaluates the K members once per step instead of twice; `__call__` scores given states in one call.
+    """
+
+    def __init__(self, ensemble_model, beta: float, num_members: int | None = None):
+        self.ensemble_model, self.num_members = ensemble_model, num_members
         self.beta = parse_beta(beta)
         require(self.beta > 0, "EnsemblePenalty needs β > 0; use NoPenalty for β = 0")
         self.drops_cost = math.isinf(self.beta)
 
+    @property
+    def weight(self) -> float:
+        return 1.0 if self.drops_cost else self.beta
+
     def __call__(self, states, actions, level):
-        disagreement = self.ensemble_model.disagreement(states, actions).flatten(1).sum(1)
-        return (1.0 if self.drops_cost else self.beta) * disagreement
+        disagreement = self.ensemble_model.disagreement(states, actions, self.num_members)
+        return self.weight * disagreement.flatten(1).sum(1)
+
+    def rollout(self, x0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states (B, T+1, …) under the members' mean, weighted penalty (B,))."""
+        model, states, penalty = self.ensemble_model, [x0], x0.new_zeros(x0.shape[0])
+        for t in range(actions.shape[1]):
+            predictions = model.predict_normalized(states[-1], actions[:, t], self.num_members)  # (K, B, …)
+            penalty = penalty + feature_sum(predictions.var(0, unbiased=False), model.state_shape)
+            # to_state is affine in the prediction, so the mean of the states is to_state of the mean.
+            states.append(model.to_state(states[-1], predictions.mean(0)))
+        return torch.stack(states, 1), self.weight * penalty
 
 
 PENALTY_KINDS = ("score", "ensemble", "none")
@@ -93,13 +112,13 @@ def check_penalty(kind: str, beta) -> float:
     beta = parse_beta(beta)
     require(kind in PENALTY_KINDS, f"unknown penalty {kind!r}; choose one of {PENALTY_KINDS}")
     require(
-        kind == "score" or beta == 0,
-        f"penalty 'none' with beta={beta} would silently ignore β; use beta=0 or penalty=score",
+        kind != "none" or beta == 0,
+        f"penalty 'none' with beta={beta} would silently ignore β; use beta=0 or penalty=score (or ensemble)",
     )
     return beta
 
 
-def build_penalty(kind: str, beta, system) -> Penalty:
+def build_penalty(kind: str, beta, system, ensemble_members: int | None = None) -> Penalty:
     """The penalty of a planner config, on an SGPSystem's score or ensemble part."""
     beta = check_penalty(kind, beta)
     if beta == 0:
@@ -109,7 +128,7 @@ def build_penalty(kind: str, beta, system) -> Penalty:
             raise SGPError(
                 "penalty=ensemble needs an ensemble, but this system has none (model.ensemble: null)"
             )
-        return EnsemblePenalty(system.ensemble, beta)
+        return EnsemblePenalty(system.ensemble, beta, ensemble_members)
     if system.score is None:
         raise SGPError("planner.beta > 0 needs a score model, but this system has none (model.score: null)")
     return ScorePenalty(system.score, beta)

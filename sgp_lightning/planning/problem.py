@@ -56,10 +56,14 @@ class ShootingProblem:
         return torch.stack(states, 1)
 
     def objective(self, x0, goal, actions, level: int | None):
-        """(objective (B,), task cost (B,), states): one rollout and one batched penalty call."""
-        states = self.rollout(x0, actions)
+        """(objective (B,), task cost (B,), states): one rollout and one batched penalty call (or, for
+        penalties that come with their own rollout, such as the ensemble's, one combined rollout)."""
+        if hasattr(self.penalty, "rollout"):
+            states, penalty = self.penalty.rollout(x0, actions)
+        else:
+            states = self.rollout(x0, actions)
+            penalty = self.penalty(states[:, :-1], actions, level)
         cost = self.cost(states, actions, goal)
-        penalty = self.penalty(states[:, :-1], actions, level)
         task_term = torch.zeros_like(cost) if self.penalty.drops_cost else cost
         return task_term + penalty, cost, states
 

@@ -1,0 +1,56 @@
+"""Pixel single integrator data (paper C.3): uniform hidden (x, u), rendered to images per batch.
+
+Transitions are stored as hidden 2-D vectors (x, u, x'), 24 bytes each, and rendered to (y, û, y') images
+on the batch's device after transfer, so N = 200,000 never becomes 2.4 GB of float32 pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from datamodules.base import TransitionDataModule
+from sgp_lightning.envs.pixel_integrator import PixelIntegratorEnv
+from sgp_lightning.errors import require
+from sgp_lightning.spaces import join, sample_stats
+
+
+class PixelDataModule(TransitionDataModule):
+    def __init__(
+        self, env: PixelIntegratorEnv, num_samples: int = 200_000, stats_samples: int = 20_000, **kwargs
+    ):
+        super().__init__(name=f"{env.name} dataset", **kwargs)
+        require(num_samples > 0, f"num_samples must be positive, got {num_samples}")
+        require(stats_samples > 1, f"stats_samples must be > 1, got {stats_samples}")
+        self.env, self.num_samples, self.stats_samples = env, int(num_samples), int(stats_samples)
+
+    def load_transitions(self) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        x = self.env.sample_states(self.num_samples, generator)
+        u = self.env.sample_actions(self.num_samples, generator)
+        return {"x": x, "u": u, "x_next": self.env.hidden_step(x, u), "r": self.env.hidden_reward(x, u)}
+
+    def render(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Hidden vectors → the images the models train on (r is kept as is)."""
+        return {
+            "x": self.env.render_state(batch["x"]),
+            "u": self.env.render_action(batch["u"]),
+            "x_next": self.env.render_state(batch["x_next"]),
+            "r": batch["r"],
+        }
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        return self.render(batch)
+
+    def compute_stats(self, data: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per-channel image statistics from a rendered subset of the (already shuffled) training split."""
+        images = self.render({k: v[: self.stats_samples] for k, v in data.items()})
+        quantities = {
+            "x": images["x"],
+            "u": images["u"],
+            "x_next": images["x_next"],
+            "dx": images["x_next"] - images["x"],
+            "xu": join(images["x"], images["u"], self.env.image_shape),
+        }
+        stats = {k: sample_stats(v, tuple(v.shape[1:])) for k, v in quantities.items()}
+        stats["r"] = (images["r"].mean(0, keepdim=True), images["r"].std(0, keepdim=True))
+        return stats
