@@ -49,8 +49,9 @@ class PlanningCallback(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         if not should_run(trainer, self.every_n_epochs):
             return
-        if pl_module.dynamics is None:
-            rank_zero_warn("PlanningCallback: the system has no dynamics model, so nothing is planned.")
+        part = "ensemble" if self.planner.get("penalty") == "ensemble" else "dynamics"
+        if getattr(pl_module, part) is None:
+            rank_zero_warn(f"PlanningCallback: the system has no {part} model, so nothing is planned.")
             return
         env = pl_module.make_env()
         tasks = env.tasks().select(slice(trainer.global_rank, None, trainer.world_size))

@@ -16,6 +16,7 @@ from sgp_lightning.models import read_checkpoint
 from sgp_lightning.planning import parse_beta, validate_planner_config
 from sgp_lightning.planning.evaluate import validate_against_system
 from sgp_lightning.schedules import NoiseSchedule
+from sgp_lightning.spaces import as_shape
 from sgp_lightning.utils import log, set_threads, write_json
 
 # Lightning-internal deprecation noise that a user cannot act on.
@@ -45,7 +46,9 @@ def validate_config(cfg: DictConfig) -> None:
             has_dynamics=cfg.model.get("dynamics") is not None,
             has_reward=cfg.model.get("reward") is not None,
             num_levels=cfg.model.score.num_levels if cfg.model.get("score") is not None else None,
-            num_members=cfg.model.ensemble.num_members if cfg.model.get("ensemble") is not None else None,
+            num_members=cfg.model.ensemble.get("num_members", 5)
+            if cfg.model.get("ensemble") is not None
+            else None,
         )
     NoiseSchedule.build(
         cfg.domain.schedule, cfg.domain.sigma_max, cfg.domain.sigma_min, cfg.domain.num_levels
@@ -90,6 +93,12 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     env, datamodule = instantiate_env_and_data(cfg)
     system = hydra.utils.instantiate(cfg.model)
     require(system.domain == env.name, f"model.domain {system.domain!r} != domain.env.name {env.name!r}")
+    for name, env_shape in (("state_shape", env.state_shape), ("action_shape", env.action_shape)):
+        require(
+            as_shape(system.hparams[name]) == tuple(env_shape),
+            f"model.{name} {list(as_shape(system.hparams[name]))} does not match the domain's env, whose "
+            f"planner {name.split('_')[0]}s have shape {list(env_shape)}",
+        )
 
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]

@@ -9,7 +9,7 @@ from omegaconf import open_dict
 from datamodules import PixelDataModule
 from sgp_lightning import SGPError
 from sgp_lightning.envs import PixelIntegratorEnv
-from sgp_lightning.models import EnsembleDynamicsModel, ScoreModel
+from sgp_lightning.models import EnsembleDynamicsModel, ScoreModel, load_system
 from sgp_lightning.nets import MLP, Ensemble, NoiseConditionedUNet, UNet
 from sgp_lightning.plan import plan
 from sgp_lightning.planning import (
@@ -119,6 +119,17 @@ def test_vectorised_ensemble_equals_a_loop_over_members(kind):
     assert torch.allclose(ensemble(per_member, stacked=True), stacked, atol=1e-5)
 
 
+def test_unet_ensemble_pickles_for_ddp_spawn_and_keeps_the_train_mode():
+    import pickle
+
+    ensemble = Ensemble(2, lambda: UNet(2, 1, 16, **SMALL_UNET))
+    x = torch.randn(3, 2, 16, 16)
+    copy = pickle.loads(pickle.dumps(ensemble))
+    assert torch.allclose(copy(x), ensemble(x))
+    ensemble.eval()
+    assert not ensemble._template[0].training and not ensemble.member(0).training
+
+
 def test_ensemble_penalty_rollout_matches_separate_evaluation():
     torch.manual_seed(0)
     model = EnsembleDynamicsModel(2, 2, num_members=3, hidden_dims=[16])
@@ -154,6 +165,19 @@ def test_cem_improves_a_known_quadratic_and_refuses_the_score_penalty():
     assert (result.cost_planned < 0.05 * start).all()
     assert (result.cost_planned - optimum).abs().max() < 0.05
     assert result.history["cost"].shape == (40, 2)
+    # Image-shaped plans (B, T, 1, H, W): the elite gather keeps each candidate's whole plan together.
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., 1, 2] = 1.0
+
+    def image_cost(states, actions, goal):
+        return (states[:, -1] - goal).square().flatten(1).sum(1)
+
+    images = ShootingProblem(lambda x, u: x + u, image_cost, NoPenalty(), 2, torch.zeros(1, 4, 4))
+    plan = CEMPlanner(iterations=50, population=64, elites=8, std=0.3, seed=1).solve(
+        images, torch.zeros(2, 1, 4, 4), target.expand(2, 1, 4, 4)
+    )
+    assert plan.actions.shape == (2, 2, 1, 4, 4)
+    assert (plan.cost_planned < 0.05).all()
     score = ScoreModel(2, 2, hidden_dims=[8], num_levels=2)
     scored = ShootingProblem(lambda x, u: x + u, cost, ScorePenalty(score, 1.0), 4, torch.zeros(2))
     with pytest.raises(SGPError, match="CEM needs a penalty with a value"):
@@ -185,6 +209,13 @@ def test_tiny_pixel_run_trains_and_plans_every_method(tmp_path):
     assert {"plan/cost_planned", "plan/cost_achieved", "val/ensemble_loss", "val/score_loss"} <= set(metrics)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # The checkpoint rebuilds the same networks, ensemble included.
+    reloaded = load_system(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    trained = objects["system"].cpu().eval()
+    y, u = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(reloaded.ensemble(y, u), trained.ensemble(y, u), atol=1e-6)
+        assert torch.allclose(reloaded.score(torch.cat([y, u], 1), 3), trained.score(torch.cat([y, u], 1), 3))
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     events.Reload()
     assert "plan/image_rollouts" in events.Tags()["images"]
@@ -258,3 +289,38 @@ def test_ensemble_and_cem_planners_work_on_a_vector_domain():
         assert torch.isfinite(evaluation.cost_achieved).all(), name
     with pytest.raises(SGPError, match="cannot use the score penalty"):
         plan_and_evaluate(system, env, env.tasks(), {"beta": 1, "penalty": "score", "algorithm": "cem"})
+
+
+def test_action_images_are_normalized_before_they_act():
+    env = PixelIntegratorEnv()
+    y, u = env.render_state(torch.tensor([[0.1, 0.2]])), env.render_action(torch.tensor([[0.15, -0.1]]))
+    # Scaling an action image does not scale the control: the env normalizes its total intensity to 1.
+    assert torch.allclose(env.step(y, 3.0 * u), env.step(y, u), atol=1e-6)
+    assert torch.allclose(env.normalize_action(2.5 * u).sum(), torch.tensor(1.0))
+    # Intensities are non-negative: a negative lobe cannot push the control beyond the grid.
+    lobed = u - env.render_action(torch.tensor([[-0.29, 0.29]]))
+    assert torch.allclose(env.step(y, lobed), env.step(y, u), atol=1e-6)
+    # Planning problems apply the same map, so plans are returned (and scored) normalized.
+    problem = ShootingProblem(
+        env.step, env.cost, NoPenalty(), 2, env.neutral_action(), action_map=env.normalize_action
+    )
+    plan = torch.stack([2.0 * u, 0.5 * u], 1)
+    assert torch.allclose(problem.actions_of(plan).sum((-1, -2, -3)), torch.ones(1, 2))
+
+
+def test_action_units_scale_the_optimiser_steps():
+    """Adam in units of s with lr equals Adam in raw units with lr·s (Adam ignores the gradient's scale)."""
+    from sgp_lightning.planning import GradientPlanner
+
+    def cost(states, actions, goal):
+        return (states[:, -1] - goal).square().sum(-1)
+
+    x0, goal = torch.zeros(3, 2), torch.tensor([[1.0, -1.0], [0.3, 0.2], [-2.0, 0.5]])
+    scaled = ShootingProblem(
+        lambda x, u: x + u, cost, NoPenalty(), 3, torch.zeros(2), action_scale=torch.tensor(4.0)
+    )
+    raw = ShootingProblem(lambda x, u: x + u, cost, NoPenalty(), 3, torch.zeros(2))
+    a = GradientPlanner(iterations=20, lr=0.01).solve(scaled, x0, goal)
+    b = GradientPlanner(iterations=20, lr=0.04).solve(raw, x0, goal)
+    assert torch.allclose(a.actions, b.actions, atol=1e-4)
+    assert not torch.allclose(a.actions, GradientPlanner(iterations=20, lr=0.01).solve(raw, x0, goal).actions)

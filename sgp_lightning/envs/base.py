@@ -49,6 +49,11 @@ class Env:
     def action_shape(self) -> tuple[int, ...]:
         return self.image_shape or (self.action_dim,)
 
+    def normalize_action(self, actions: torch.Tensor) -> torch.Tensor:
+        """The canonical form of proposed actions, applied by the true env and by planners before the
+        learned models see them (identity unless a domain constrains its actions)."""
+        return actions
+
     def neutral_action(self) -> torch.Tensor:
         """The action planners start from (before any initial noise): zero for vector domains."""
         return torch.zeros(self.action_shape)

@@ -4,7 +4,10 @@ Hidden state x ∈ R², true dynamics x' = x + u. The observation y is a graysca
 intensities sum to 1; the action is an image û, and the control it applies is its spatial average
 u = Σ_p g_u(p) û(p) (eq. 44). States are read back from images the same way, x = Σ_p g_im(p) y(p) (eq. 46).
 Both averages are linear, exactly as in the paper, so a planned image is scored by what it encodes and
-not by whether it looks like a dot; a data image (a dot) encodes its point exactly.
+not by whether it looks like a dot; a data image (a dot) encodes its point exactly. An action image is
+normalized to unit total intensity before it acts (`normalize_action`, C.3: "normalized such that its
+overall intensity sums to 1"), by the true env and, through the planning problem, before the learned
+models see it; otherwise a plan could scale û up to get a larger control than any image in the data.
 
 Pixel grids: g_im spans [−state_extent, state_extent]² and g_u spans [−action_extent, action_extent]², both
 wider than the data ranges (x ∈ [−1, 1]², u ∈ [−0.2, 0.2]²) so a rendered dot is never cut at the border
@@ -101,14 +104,20 @@ class PixelIntegratorEnv(Env):
     def positions(self, states: torch.Tensor) -> torch.Tensor:
         return self.extract_state(states)
 
+    def normalize_action(self, u_image: torch.Tensor) -> torch.Tensor:
+        """Intensities are non-negative and sum to 1: max(û, 0) / Σ_p max(û(p), 0). So the control is a
+        weighted mean of the grid g_u and stays inside it, whatever image is proposed."""
+        intensity = u_image.clamp_min(0)
+        return intensity / intensity.sum((-1, -2, -3), keepdim=True).clamp_min(1e-6)
+
     # ---------------------------------------------------------------- Env interface
     def step(self, y: torch.Tensor, u_image: torch.Tensor) -> torch.Tensor:
-        x = self.extract_state(y) + self.extract_action(u_image)
+        x = self.extract_state(y) + self.extract_action(self.normalize_action(u_image))
         return self.render_state(x.clamp(-self.wall, self.wall))
 
     def stage_cost(self, y: torch.Tensor, u_image: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         error = self.extract_state(y) - self.extract_state(goal)
-        u = self.extract_action(u_image)
+        u = self.extract_action(self.normalize_action(u_image))
         return self.state_weight * error.square().sum(-1) + self.action_weight * u.square().sum(-1)
 
     def terminal_cost(self, y: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:

@@ -173,6 +173,9 @@ def load_system(path: str, map_location: str | torch.device = "cpu") -> SGPSyste
         **checkpoint["hyper_parameters"],
         "frozen": {},
     }  # frozen weights are already inside the checkpoint
+    for old, new in (("state_dim", "state_shape"), ("action_dim", "action_shape")):
+        if old in hparams:  # checkpoints written before image domains named vector sizes *_dim
+            hparams[new] = [int(hparams.pop(old))]
     system = SGPSystem(**hparams)
     system.load_state_dict(checkpoint["state_dict"])
     system.hparams.frozen = checkpoint["hyper_parameters"].get("frozen", {})

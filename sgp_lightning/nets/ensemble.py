@@ -22,14 +22,24 @@ from sgp_lightning.errors import require
 warnings.filterwarnings("ignore", message=".*batching rule for aten::_scaled_dot_product.*")
 
 
-def _vmap_group_norm(self: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-    """GroupNorm from plain tensor ops: torch's fused kernel has no vmap rule for its layout query."""
-    groups = x.reshape(x.shape[0], self.num_groups, -1)
-    y = F.layer_norm(groups, groups.shape[-1:], eps=self.eps).reshape(x.shape)  # normalise each group
-    if not self.affine:
-        return y
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    return y * self.weight.reshape(shape) + self.bias.reshape(shape)
+class _VmapGroupNorm(nn.GroupNorm):
+    """GroupNorm from layer_norm over each group: torch's fused kernel has no vmap rule for its layout
+    query. A subclass (not a patched method) so the ensemble still pickles, e.g. for ddp_spawn."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = x.reshape(x.shape[0], self.num_groups, -1)
+        y = F.layer_norm(groups, groups.shape[-1:], eps=self.eps).reshape(x.shape)
+        if not self.affine:
+            return y
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return y * self.weight.reshape(shape) + self.bias.reshape(shape)
+
+
+def _swap_group_norms(module: nn.Module, cls: type) -> nn.Module:
+    for m in module.modules():
+        if isinstance(m, nn.GroupNorm):
+            m.__class__ = cls
+    return module
 
 
 class Ensemble(nn.Module):
@@ -43,11 +53,13 @@ class Ensemble(nn.Module):
         self.stacked_params = nn.ParameterList(nn.Parameter(p.detach().clone()) for p in params.values())
         for i, value in enumerate(buffers.values()):
             self.register_buffer(f"stacked_buffer_{i}", value.clone())
-        template = copy.deepcopy(members[0]).to("meta")
-        for module in template.modules():
-            if isinstance(module, nn.GroupNorm):
-                module.forward = _vmap_group_norm.__get__(module)
+        template = _swap_group_norms(copy.deepcopy(members[0]).to("meta"), _VmapGroupNorm)
         self._template = [template]  # a list, so it is not registered (it has no weights to move or save)
+
+    def train(self, mode: bool = True) -> Ensemble:
+        super().train(mode)
+        self._template[0].train(mode)  # unregistered, so the mode is passed on by hand
+        return self
 
     def _weights(self):
         params = dict(zip(self.param_names, self.stacked_params, strict=True))
@@ -81,7 +93,4 @@ class Ensemble(nn.Module):
         module = copy.deepcopy(self._template[0]).to_empty(device=self.stacked_params[0].device)
         state = {n: v[index].detach() for n, v in {**params, **buffers}.items()}
         module.load_state_dict(state)
-        for m in module.modules():
-            if isinstance(m, nn.GroupNorm):
-                del m.forward  # back to torch's own kernel
-        return module
+        return _swap_group_norms(module, nn.GroupNorm).train(self.training)  # back to torch's own kernel

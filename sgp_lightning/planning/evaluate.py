@@ -42,6 +42,10 @@ def validate_planner_config(cfg: Mapping) -> None:
     require(
         cfg.get("cost_source", "env") in COST_SOURCES, f"planner.cost_source must be one of {COST_SOURCES}"
     )
+    require(
+        cfg.get("action_units", "raw") in ("raw", "normalized"),
+        f"planner.action_units must be raw or normalized, got {cfg.get('action_units')!r}",
+    )
     horizon = cfg.get("horizon")
     require(
         horizon is None or (int(horizon) == horizon and horizon > 0),
@@ -127,10 +131,15 @@ def build_problem(system, env: Env, cfg: Mapping, horizon: int) -> ShootingProbl
     kind, members = cfg.get("penalty", "score"), cfg.get("ensemble_members")
     penalty = build_penalty(kind, cfg.get("beta", 0), system, members)
     if kind == "ensemble":
-        dynamics = functools.partial(system.require_part("ensemble").mean_prediction, num_members=members)
+        model = system.require_part("ensemble")
+        dynamics = functools.partial(model.mean_prediction, num_members=members)
     else:
-        dynamics = system.require_part("dynamics")
-    return ShootingProblem(dynamics, plan_cost, penalty, horizon, env.neutral_action())
+        model = dynamics = system.require_part("dynamics")
+    # normalized: steps (lr, init_std, CEM std) are in units of the data's action std, as the paper's are
+    scale = model.action_norm.std.detach() if cfg.get("action_units", "raw") == "normalized" else None
+    return ShootingProblem(
+        dynamics, plan_cost, penalty, horizon, env.neutral_action(), scale, action_map=env.normalize_action
+    )
 
 
 @dataclass

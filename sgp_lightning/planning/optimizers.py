@@ -11,9 +11,9 @@ from sgp_lightning.errors import SGPError, require
 from sgp_lightning.planning.problem import PlanResult, ShootingProblem
 
 
-def _final_plan(problem: ShootingProblem, x0, goal, actions, history) -> PlanResult:
+def _final_plan(problem: ShootingProblem, x0, goal, decision, history) -> PlanResult:
     with torch.no_grad():
-        actions = actions.detach()
+        actions = problem.actions_of(decision.detach())
         states = problem.rollout(x0, actions)
         cost_planned = problem.cost(states, actions, goal)
     return PlanResult(actions, states, cost_planned, history)
@@ -47,7 +47,7 @@ class GradientPlanner:
             return actions
         generator = torch.Generator(device=x0.device).manual_seed(self.seed)
         noise = torch.randn(actions.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        return actions + self.init_std * noise
+        return actions + self.init_std * noise * problem.scale_like(actions)
 
     def solve(
         self,
@@ -63,25 +63,27 @@ class GradientPlanner:
             actions.shape[1] == problem.horizon,
             f"initial actions have horizon {actions.shape[1]}, the problem {problem.horizon}",
         )
-        actions.requires_grad_(True)
-        optimizer = torch.optim.Adam([actions], lr=self.lr)
+        # Adam steps in the problem's action units: optimise actions / scale (equal in raw units).
+        scale = problem.scale_like(actions)
+        steps = (actions / scale).requires_grad_(True)
+        optimizer = torch.optim.Adam([steps], lr=self.lr)
         schedule = problem.penalty.schedule if problem.penalty.uses_levels else None
         costs, levels = [], []
         for i in range(iterations):
             level = schedule.level_at(i, iterations, self.start_level) if schedule is not None else None
-            objective, cost, _ = problem.objective(x0, goal, actions, level)
+            objective, cost, _ = problem.objective(x0, goal, steps * scale, level)
             optimizer.zero_grad(set_to_none=True)
             # Tasks are independent, so the sum's gradient is each task's own gradient.
             objective.sum().backward()
             if self.grad_clip:
                 # Per task, so a task's step never depends on the others in the batch.
-                norms = actions.grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-                actions.grad.mul_(_per_task((self.grad_clip / norms).clamp(max=1.0), actions))
+                norms = steps.grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+                steps.grad.mul_(_per_task((self.grad_clip / norms).clamp(max=1.0), steps))
             optimizer.step()
             costs.append(cost.detach())
             levels.append(-1 if level is None else level)
         history = {"cost": torch.stack(costs), "level": torch.tensor(levels)}
-        return _final_plan(problem, x0, goal, actions, history)
+        return _final_plan(problem, x0, goal, steps.detach() * scale, history)
 
 
 class CEMPlanner:
@@ -141,7 +143,7 @@ class CEMPlanner:
             )
         iterations = int(iterations or self.iterations)
         mean = problem.neutral_plan(x0) if init_actions is None else init_actions.detach().clone()
-        std = torch.full_like(mean, self.std)
+        std = torch.full_like(mean, self.std) * problem.scale_like(mean)  # `std` is in the problem's units
         generator = torch.Generator(device=x0.device).manual_seed(self.seed)
         costs, best_objectives = [], []
         for _ in range(iterations):
@@ -158,7 +160,7 @@ class CEMPlanner:
             best_objectives.append(objective.gather(1, order[:, :1]).squeeze(1))
             mean = elites.mean(1)
             if self.update_std:
-                std = elites.std(1, unbiased=False).clamp_min(self.min_std)
+                std = torch.maximum(elites.std(1, unbiased=False), self.min_std * problem.scale_like(mean))
         history = {"cost": torch.stack(costs), "objective": torch.stack(best_objectives)}
         return _final_plan(problem, x0, goal, mean, history)
 

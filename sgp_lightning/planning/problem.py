@@ -28,10 +28,21 @@ class ShootingProblem:
     """min_u  Σ_t cost_t(x_t, u_t) + penalty(x_{0:T−1}, u_{0:T−1}),  x_{t+1} = f(x_t, u_t), x_0 given.
 
     `neutral_action` (one action, e.g. zeros, or the image of u = 0) is where planners start.
+    `action_scale` (broadcastable to one action, e.g. the data's action std) sets the units planners take
+    their steps in: an optimiser step of lr changes an action by lr · action_scale (None: raw units).
+    `action_map` (e.g. the env's `normalize_action`) turns decision variables into the actions that are
+    rolled out, scored and returned.
     """
 
     def __init__(
-        self, dynamics: Dynamics, cost: CostFn, penalty: Penalty, horizon: int, neutral_action: torch.Tensor
+        self,
+        dynamics: Dynamics,
+        cost: CostFn,
+        penalty: Penalty,
+        horizon: int,
+        neutral_action: torch.Tensor,
+        action_scale: torch.Tensor | None = None,
+        action_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         require(
             int(horizon) == horizon and horizon > 0,
@@ -39,6 +50,16 @@ class ShootingProblem:
         )
         self.dynamics, self.cost, self.penalty = dynamics, cost, penalty
         self.horizon, self.neutral_action = int(horizon), neutral_action
+        self.action_scale = action_scale
+        self.action_map = action_map
+
+    def actions_of(self, decision: torch.Tensor) -> torch.Tensor:
+        """The actions (B, T, …) a plan's decision variables stand for."""
+        return decision if self.action_map is None else self.action_map(decision)
+
+    def scale_like(self, actions: torch.Tensor) -> torch.Tensor:
+        """The action scale on the actions' device and dtype (a scalar 1 in raw units)."""
+        return actions.new_ones(()) if self.action_scale is None else self.action_scale.to(actions)
 
     @property
     def action_shape(self) -> tuple[int, ...]:
@@ -50,14 +71,16 @@ class ShootingProblem:
         return action.expand(x0.shape[0], self.horizon, *self.action_shape).clone()
 
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """States (B, T+1, …) under already-mapped actions."""
         states = [x0]
         for t in range(actions.shape[1]):
             states.append(self.dynamics(states[-1], actions[:, t]))
         return torch.stack(states, 1)
 
-    def objective(self, x0, goal, actions, level: int | None):
-        """(objective (B,), task cost (B,), states): one rollout and one batched penalty call (or, for
-        penalties that come with their own rollout, such as the ensemble's, one combined rollout)."""
+    def objective(self, x0, goal, decision, level: int | None):
+        """(objective (B,), task cost (B,), states) of decision variables: one rollout and one batched
+        penalty call (or, for penalties with their own rollout, such as the ensemble's, one combined one)."""
+        actions = self.actions_of(decision)
         if hasattr(self.penalty, "rollout"):
             states, penalty = self.penalty.rollout(x0, actions)
         else:
