@@ -185,3 +185,18 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(SGPError, match="not an sgp-lightning"):
         load_system(str(tmp_path / "y.ckpt"))
     assert Path(tmp_path / "y.ckpt").exists()
+
+
+def test_checkpoints_from_before_image_shapes_still_load(trained_run, tmp_path):
+    """Checkpoints written when parts took state_dim/action_dim (ints) load as [n] shapes."""
+    out, _ = trained_run
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    hparams = checkpoint["hyper_parameters"]
+    hparams["state_dim"], hparams["action_dim"] = (
+        hparams.pop("state_shape")[0],
+        hparams.pop("action_shape")[0],
+    )
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    old, new = load_system(str(tmp_path / "old.ckpt")), load_system(str(out / "checkpoints" / "last.ckpt"))
+    x, u = torch.randn(4, 2), torch.randn(4, 2)
+    assert torch.equal(old.dynamics(x, u), new.dynamics(x, u))
