@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from sgp_lightning.errors import SGPError, require
+from sgp_lightning.spaces import join, sample_stats
 
 KEYS = ("x", "u", "x_next", "r")
 
@@ -104,18 +105,18 @@ class TransitionDataModule(L.LightningDataModule):
         self.train_data = {k: v[order[num_val:]] for k, v in data.items()}
         self.stats = self.compute_stats(self.train_data)
 
-    @staticmethod
-    def compute_stats(data: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Mean and std per quantity the models normalize, from the training split only."""
+    def compute_stats(self, data: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Mean and std per quantity the models normalize (per coordinate, or per channel for images),
+        from the training split only."""
         quantities = {
             "x": data["x"],
             "u": data["u"],
             "x_next": data["x_next"],
             "dx": data["x_next"] - data["x"],
             "r": data["r"].unsqueeze(-1),
-            "xu": torch.cat([data["x"], data["u"]], -1),
+            "xu": join(data["x"], data["u"], tuple(data["x"].shape[1:])),
         }
-        return {k: (v.mean(0), v.std(0)) for k, v in quantities.items()}
+        return {k: sample_stats(v, tuple(v.shape[1:])) for k, v in quantities.items()}
 
     def _loader(self, data, shuffle: bool, seed_offset: int) -> DataLoader:
         dataset = ShuffledBatches(data, self.batch_size, shuffle, self.seed + seed_offset)

@@ -11,7 +11,6 @@ import torch
 from datamodules.base import TransitionDataModule
 from sgp_lightning.envs.pixel_integrator import PixelIntegratorEnv
 from sgp_lightning.errors import require
-from sgp_lightning.spaces import join, sample_stats
 
 
 class PixelDataModule(TransitionDataModule):
@@ -42,15 +41,5 @@ class PixelDataModule(TransitionDataModule):
         return self.render(batch)
 
     def compute_stats(self, data: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per-channel image statistics from a rendered subset of the (already shuffled) training split."""
-        images = self.render({k: v[: self.stats_samples] for k, v in data.items()})
-        quantities = {
-            "x": images["x"],
-            "u": images["u"],
-            "x_next": images["x_next"],
-            "dx": images["x_next"] - images["x"],
-            "xu": join(images["x"], images["u"], self.env.image_shape),
-        }
-        stats = {k: sample_stats(v, tuple(v.shape[1:])) for k, v in quantities.items()}
-        stats["r"] = (images["r"].mean(0, keepdim=True), images["r"].std(0, keepdim=True))
-        return stats
+        """The base statistics of a rendered subset of the (already shuffled) training split."""
+        return super().compute_stats(self.render({k: v[: self.stats_samples] for k, v in data.items()}))

@@ -46,8 +46,11 @@ class EnsembleDynamicsModel(DynamicsModel):
 
     def disagreement(self, x: torch.Tensor, u: torch.Tensor, num_members: int | None = None) -> torch.Tensor:
         """Σ_features Var_k of the normalized predictions, shape x.shape[:-len(state_shape)]."""
-        variance = self.predict_normalized(x, u, num_members).var(0, unbiased=False)
-        return feature_sum(variance, self.state_shape)
+        return self.spread(self.predict_normalized(x, u, num_members))
+
+    def spread(self, predictions: torch.Tensor) -> torch.Tensor:
+        """Σ_features Var_k of normalized predictions (K, …) already computed."""
+        return feature_sum(predictions.var(0, unbiased=False), self.state_shape)
 
     def loss(self, batch: Batch, generator=None) -> torch.Tensor:
         inputs, target = self.normalized_input(batch["x"], batch["u"]), self.target(batch)

@@ -19,6 +19,16 @@ def _final_plan(problem: ShootingProblem, x0, goal, decision, history) -> PlanRe
     return PlanResult(actions, states, cost_planned, history)
 
 
+def _starting_plan(problem: ShootingProblem, init_actions: torch.Tensor | None, default) -> torch.Tensor:
+    """A copy of the warm start, or `default()` without one; its horizon must be the problem's."""
+    actions = default() if init_actions is None else init_actions.detach().clone()
+    require(
+        actions.shape[1] == problem.horizon,
+        f"initial actions have horizon {actions.shape[1]}, the problem {problem.horizon}",
+    )
+    return actions
+
+
 def _per_task(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(B,) → broadcastable against (B, …) `like`."""
     return values.view(-1, *([1] * (like.dim() - 1)))
@@ -58,11 +68,7 @@ class GradientPlanner:
         iterations: int | None = None,
     ) -> PlanResult:
         iterations = int(iterations or self.iterations)
-        actions = self.initial_actions(problem, x0) if init_actions is None else init_actions.detach().clone()
-        require(
-            actions.shape[1] == problem.horizon,
-            f"initial actions have horizon {actions.shape[1]}, the problem {problem.horizon}",
-        )
+        actions = _starting_plan(problem, init_actions, lambda: self.initial_actions(problem, x0))
         # Adam steps in the problem's action units: optimise actions / scale (equal in raw units).
         scale = problem.scale_like(actions)
         steps = (actions / scale).requires_grad_(True)
@@ -142,7 +148,7 @@ class CEMPlanner:
                 "provides gradients, so plan with the gradient planner instead"
             )
         iterations = int(iterations or self.iterations)
-        mean = problem.neutral_plan(x0) if init_actions is None else init_actions.detach().clone()
+        mean = _starting_plan(problem, init_actions, lambda: problem.neutral_plan(x0))
         std = torch.full_like(mean, self.std) * problem.scale_like(mean)  # `std` is in the problem's units
         generator = torch.Generator(device=x0.device).manual_seed(self.seed)
         costs, best_objectives = [], []

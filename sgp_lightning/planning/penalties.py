@@ -11,7 +11,6 @@ import math
 import torch
 
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.spaces import feature_sum
 
 
 def parse_beta(beta) -> float:
@@ -98,7 +97,7 @@ class EnsemblePenalty(Penalty):
         model, states, penalty = self.ensemble_model, [x0], x0.new_zeros(x0.shape[0])
         for t in range(actions.shape[1]):
             predictions = model.predict_normalized(states[-1], actions[:, t], self.num_members)  # (K, B, …)
-            penalty = penalty + feature_sum(predictions.var(0, unbiased=False), model.state_shape)
+            penalty = penalty + model.spread(predictions)
             # to_state is affine in the prediction, so the mean of the states is to_state of the mean.
             states.append(model.to_state(states[-1], predictions.mean(0)))
         return torch.stack(states, 1), self.weight * penalty
