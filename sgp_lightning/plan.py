@@ -62,7 +62,12 @@ def plan(cfg: DictConfig) -> dict:
     evaluations = []
     for name, planner_cfg in methods.items():
         torch.manual_seed(cfg.get("seed") or 0)
-        evaluations.append(plan_and_evaluate(system, env, tasks, planner_cfg, mpc=bool(cfg.mpc), method=name))
+        evaluations.append(
+            plan_and_evaluate(
+                system, env, tasks, planner_cfg, mpc=bool(cfg.mpc), method=name,
+                track_true_cost_every=cfg.get("track_true_cost_every"),
+            )
+        )  # fmt: skip
 
     payload = {
         "domain": system.domain,
@@ -79,6 +84,10 @@ def plan(cfg: DictConfig) -> dict:
         save_figure(plot_plans(env, evaluations), out / "plan.png")
         if env.image_shape is not None:
             save_figure(plot_image_rollouts(evaluations), out / "image_rollouts.png")
+    if any("true_cost" in ev.plan.history for ev in evaluations):
+        from sgp_lightning.plotting import plot_convergence, save_figure
+
+        save_figure(plot_convergence(payload["methods"]), out / "convergence.png")
     table = methods_table(payload["methods"])
     (out / "table.md").write_text(table + "\n")
     print(

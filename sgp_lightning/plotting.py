@@ -114,3 +114,22 @@ def plot_sweep(rows: Sequence[dict], x_key: str = "beta"):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def plot_convergence(methods: dict):
+    """Paper Fig. 2F: the true cost of each method's current plan against optimiser iterations (mean over
+    tasks), from results' "convergence" entries; log-log axes."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for name, metrics in methods.items():
+        curve = metrics.get("convergence")
+        if curve:
+            iterations = [i + 1 for i in curve["iteration"]]  # iteration 0 (the start) drawn at 1
+            ax.plot(iterations, curve["true_cost"], label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimiser iteration")
+    ax.set_ylabel("true cost of the current plan")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

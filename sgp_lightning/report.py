@@ -21,15 +21,21 @@ def _fmt(value) -> str:
     return f"{value:.4g}"
 
 
+# Columns shown only when some method reports them (domains with a success criterion or a data region).
+_OPTIONAL_COLUMNS = {"success_rate": "success rate", "outside_data": "plan outside data"}
+
+
 def methods_table(methods: Mapping[str, Mapping]) -> str:
-    """Markdown table: one row per method with planned/achieved cost, their gap, model error, seconds."""
-    lines = [
-        "| method | cost of plan | achieved cost | \\|achieved − plan\\| | model error | seconds |",
-        "|---|---|---|---|---|---|",
-    ]
+    """Markdown table: one row per method with planned/achieved cost, their gap, model error, seconds,
+    and the success rate and share of planned steps outside the data where the domain defines them."""
+    optional = [k for k in _OPTIONAL_COLUMNS if any(k in m for m in methods.values())]
+    header = ["method", "cost of plan", "achieved cost", "\\|achieved − plan\\|", "model error", "seconds"]
+    header += [_OPTIONAL_COLUMNS[k] for k in optional]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, m in methods.items():
         gap = m.get("gap", abs(m["cost_achieved"] - m["cost_planned"]))
         row = [m["cost_planned"], m["cost_achieved"], gap, m["model_error"], m.get("seconds")]
+        row += [m.get(k) for k in optional]
         if "cost_achieved_std" in m:  # aggregated over seeds
             row[1] = f"{m['cost_achieved']:.4g} ± {m['cost_achieved_std']:.2g}"
         lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in row) + " |")

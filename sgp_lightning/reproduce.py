@@ -33,6 +33,15 @@ def _aggregate(per_seed: list[dict]) -> dict:
         if key == "cost_achieved":
             out["cost_achieved_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     out["gap"] = statistics.fmean(abs(r["cost_achieved"] - r["cost_planned"]) for r in per_seed)
+    for key in ("success_rate", "outside_data"):
+        if key in per_seed[0]:
+            out[key] = statistics.fmean(run[key] for run in per_seed)
+    if "convergence" in per_seed[0]:  # same iterations in every seed: average the curves
+        curves = [run["convergence"]["true_cost"] for run in per_seed]
+        out["convergence"] = {
+            "iteration": per_seed[0]["convergence"]["iteration"],
+            "true_cost": [statistics.fmean(values) for values in zip(*curves, strict=True)],
+        }
     out["per_seed"] = [
         {k: run[k] for k in ("cost_planned", "cost_achieved", "model_error", "seconds")} for run in per_seed
     ]
@@ -52,6 +61,7 @@ def reproduce(cfg: DictConfig) -> dict:
         methods = {"": [f"methods=[{','.join(entry.methods)}]"]}
 
     per_method: dict[str, list[dict]] = {}
+    distance_errors: list[list[dict]] = []  # per seed, per level (systems with a distance estimator)
     domain = None
     for seed in entry.seeds:
         run_dir = out / "runs" / f"seed_{seed}"
@@ -65,7 +75,9 @@ def reproduce(cfg: DictConfig) -> dict:
                 "trainer.enable_progress_bar=false",
             ],
         )
-        train(train_cfg)
+        _, trained = train(train_cfg)
+        if trained["system"].distance is not None:
+            distance_errors.append(_distance_errors(trained["system"].distance, trained["datamodule"], seed))
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         for label, overrides in methods.items():
             plan_dir = run_dir / "plan" / (label.replace("=", "_") or "methods")
@@ -105,6 +117,15 @@ def reproduce(cfg: DictConfig) -> dict:
         "methods": methods_summary,
         "paper": OmegaConf.to_container(entry.paper) if entry.get("paper") else None,
     }
+    if distance_errors:  # mean over seeds, per level
+        payload["distance_estimator"] = [
+            {key: statistics.fmean(seed_rows[k][key] for seed_rows in distance_errors) for key in rows}
+            for k, rows in enumerate(distance_errors[0])
+        ]
+    if any("convergence" in m for m in methods_summary.values()):
+        from sgp_lightning.plotting import plot_convergence, save_figure
+
+        save_figure(plot_convergence(methods_summary), out / "convergence.png")  # mean over seeds
     if entry.get("beta_sweep") is not None:
         from sgp_lightning.plotting import plot_sweep, save_figure
 
@@ -117,9 +138,40 @@ def reproduce(cfg: DictConfig) -> dict:
     return payload
 
 
+def _distance_errors(estimator, datamodule, seed: int, num_points: int = 2000) -> list[dict]:
+    """The distance estimator's error against the exact softmin, per level, on queries around held-out
+    (validation) pairs, none of which it was trained on."""
+    estimator = estimator.cpu().eval()
+    val = datamodule.val_data
+    anchors = estimator.normalize_pair(val["x"][:num_points], val["u"][:num_points])
+    return estimator.error_by_level(anchors, seed=seed)
+
+
+def _distance_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| level | σ | near data: mean \\|d̂² − d²\\| | near, ÷σ² | uniform in Ω: mean \\|d̂² − d²\\| | uniform, ÷σ² |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        values = [r["sigma"], r.get("abs_error_near"), r.get("scaled_error_near")]
+        values += [r.get("abs_error_uniform"), r.get("scaled_error_uniform")]
+        lines.append(
+            f"| {int(r['level'])} | "
+            + " | ".join(f"{v:.3g}" if v is not None else "–" for v in values)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def _markdown(payload: dict) -> str:
     m = payload["machine"]
     seeds = payload["seeds"]
+    distance = ""
+    if payload.get("distance_estimator"):
+        distance = (
+            "\nData-distance estimator against the exact streamed softmin (queries around held-out pairs, "
+            f"normalized (x, u) space, mean over seeds):\n\n{_distance_markdown(payload['distance_estimator'])}\n"
+        )
     return (
         f"### {payload['title']}\n\n"
         f"{methods_table(payload['methods'])}\n\n"
@@ -129,4 +181,5 @@ def _markdown(payload: dict) -> str:
         f"machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} with {m['torch_threads']} thread(s), "
         f"{m['cuda'] or 'no GPU'}; wall time {payload['wall_seconds'] / 60:.1f} min.\n"
         + ("" if not payload.get("paper") else f"\nPaper: {payload['paper']}\n")
+        + distance
     )

@@ -1,7 +1,8 @@
 """Ground-truth domains. Each is built by Hydra from `conf/domain/<name>.yaml` (key `env`)."""
 
 from sgp_lightning.envs.base import Env, Tasks
+from sgp_lightning.envs.cartpole import CartPoleEnv
 from sgp_lightning.envs.integrator import IntegratorEnv
 from sgp_lightning.envs.pixel_integrator import PixelIntegratorEnv
 
-__all__ = ["Env", "IntegratorEnv", "PixelIntegratorEnv", "Tasks"]
+__all__ = ["CartPoleEnv", "Env", "IntegratorEnv", "PixelIntegratorEnv", "Tasks"]

@@ -62,6 +62,16 @@ class Env:
         """2-D positions of states (…, 2) for plots: the first two coordinates unless overridden."""
         return states[..., :2]
 
+    def success(self, states: torch.Tensor, goal: torch.Tensor) -> torch.Tensor | None:
+        """Whether each true trajectory (B, T+1, …) solved its task, (B,) bool; None if the domain has no
+        success criterion."""
+        return None
+
+    def outside_data(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor | None:
+        """Per planned step, whether (x_t, u_t) (and x_T) lies outside the region the data was drawn from,
+        (B, T+1) bool; None if the domain does not define that region."""
+        return None
+
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

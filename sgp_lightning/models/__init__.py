@@ -1,5 +1,6 @@
 """LightningModules: one per learned part, and SGPSystem composing them."""
 
+from sgp_lightning.models.distance import DistanceEstimator
 from sgp_lightning.models.dynamics import DynamicsModel
 from sgp_lightning.models.ensemble import EnsembleDynamicsModel
 from sgp_lightning.models.reward import RewardModel
@@ -7,6 +8,7 @@ from sgp_lightning.models.score import ScoreModel
 from sgp_lightning.models.system import SGPSystem, load_system, read_checkpoint
 
 __all__ = [
+    "DistanceEstimator",
     "DynamicsModel",
     "EnsembleDynamicsModel",
     "RewardModel",

@@ -16,6 +16,7 @@ import torch
 from sgp_lightning.envs import Env
 from sgp_lightning.errors import SGPError, require
 from sgp_lightning.models.base import Batch, OptimizerFactory, default_optimizer, validation_generator
+from sgp_lightning.models.distance import DistanceEstimator
 from sgp_lightning.models.dynamics import DynamicsModel
 from sgp_lightning.models.ensemble import EnsembleDynamicsModel
 from sgp_lightning.models.reward import RewardModel
@@ -27,6 +28,7 @@ PARTS = {
     "ensemble": EnsembleDynamicsModel,  # the ensemble baselines' dynamics (and their variance penalty)
     "reward": RewardModel,
     "score": ScoreModel,
+    "distance": DistanceEstimator,  # the smoothed distance to data as a value (CEM's distance penalty, C.1)
 }
 
 
@@ -41,14 +43,16 @@ class SGPSystem(L.LightningModule):
         reward: Mapping | None = None,
         score: Mapping | None = None,
         ensemble: Mapping | None = None,
+        distance: Mapping | None = None,
         frozen: Mapping[str, str] | None = None,
         optimizer: OptimizerFactory | Mapping | None = None,
     ):
         """Shapes are [n] for vectors or [C, H, W] for images. `optimizer` is a factory taking `params`, or
         its Hydra config (`_partial_: true`), which is saved."""
         super().__init__()
-        env, dynamics, reward, score, ensemble, state_shape, action_shape = (
-            plain_config(c) for c in (env, dynamics, reward, score, ensemble, state_shape, action_shape)
+        env, dynamics, reward, score, ensemble, distance, state_shape, action_shape = (
+            plain_config(c)
+            for c in (env, dynamics, reward, score, ensemble, distance, state_shape, action_shape)
         )
         frozen = dict(plain_config(frozen) or {})
         for part in frozen:
@@ -59,7 +63,9 @@ class SGPSystem(L.LightningModule):
             optimizer = hydra.utils.instantiate(optimizer)
         self.optimizer_factory = optimizer or default_optimizer()
         self.domain = domain
-        configs = {"dynamics": dynamics, "ensemble": ensemble, "reward": reward, "score": score}
+        configs = {
+            "dynamics": dynamics, "ensemble": ensemble, "reward": reward, "score": score, "distance": distance
+        }  # fmt: skip
         for name, cls in PARTS.items():
             config = configs[name]
             setattr(self, name, None if config is None else cls(state_shape, action_shape, **config))
@@ -119,6 +125,8 @@ class SGPSystem(L.LightningModule):
         if datamodule is not None:
             for part in self.trainable_parts.values():
                 part.set_normalizers(datamodule.stats)
+                if isinstance(part, DistanceEstimator):
+                    part.set_reference(datamodule.train_data, seed=getattr(datamodule, "seed", 0))
 
     def _losses(self, batch: Batch, generator=None) -> dict[str, torch.Tensor]:
         return {name: part.loss(batch, generator) for name, part in self.trainable_parts.items()}

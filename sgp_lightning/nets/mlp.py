@@ -44,7 +44,9 @@ class NoiseConditionedMLP(nn.Module):
 
     Each noise level k is an integer token embedded into one vector per hidden layer that multiplies that
     layer's output (a level-dependent mask, paper C.2). The 1/σ_k output scaling (NCSNv2) lets the network
-    predict unit-scale targets at every level; it is applied here and nowhere else.
+    predict unit-scale targets at every level; it is applied here and nowhere else (`divide_by_sigma`).
+    `out_dim` (default: dim) lets the same network regress other level-dependent quantities, such as the
+    smoothed distance of the data-distance estimator.
     """
 
     sigmas: torch.Tensor
@@ -55,9 +57,12 @@ class NoiseConditionedMLP(nn.Module):
         sigmas: Sequence[float] | torch.Tensor,
         hidden_dims: Sequence[int] = (512, 512, 512),
         activation: str = "silu",
+        out_dim: int | None = None,
+        divide_by_sigma: bool = True,
     ):
         super().__init__()
         hidden_dims = _check_widths(hidden_dims)
+        self.divide_by_sigma = divide_by_sigma
         sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten()
         self.register_buffer("sigmas", sigmas.clone())
         widths = [dim, *hidden_dims]
@@ -66,7 +71,7 @@ class NoiseConditionedMLP(nn.Module):
         for emb in self.level_embeddings:
             nn.init.ones_(emb.weight)  # start as a plain MLP; levels specialise during training
         self.activation = make_activation(activation)
-        self.head = nn.Linear(widths[-1], dim)
+        self.head = nn.Linear(widths[-1], dim if out_dim is None else int(out_dim))
 
     def forward(self, z: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """z: (..., dim), level: integer tensor broadcastable to z's leading shape."""
@@ -74,4 +79,5 @@ class NoiseConditionedMLP(nn.Module):
         h = z
         for layer, emb in zip(self.layers, self.level_embeddings, strict=True):
             h = self.activation(layer(h)) * emb(level)
-        return self.head(h) / self.sigmas[level].unsqueeze(-1)
+        out = self.head(h)
+        return out / self.sigmas[level].unsqueeze(-1) if self.divide_by_sigma else out

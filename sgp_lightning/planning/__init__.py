@@ -9,6 +9,7 @@ from sgp_lightning.planning.evaluate import (
 from sgp_lightning.planning.mpc import MPC
 from sgp_lightning.planning.optimizers import CEMPlanner, GradientPlanner, build_planner
 from sgp_lightning.planning.penalties import (
+    DistancePenalty,
     EnsemblePenalty,
     NoPenalty,
     Penalty,
@@ -21,6 +22,7 @@ from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
 __all__ = [
     "MPC",
     "CEMPlanner",
+    "DistancePenalty",
     "EnsemblePenalty",
     "Evaluation",
     "GradientPlanner",

@@ -68,11 +68,22 @@ def validate_against_system(
     has_reward: bool,
     num_levels: int | None,
     num_members: int | None = None,
+    distance_levels: int | None = None,
 ) -> None:
-    """Checks that depend on the system's parts; `num_levels` is None without a score model and
-    `num_members` None without an ensemble."""
+    """Checks that depend on the system's parts; `num_levels` is None without a score model,
+    `num_members` None without an ensemble and `distance_levels` None without a distance estimator."""
     has_ensemble = num_members is not None
     cfg = plain_config(cfg)
+    if cfg.get("penalty", "score") == "distance" and parse_beta(cfg.get("beta", 0)) > 0:
+        require(
+            distance_levels is not None,
+            "penalty=distance needs a distance estimator, but model.distance is null",
+        )
+        level = cfg.get("distance_level")
+        require(
+            level is None or 0 <= level < distance_levels,
+            f"planner.distance_level must be in [0, {distance_levels - 1}] or null (the last), got {level}",
+        )
     if cfg.get("penalty", "score") == "ensemble":
         require(has_ensemble, "penalty=ensemble needs an ensemble, but model.ensemble is null")
         require(
@@ -106,6 +117,7 @@ def validate_for_system(cfg: Mapping, system) -> None:
         system.reward is not None,
         score.schedule.num_levels if score is not None else None,
         system.ensemble.num_members if system.ensemble is not None else None,
+        system.distance.schedule.num_levels if system.distance is not None else None,
     )
 
 
@@ -129,7 +141,7 @@ def build_problem(system, env: Env, cfg: Mapping, horizon: int) -> ShootingProbl
     cfg = plain_config(cfg)
     plan_cost, _ = cost_functions(system, env, cfg.get("cost_source", "env"))
     kind, members = cfg.get("penalty", "score"), cfg.get("ensemble_members")
-    penalty = build_penalty(kind, cfg.get("beta", 0), system, members)
+    penalty = build_penalty(kind, cfg.get("beta", 0), system, members, cfg.get("distance_level"))
     if kind == "ensemble":
         model = system.require_part("ensemble")
         dynamics = functools.partial(model.mean_prediction, num_members=members)
@@ -142,6 +154,33 @@ def build_problem(system, env: Env, cfg: Mapping, horizon: int) -> ShootingProbl
     )
 
 
+class TrueCostMonitor:
+    """Records the true cost of the current plan every `every` planner iterations (paper Fig. 2F): the
+    decision variables are mapped to actions and rolled out on the true env, outside autograd."""
+
+    def __init__(self, problem: ShootingProblem, env: Env, tasks: Tasks, true_cost, every: int):
+        require(every > 0, f"track_true_cost_every must be positive, got {every}")
+        self.problem, self.env, self.tasks, self.true_cost, self.every = problem, env, tasks, true_cost, every
+        self.iterations: list[int] = []
+        self.costs: list[torch.Tensor] = []
+        self.seconds = 0.0  # spent recording, so the planner's own time can be reported without it
+
+    @torch.no_grad()
+    def record(self, iteration: int, actions: torch.Tensor) -> None:
+        start = time.perf_counter()
+        states = self.env.rollout(self.tasks.x0, actions)
+        self.iterations.append(iteration)
+        self.costs.append(self.true_cost(states, actions, self.tasks.goal))
+        self.seconds += time.perf_counter() - start
+
+    def __call__(self, iteration: int, decision: torch.Tensor) -> None:
+        if iteration % self.every == 0:
+            self.record(iteration, self.problem.actions_of(decision))
+
+    def history(self) -> dict[str, torch.Tensor]:
+        return {"true_cost": torch.stack(self.costs), "true_cost_iteration": torch.tensor(self.iterations)}
+
+
 @dataclass
 class Evaluation:
     method: str
@@ -151,25 +190,46 @@ class Evaluation:
     cost_achieved: torch.Tensor  # (B,)
     model_error: torch.Tensor  # (B,) mean over t of ‖x̂_t − x_t‖ (images: the pixel-wise L2 norm)
     seconds: float
+    success: torch.Tensor | None = None  # (B,) bool: the true rollout solved the task (env.success)
+    outside_data: torch.Tensor | None = None  # (B,) share of planned steps outside the data region
 
     def summary(self) -> dict:
         per_task = [
             {"cost_planned": float(p), "cost_achieved": float(a), "model_error": float(e)}
             for p, a, e in zip(self.cost_planned, self.cost_achieved, self.model_error, strict=True)
         ]
-        return {
+        out = {
             "cost_planned": float(self.cost_planned.mean()),
             "cost_achieved": float(self.cost_achieved.mean()),
             "model_error": float(self.model_error.mean()),
             "seconds": self.seconds,
-            "per_task": per_task,
         }
+        for key, values in (("success_rate", self.success), ("outside_data", self.outside_data)):
+            if values is not None:
+                out[key] = float(values.float().mean())
+                for task, value in zip(per_task, values.tolist(), strict=True):
+                    task[key] = float(value)
+        if "true_cost" in self.plan.history:  # the convergence curve: mean true cost over the tasks
+            out["convergence"] = {
+                "iteration": self.plan.history["true_cost_iteration"].tolist(),
+                "true_cost": self.plan.history["true_cost"].mean(1).tolist(),
+            }
+        return {**out, "per_task": per_task}
 
 
 def plan_and_evaluate(
-    system, env: Env, tasks: Tasks, cfg: Mapping, mpc: bool = False, method: str = ""
+    system,
+    env: Env,
+    tasks: Tasks,
+    cfg: Mapping,
+    mpc: bool = False,
+    method: str = "",
+    track_true_cost_every: int | None = None,
 ) -> Evaluation:
-    """Plan every task in one batch (open loop, or MPC on the true env) and evaluate on the true env."""
+    """Plan every task in one batch (open loop, or MPC on the true env) and evaluate on the true env.
+
+    With `track_true_cost_every` = k (open loop only), the true cost of the plan is recorded every k
+    iterations (history["true_cost"]); the time that takes is excluded from `seconds`."""
     cfg = plain_config(cfg)
     validate_planner_config(cfg)
     validate_for_system(cfg, system)
@@ -177,7 +237,7 @@ def plan_and_evaluate(
     steps = int(cfg.get("horizon") or env.horizon)
     planner = build_planner(cfg.get("algorithm", "gradient"), cfg.get("optimizer"))
     _, true_cost = cost_functions(system, env, cfg.get("cost_source", "env"))
-    start = time.perf_counter()
+    start, monitor = time.perf_counter(), None
     with frozen(system):
         if mpc:
             mpc_cfg = cfg.get("mpc") or {}
@@ -187,12 +247,19 @@ def plan_and_evaluate(
             plan = controller.run(problem, env, tasks.x0, tasks.goal, steps)
         else:
             problem = build_problem(system, env, cfg, steps)
-            plan = planner.solve(problem, tasks.x0, tasks.goal)
-    seconds = time.perf_counter() - start
+            if track_true_cost_every:
+                monitor = TrueCostMonitor(problem, env, tasks, true_cost, int(track_true_cost_every))
+            plan = planner.solve(problem, tasks.x0, tasks.goal, monitor=monitor)
+            if monitor is not None:
+                monitor.record(planner.iterations, plan.actions)  # the returned plan, after the last step
+                plan.history.update(monitor.history())
+    seconds = time.perf_counter() - start - (monitor.seconds if monitor is not None else 0.0)
     with torch.no_grad():
         true_states = env.rollout(tasks.x0, plan.actions)
         cost_achieved = true_cost(true_states, plan.actions, tasks.goal)
         model_error = (plan.states[:, 1:] - true_states[:, 1:]).flatten(2).norm(dim=-1).mean(1)
+        success = env.success(true_states, tasks.goal)
+        outside = env.outside_data(plan.states, plan.actions)
     return Evaluation(
         method or cfg.get("name", "planner"),
         plan,
@@ -201,4 +268,6 @@ def plan_and_evaluate(
         cost_achieved,
         model_error,
         seconds,
+        success,
+        None if outside is None else outside.float().mean(1),
     )

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -27,6 +27,11 @@ def _starting_plan(problem: ShootingProblem, init_actions: torch.Tensor | None, 
         f"initial actions have horizon {actions.shape[1]}, the problem {problem.horizon}",
     )
     return actions
+
+
+# Called as monitor(iteration, decision) with the current plan's decision variables (e.g. to record the
+# true cost of the plan during the solve, paper Fig. 2F); never changes the solve.
+Monitor = Callable[[int, torch.Tensor], None]
 
 
 def _per_task(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -66,6 +71,7 @@ class GradientPlanner:
         goal: torch.Tensor,
         init_actions: torch.Tensor | None = None,
         iterations: int | None = None,
+        monitor: Monitor | None = None,
     ) -> PlanResult:
         iterations = int(iterations or self.iterations)
         actions = _starting_plan(problem, init_actions, lambda: self.initial_actions(problem, x0))
@@ -77,6 +83,8 @@ class GradientPlanner:
         costs, levels = [], []
         for i in range(iterations):
             level = schedule.level_at(i, iterations, self.start_level) if schedule is not None else None
+            if monitor is not None:
+                monitor(i, steps.detach() * scale)
             objective, cost, _ = problem.objective(x0, goal, steps * scale, level)
             optimizer.zero_grad(set_to_none=True)
             # Tasks are independent, so the sum's gradient is each task's own gradient.
@@ -141,6 +149,7 @@ class CEMPlanner:
         goal: torch.Tensor,
         init_actions: torch.Tensor | None = None,
         iterations: int | None = None,
+        monitor: Monitor | None = None,
     ) -> PlanResult:
         if problem.penalty.gradient_only:
             raise SGPError(
@@ -152,7 +161,9 @@ class CEMPlanner:
         std = torch.full_like(mean, self.std) * problem.scale_like(mean)  # `std` is in the problem's units
         generator = torch.Generator(device=x0.device).manual_seed(self.seed)
         costs, best_objectives = [], []
-        for _ in range(iterations):
+        for i in range(iterations):
+            if monitor is not None:
+                monitor(i, mean)
             noise = torch.randn(
                 (mean.shape[0], self.population - 1, *mean.shape[1:]),
                 generator=generator, device=mean.device, dtype=mean.dtype,

@@ -103,7 +103,31 @@ class EnsemblePenalty(Penalty):
         return torch.stack(states, 1), self.weight * penalty
 
 
-PENALTY_KINDS = ("score", "ensemble", "none")
+class DistancePenalty(Penalty):
+    """β Σ_t d̂_σ(x_t, u_t)² from the learned data-distance estimator (paper C.1) at one fixed level.
+
+    Equal to the score penalty's −β σ² Σ_t log p_σ up to a constant, but with a value, so zeroth-order
+    planners (CEM) can use it; gradient planners can too."""
+
+    def __init__(self, distance_model, beta: float, level: int | None = None):
+        self.distance_model = distance_model
+        self.beta = parse_beta(beta)
+        require(self.beta > 0, "DistancePenalty needs β > 0; use NoPenalty for β = 0")
+        self.drops_cost = math.isinf(self.beta)
+        num_levels = distance_model.schedule.num_levels
+        self.level = num_levels - 1 if level is None else int(level)
+        require(
+            0 <= self.level < num_levels,
+            f"planner.distance_level must be in [0, {num_levels - 1}] or null (the last), got {level}",
+        )
+
+    def __call__(self, states, actions, level):
+        z = self.distance_model.normalize_pair(states, actions)  # (B, T, n)
+        weight = 1.0 if self.drops_cost else self.beta
+        return weight * self.distance_model(z, self.level).flatten(1).sum(1)
+
+
+PENALTY_KINDS = ("score", "ensemble", "distance", "none")
 
 
 def check_penalty(kind: str, beta) -> float:
@@ -117,11 +141,19 @@ def check_penalty(kind: str, beta) -> float:
     return beta
 
 
-def build_penalty(kind: str, beta, system, ensemble_members: int | None = None) -> Penalty:
-    """The penalty of a planner config, on an SGPSystem's score or ensemble part."""
+def build_penalty(
+    kind: str, beta, system, ensemble_members: int | None = None, distance_level: int | None = None
+) -> Penalty:
+    """The penalty of a planner config, on an SGPSystem's score, ensemble or distance part."""
     beta = check_penalty(kind, beta)
     if beta == 0:
         return NoPenalty()
+    if kind == "distance":
+        if system.distance is None:
+            raise SGPError(
+                "penalty=distance needs a distance estimator, but this system has none (model.distance: null)"
+            )
+        return DistancePenalty(system.distance, beta, distance_level)
     if kind == "ensemble":
         if system.ensemble is None:
             raise SGPError(

@@ -1,0 +1,162 @@
+"""Data-distance estimator (paper C.1, eq. 43): a σ-conditioned network regressing the smoothed distance to
+data, so zeroth-order planners (CEM) can penalise distance to data with a value, not only a gradient.
+
+Targets are the exact streamed softmin of the core library (`sgp_lightning.distance.smoothed_distance_sq`) over a
+reference set of normalized training pairs (x, u):  d_σ(z)² = −σ² log Σ_i exp(−‖z − z_i‖² / 2σ²).
+Each target needs a pass over the whole reference set, which is what makes this estimator costly to train
+(the paper's point); `reference_size` bounds that cost by using a seeded subset (null: every training pair)
+and `queries_per_step` by using only part of each batch as anchors (null: all of it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from sgp_lightning.distance import smoothed_distance_sq
+from sgp_lightning.errors import require
+from sgp_lightning.models.base import Batch, OptimizerFactory, PartModel
+from sgp_lightning.nets import NoiseConditionedMLP
+from sgp_lightning.normalization import Normalizer
+from sgp_lightning.schedules import NoiseSchedule
+from sgp_lightning.spaces import as_shape, is_image, join, pair_shape
+
+
+class DistanceEstimator(PartModel):
+    """d̂_σk(z)² = σ_k² · g(z, k), trained with eq. 43:  E |g(z, k) − d_σk(z)² / σ_k²|  (the 1/σ² weighted
+    absolute error), over queries z drawn near the data (data + σ_k noise) and uniformly over the data's
+    normalized bounding box widened by `margin` (the domain Ω of eq. 43)."""
+
+    part_name = "distance"
+    reference: torch.Tensor
+
+    def __init__(
+        self,
+        state_shape,
+        action_shape,
+        hidden_dims: Sequence[int] = (256, 256, 256),
+        activation: str = "silu",
+        schedule: str = "geometric",
+        sigma_max: float = 1.0,
+        sigma_min: float = 0.05,
+        num_levels: int = 10,
+        reference_size: int | None = 50_000,
+        queries_per_step: int | None = None,
+        uniform_fraction: float = 0.5,
+        margin: float = 1.0,
+        optimizer: OptimizerFactory | None = None,
+    ):
+        super().__init__(optimizer)
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)
+        self.state_shape, self.action_shape = as_shape(state_shape), as_shape(action_shape)
+        self.pair_shape = pair_shape(self.state_shape, self.action_shape)
+        require(
+            not is_image(self.pair_shape),
+            f"the distance estimator takes vector (x, u) pairs, got shape {self.pair_shape}",
+        )
+        require(
+            reference_size is None or reference_size > 0,
+            f"reference_size must be > 0 or null, got {reference_size}",
+        )
+        require(
+            queries_per_step is None or queries_per_step > 0,
+            f"queries_per_step must be > 0 or null, got {queries_per_step}",
+        )
+        self.queries_per_step = queries_per_step
+        require(0 <= uniform_fraction <= 1, f"uniform_fraction must be in [0, 1], got {uniform_fraction}")
+        require(margin >= 0, f"margin must be ≥ 0, got {margin}")
+        self.reference_size, self.uniform_fraction, self.margin = (
+            reference_size,
+            float(uniform_fraction),
+            float(margin),
+        )
+        self.schedule = NoiseSchedule.build(schedule, sigma_max, sigma_min, num_levels)
+        self.pair_norm = Normalizer(self.pair_shape)
+        self.net = NoiseConditionedMLP(
+            self.pair_shape[0],
+            self.schedule.sigmas,
+            list(hidden_dims),
+            activation,
+            out_dim=1,
+            divide_by_sigma=False,
+        )
+        # Normalized training pairs the targets are computed against: rebuilt from the data for training,
+        # never saved (a checkpoint plans without them).
+        self.register_buffer("reference", torch.zeros(0, self.pair_shape[0]), persistent=False)
+
+    def set_normalizers(self, stats) -> None:
+        self.pair_norm.set_stats(*stats["xu"])
+
+    def set_reference(self, data: dict[str, torch.Tensor], seed: int = 0) -> None:
+        """Use (a seeded subset of) these training pairs as the data the distance is measured to."""
+        pairs = self.pair_norm(join(data["x"], data["u"], self.state_shape))
+        if self.reference_size is not None and pairs.shape[0] > self.reference_size:
+            keep = torch.randperm(pairs.shape[0], generator=torch.Generator().manual_seed(seed))[
+                : self.reference_size
+            ]
+            pairs = pairs[keep]
+        self.reference = pairs.detach().to(self.reference.device)
+
+    def normalize_pair(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.pair_norm(join(x, u, self.state_shape))
+
+    def forward(self, z: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
+        """Predicted d_σ(z)² of normalized pairs z (…, n), σ = schedule.sigmas[level]; shape z.shape[:-1]."""
+        level = torch.as_tensor(level, device=z.device, dtype=torch.long).expand(z.shape[:-1])
+        return self.schedule.sigmas[level].square() * self.net(z, level).squeeze(-1)
+
+    def reference_pairs(self) -> torch.Tensor:
+        require(
+            self.reference.shape[0] > 0,
+            "the distance estimator has no reference data: train it inside SGPSystem with a datamodule "
+            "(set_reference is called in setup)",
+        )
+        return self.reference
+
+    def exact(self, z: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """The regression target: exact streamed softmin d_σ(z)² over the reference set, shape (B,)."""
+        with torch.no_grad():
+            return smoothed_distance_sq(z, self.reference_pairs(), self.schedule.sigmas[level])
+
+    def queries(self, anchors: torch.Tensor, level: torch.Tensor, generator=None) -> torch.Tensor:
+        """Points of Ω: the first `uniform_fraction` uniform in the widened data box, the rest anchors + σ noise."""
+        num_uniform = int(round(self.uniform_fraction * anchors.shape[0]))
+        reference = self.reference_pairs()
+        low, high = reference.min(0).values - self.margin, reference.max(0).values + self.margin
+        rand = torch.rand(anchors.shape, device=anchors.device, generator=generator, dtype=anchors.dtype)
+        noise = torch.randn(anchors.shape, device=anchors.device, generator=generator, dtype=anchors.dtype)
+        near = anchors + self.schedule.sigmas[level].unsqueeze(-1) * noise
+        uniform = low + rand * (high - low)
+        return torch.cat([uniform[:num_uniform], near[num_uniform:]])
+
+    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        # Each query costs a pass over the reference set, so a step may use only part of the batch.
+        anchors = self.normalize_pair(batch["x"], batch["u"])[: self.queries_per_step]
+        level = torch.randint(
+            0, self.schedule.num_levels, anchors.shape[:1], device=anchors.device, generator=generator
+        )
+        z = self.queries(anchors, level, generator)
+        target = self.exact(z, level) / self.schedule.sigmas[level].square()
+        return (self.net(z, level).squeeze(-1) - target).abs().mean()
+
+    @torch.no_grad()
+    def error_by_level(self, anchors: torch.Tensor, seed: int = 0) -> list[dict[str, float]]:
+        """Per noise level, the estimator's error against the exact softmin on queries around held-out
+        normalized pairs `anchors` (near-data and uniform, as in training): mean |d̂² − d²| and the same
+        divided by σ² (eq. 43's weighting), each for the near-data and the uniform queries."""
+        generator = torch.Generator(device=anchors.device).manual_seed(seed)
+        rows = []
+        num_uniform = int(round(self.uniform_fraction * anchors.shape[0]))
+        for k in range(self.schedule.num_levels):
+            level = torch.full(anchors.shape[:1], k, device=anchors.device, dtype=torch.long)
+            z = self.queries(anchors, level, generator)
+            error = (self(z, level) - self.exact(z, level)).abs()
+            sigma_sq = float(self.schedule.sigmas[k]) ** 2
+            row = {"level": k, "sigma": float(self.schedule.sigmas[k])}
+            for name, part in (("uniform", error[:num_uniform]), ("near", error[num_uniform:])):
+                if part.numel():
+                    row[f"abs_error_{name}"] = float(part.mean())
+                    row[f"scaled_error_{name}"] = float(part.mean()) / sigma_sq
+            rows.append(row)
+        return rows
