@@ -22,7 +22,11 @@ def _fmt(value) -> str:
 
 
 # Columns shown only when some method reports them (domains with a success criterion or a data region).
-_OPTIONAL_COLUMNS = {"success_rate": "success rate", "outside_data": "plan outside data"}
+_OPTIONAL_COLUMNS = {
+    "success_rate": "success rate",
+    "outside_data": "plan outside data",
+    "iterations_to_threshold": "iterations to threshold",
+}
 
 
 def methods_table(methods: Mapping[str, Mapping]) -> str:

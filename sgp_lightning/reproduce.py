@@ -102,6 +102,15 @@ def reproduce(cfg: DictConfig) -> dict:
                 shutil.copy(run_dir / "plan" / "methods" / figure, out / figure)
 
     methods_summary = {name: _aggregate(runs) for name, runs in per_method.items()}
+    threshold = entry.get("convergence_threshold")
+    if threshold is not None:  # how fast each method's true cost gets there (paper Fig. 2F)
+        for metrics in methods_summary.values():
+            if "convergence" in metrics:
+                curve = metrics["convergence"]
+                reached = [
+                    i for i, c in zip(curve["iteration"], curve["true_cost"], strict=True) if c <= threshold
+                ]
+                metrics["iterations_to_threshold"] = reached[0] if reached else "never"
     command = f"python reproduce.py {entry.name} output_dir={cfg.output_dir}"
     payload = {
         "name": entry.name,
@@ -116,6 +125,7 @@ def reproduce(cfg: DictConfig) -> dict:
         "wall_seconds": time.perf_counter() - start,
         "methods": methods_summary,
         "paper": OmegaConf.to_container(entry.paper) if entry.get("paper") else None,
+        "convergence_threshold": threshold,
     }
     if distance_errors:  # mean over seeds, per level
         payload["distance_estimator"] = [
@@ -166,6 +176,24 @@ def _distance_markdown(rows: list[dict]) -> str:
 def _markdown(payload: dict) -> str:
     m = payload["machine"]
     seeds = payload["seeds"]
+    notes = ""
+    if payload.get("convergence_threshold") is not None:
+        notes += (
+            f"Iterations to threshold: the first recorded optimiser iteration at which the mean true cost of the "
+            f"current plan is ≤ {payload['convergence_threshold']:g} (recorded every few iterations).\n"
+        )
+    for key, text in (
+        (
+            "success_rate",
+            "Success rate: share of tasks whose true rollout meets the domain's success criterion.\n",
+        ),
+        (
+            "outside_data",
+            "Plan outside data: share of planned steps outside the region the data was drawn from.\n",
+        ),
+    ):
+        if any(key in m for m in payload["methods"].values()):
+            notes += text
     distance = ""
     if payload.get("distance_estimator"):
         distance = (
@@ -176,7 +204,7 @@ def _markdown(payload: dict) -> str:
         f"### {payload['title']}\n\n"
         f"{methods_table(payload['methods'])}\n\n"
         f"Mean over {len(seeds)} seeds {seeds} (each the mean over the domain's tasks); achieved cost ± std over "
-        f"seeds; gap is the mean over seeds of |achieved − planned|.\n"
+        f"seeds; gap is the mean over seeds of |achieved − planned|.\n{notes}"
         f"Command: `{payload['command']}` (train overrides: {payload['train_overrides']}); "
         f"machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} with {m['torch_threads']} thread(s), "
         f"{m['cuda'] or 'no GPU'}; wall time {payload['wall_seconds'] / 60:.1f} min.\n"

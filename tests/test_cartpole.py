@@ -17,7 +17,7 @@ from sgp_lightning.models import DistanceEstimator, SGPSystem
 from sgp_lightning.plan import plan
 from sgp_lightning.planning import CEMPlanner, DistancePenalty, ShootingProblem, build_penalty
 from sgp_lightning.train import train
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_cli
 
 
 def test_linearisation_at_the_upright_matches_the_hand_derived_one():
@@ -198,3 +198,30 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
     saved = json.loads((tmp_path / "plan" / "results.json").read_text())
     assert saved["methods"]["cem_distance"]["planner"]["penalty"] == "distance"
     assert (tmp_path / "plan" / "convergence.png").is_file() and (tmp_path / "plan" / "plan.png").is_file()
+
+
+def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
+    def hydra_list(items):  # overrides as a Hydra list value: each item quoted
+        return "[" + ",".join(f"'{item}'" for item in items) + "]"
+
+    methods = ["sgp", "vanilla", "ensemble", "cem_ensemble", "cem_distance"]
+    shrink = [f"planners.{m}.optimizer.iterations=4" for m in methods]
+    proc = run_cli(
+        "reproduce.py",
+        "cartpole_small",
+        f"output_dir={tmp_path}",
+        f"reproduce.train_overrides={hydra_list(TINY_CARTPOLE)}",
+        f"reproduce.plan_overrides={hydra_list(['planner_set=cartpole_small', 'track_true_cost_every=2', *shrink])}",
+        "reproduce.convergence_threshold=1e9",  # reached at the first record
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["methods"]) == methods
+    assert all(m["iterations_to_threshold"] == 0 for m in results["methods"].values())
+    rows = results["distance_estimator"]
+    assert [r["level"] for r in rows] == list(range(10))
+    assert all(math.isfinite(r["abs_error_near"]) and r["abs_error_uniform"] >= 0 for r in rows)
+    table = (tmp_path / "table.md").read_text()
+    assert "| cem_distance |" in table and "success rate" in table and "Data-distance estimator" in table
+    assert (tmp_path / "convergence.png").is_file() and (tmp_path / "plan.png").is_file()
