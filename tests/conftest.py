@@ -61,3 +61,8 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
     return subprocess.run(
         [sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def hydra_list(items: list[str]) -> str:
+    """Overrides as one Hydra list value (each item quoted), e.g. for reproduce.train_overrides=."""
+    return "[" + ",".join(f"'{item}'" for item in items) + "]"

@@ -17,7 +17,7 @@ from sgp_lightning.models import DistanceEstimator, SGPSystem
 from sgp_lightning.plan import plan
 from sgp_lightning.planning import CEMPlanner, DistancePenalty, ShootingProblem, build_penalty
 from sgp_lightning.train import train
-from tests.conftest import compose_config, run_cli
+from tests.conftest import compose_config, hydra_list, run_cli
 
 
 def test_linearisation_at_the_upright_matches_the_hand_derived_one():
@@ -201,9 +201,6 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
 
 
 def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
-    def hydra_list(items):  # overrides as a Hydra list value: each item quoted
-        return "[" + ",".join(f"'{item}'" for item in items) + "]"
-
     methods = ["sgp", "vanilla", "ensemble", "cem_ensemble", "cem_distance"]
     shrink = [f"planners.{m}.optimizer.iterations=4" for m in methods]
     proc = run_cli(

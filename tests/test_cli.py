@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, hydra_list, run_cli
 
 
 def _error_lines(proc):
@@ -88,9 +88,6 @@ def test_two_value_multirun_then_sweep_report_then_plan_cli(tmp_path):
 
 
 def test_reproduce_cli_runs_a_shrunken_entry(tmp_path):
-    def hydra_list(items):  # overrides as a Hydra list value: each item quoted
-        return "[" + ",".join(f"'{item}'" for item in items) + "]"
-
     plan_shrink = ["planners.sgp.optimizer.iterations=5", "planners.vanilla.optimizer.iterations=5"]
     proc = run_cli(
         "reproduce.py",
