@@ -57,6 +57,9 @@ def plan(cfg: DictConfig) -> dict:
     if cfg.get("num_tasks") is not None:
         require(int(cfg.num_tasks) > 0, f"num_tasks must be positive, got {cfg.num_tasks}")
         env.num_tasks = int(cfg.num_tasks)
+    if cfg.get("task_seed") is not None:  # a fresh task set, e.g. to check settings tuned on the default one
+        require(hasattr(env, "task_seed"), f"domain {system.domain!r} has a fixed task set (no task_seed)")
+        env.task_seed = int(cfg.task_seed)
     tasks = env.tasks()
 
     evaluations = []

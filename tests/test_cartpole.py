@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from omegaconf import open_dict
 
 from datamodules import CartPoleDataModule
 from sgp_lightning.distance import softmin
@@ -198,6 +199,13 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
     saved = json.loads((tmp_path / "plan" / "results.json").read_text())
     assert saved["methods"]["cem_distance"]["planner"]["penalty"] == "distance"
     assert (tmp_path / "plan" / "convergence.png").is_file() and (tmp_path / "plan" / "plan.png").is_file()
+
+    # task_seed= draws a fresh set of start states (to check settings tuned on the default set).
+    with open_dict(plan_cfg):
+        plan_cfg.methods, plan_cfg.task_seed = ["vanilla"], 1
+    fresh = plan(plan_cfg)["methods"]["vanilla"]["per_task"]
+    default = payload["methods"]["vanilla"]["per_task"]
+    assert [t["cost_achieved"] for t in fresh] != [t["cost_achieved"] for t in default]
 
 
 def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
