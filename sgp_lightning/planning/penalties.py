@@ -41,6 +41,19 @@ class Penalty:
         raise NotImplementedError
 
 
+class WeightedPenalty(Penalty):
+    """A penalty scaled by β > 0; β = inf drops the task cost and keeps the penalty at weight 1."""
+
+    def __init__(self, beta):
+        self.beta = parse_beta(beta)
+        require(self.beta > 0, f"{type(self).__name__} needs β > 0; use NoPenalty for vanilla MBRL (β = 0)")
+        self.drops_cost = math.isinf(self.beta)
+
+    @property
+    def weight(self) -> float:
+        return 1.0 if self.drops_cost else self.beta
+
+
 class NoPenalty(Penalty):
     """Vanilla MBRL (β = 0)."""
 
@@ -48,17 +61,15 @@ class NoPenalty(Penalty):
         return states.new_zeros(states.shape[0])
 
 
-class ScorePenalty(Penalty):
+class ScorePenalty(WeightedPenalty):
     """β σ² · (negative log-likelihood) of the planned (x_t, u_t) pairs through a learned score model."""
 
     uses_levels = True
     gradient_only = True
 
     def __init__(self, score_model, beta: float):
+        super().__init__(beta)
         self.score_model = score_model
-        self.beta = parse_beta(beta)
-        require(self.beta > 0, "ScorePenalty needs β > 0; use NoPenalty for vanilla MBRL (β = 0)")
-        self.drops_cost = math.isinf(self.beta)
         self.schedule = score_model.schedule
 
     def __call__(self, states, actions, level):
@@ -66,11 +77,11 @@ class ScorePenalty(Penalty):
         z = self.score_model.normalize_pair(states, actions)  # (B, T, *pair_shape), built inside the graph
         with torch.no_grad():
             score = self.score_model(z.detach(), level)  # all T evaluations in one batched call
-        weight = (1.0 if self.drops_cost else self.beta) * float(self.schedule.sigmas[level]) ** 2
+        weight = self.weight * float(self.schedule.sigmas[level]) ** 2
         return -weight * (score * z).flatten(1).sum(1)
 
 
-class EnsemblePenalty(Penalty):
+class EnsemblePenalty(WeightedPenalty):
     """β Σ_t Σ_features Var_k f_k(x_t, u_t): the ensemble's disagreement (MOPO-style uncertainty), in
     normalized units, along a rollout that follows the members' mean.
 
@@ -79,14 +90,8 @@ class EnsemblePenalty(Penalty):
     """
 
     def __init__(self, ensemble_model, beta: float, num_members: int | None = None):
+        super().__init__(beta)
         self.ensemble_model, self.num_members = ensemble_model, num_members
-        self.beta = parse_beta(beta)
-        require(self.beta > 0, "EnsemblePenalty needs β > 0; use NoPenalty for β = 0")
-        self.drops_cost = math.isinf(self.beta)
-
-    @property
-    def weight(self) -> float:
-        return 1.0 if self.drops_cost else self.beta
 
     def __call__(self, states, actions, level):
         disagreement = self.ensemble_model.disagreement(states, actions, self.num_members)
@@ -103,17 +108,15 @@ class EnsemblePenalty(Penalty):
         return torch.stack(states, 1), self.weight * penalty
 
 
-class DistancePenalty(Penalty):
+class DistancePenalty(WeightedPenalty):
     """β Σ_t d̂_σ(x_t, u_t)² from the learned data-distance estimator (paper C.1) at one fixed level.
 
     Equal to the score penalty's −β σ² Σ_t log p_σ up to a constant, but with a value, so zeroth-order
     planners (CEM) can use it; gradient planners can too."""
 
     def __init__(self, distance_model, beta: float, level: int | None = None):
+        super().__init__(beta)
         self.distance_model = distance_model
-        self.beta = parse_beta(beta)
-        require(self.beta > 0, "DistancePenalty needs β > 0; use NoPenalty for β = 0")
-        self.drops_cost = math.isinf(self.beta)
         num_levels = distance_model.schedule.num_levels
         self.level = num_levels - 1 if level is None else int(level)
         require(
@@ -123,8 +126,7 @@ class DistancePenalty(Penalty):
 
     def __call__(self, states, actions, level):
         z = self.distance_model.normalize_pair(states, actions)  # (B, T, n)
-        weight = 1.0 if self.drops_cost else self.beta
-        return weight * self.distance_model(z, self.level).flatten(1).sum(1)
+        return self.weight * self.distance_model(z, self.level).flatten(1).sum(1)
 
 
 PENALTY_KINDS = ("score", "ensemble", "distance", "none")
