@@ -31,7 +31,8 @@ _OPTIONAL_COLUMNS = {
 
 def methods_table(methods: Mapping[str, Mapping]) -> str:
     """Markdown table: one row per method with planned/achieved cost, their gap, model error, seconds,
-    and the success rate and share of planned steps outside the data where the domain defines them."""
+    and the optional columns (success rate, share of planned steps outside the data, iterations to a
+    true-cost threshold) where some method reports them."""
     optional = [k for k in _OPTIONAL_COLUMNS if any(k in m for m in methods.values())]
     header = ["method", "cost of plan", "achieved cost", "\\|achieved − plan\\|", "model error", "seconds"]
     header += [_OPTIONAL_COLUMNS[k] for k in optional]

@@ -129,6 +129,16 @@ def test_distance_targets_equal_the_exact_streamed_softmin():
     assert all(math.isfinite(r["abs_error_near"]) and math.isfinite(r["scaled_error_uniform"]) for r in rows)
 
 
+def test_distance_estimator_trains_on_its_own_with_a_datamodule():
+    import lightning as L
+
+    module = CartPoleDataModule(CartPoleEnv(), num_samples=600, batch_size=64, seed=0)
+    estimator = DistanceEstimator([4], [1], hidden_dims=[8], num_levels=2, reference_size=100)
+    trainer = L.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.fit(estimator, datamodule=module)  # setup gives it the stats and the reference set
+    assert estimator.reference.shape == (100, 5)
+
+
 def test_distance_estimator_without_reference_data_fails_clearly():
     estimator = DistanceEstimator([4], [1], hidden_dims=[8], num_levels=2)
     batch = {"x": torch.zeros(4, 4), "u": torch.zeros(4, 1)}

@@ -78,10 +78,15 @@ class PartModel(L.LightningModule):
         loss = self.loss(batch, validation_generator(self.device, batch_idx))
         self.log(f"val/{self.part_name}_loss", loss, sync_dist=True)
 
+    def set_data(self, datamodule) -> None:
+        """What the part takes from the training data before fitting: its normalization statistics (and,
+        for parts that need more, e.g. the distance estimator's reference set, that too)."""
+        self.set_normalizers(datamodule.stats)
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if stage == "fit" and datamodule is not None:
-            self.set_normalizers(datamodule.stats)
+            self.set_data(datamodule)
 
     def configure_optimizers(self):
         return self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])

@@ -88,6 +88,10 @@ class DistanceEstimator(PartModel):
     def set_normalizers(self, stats) -> None:
         self.pair_norm.set_stats(*stats["xu"])
 
+    def set_data(self, datamodule) -> None:
+        super().set_data(datamodule)
+        self.set_reference(datamodule.train_data, seed=getattr(datamodule, "seed", 0))
+
     def set_reference(self, data: dict[str, torch.Tensor], seed: int = 0) -> None:
         """Use (a seeded subset of) these training pairs as the data the distance is measured to."""
         pairs = self.pair_norm(join(data["x"], data["u"], self.state_shape))
@@ -109,8 +113,8 @@ class DistanceEstimator(PartModel):
     def reference_pairs(self) -> torch.Tensor:
         require(
             self.reference.shape[0] > 0,
-            "the distance estimator has no reference data: train it inside SGPSystem with a datamodule "
-            "(set_reference is called in setup)",
+            "the distance estimator has no reference data: train it with a datamodule "
+            "(set_data is called in setup)",
         )
         return self.reference
 

@@ -124,9 +124,7 @@ class SGPSystem(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
             for part in self.trainable_parts.values():
-                part.set_normalizers(datamodule.stats)
-                if isinstance(part, DistanceEstimator):
-                    part.set_reference(datamodule.train_data, seed=getattr(datamodule, "seed", 0))
+                part.set_data(datamodule)
 
     def _losses(self, batch: Batch, generator=None) -> dict[str, torch.Tensor]:
         return {name: part.loss(batch, generator) for name, part in self.trainable_parts.items()}
