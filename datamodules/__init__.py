@@ -2,7 +2,8 @@
 
 from datamodules.base import TransitionDataModule
 from datamodules.cartpole import CartPoleDataModule
+from datamodules.d4rl import D4RLDataModule
 from datamodules.integrator import IntegratorDataModule
 from datamodules.pixel import PixelDataModule
 
-__all__ = ["CartPoleDataModule", "IntegratorDataModule", "PixelDataModule", "TransitionDataModule"]
+__all__ = ["CartPoleDataModule", "D4RLDataModule", "IntegratorDataModule", "PixelDataModule", "TransitionDataModule"]

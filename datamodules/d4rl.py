@@ -1,0 +1,52 @@
+"""D4RL locomotion data (paper C.2): transitions (x, u, r, x') from a D4RL-layout HDF5 file.
+
+`dataset` is a path to a .hdf5 file, a Minari dataset directory, or a name looked up in
+$D4RL_DATASET_DIR (~/.d4rl/datasets/<name>.hdf5) or Minari's dataset directory. Generate local files
+with `python -m sgp_lightning.data.collect env=hopper dataset=medium`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from datamodules.base import TransitionDataModule
+from sgp_lightning.data.d4rl import episode_returns, read_dataset
+from sgp_lightning.errors import require
+
+
+class D4RLDataModule(TransitionDataModule):
+    def __init__(
+        self, dataset: str, state_dim: int, action_dim: int, max_transitions: int | None = None, **kwargs
+    ):
+        """`state_dim` / `action_dim` are the domain's, checked against the file so a dataset of another
+        env fails clearly; `max_transitions` keeps the first rows only (small runs)."""
+        super().__init__(name=f"D4RL dataset {dataset!r}", **kwargs)
+        require(
+            max_transitions is None or max_transitions > 0,
+            f"max_transitions must be positive, got {max_transitions}",
+        )
+        self.dataset, self.state_dim, self.action_dim = str(dataset), int(state_dim), int(action_dim)
+        self.max_transitions = max_transitions
+        self.metadata: dict = {}
+        self.dataset_return: tuple[float, float] | None = None  # mean, std of the episode returns in the file
+
+    def load_transitions(self) -> dict[str, torch.Tensor]:
+        data = read_dataset(self.dataset)
+        obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
+        require(
+            (obs_dim, act_dim) == (self.state_dim, self.action_dim),
+            f"{self.name} has observations of size {obs_dim} and actions of size {act_dim}, but this domain "
+            f"expects {self.state_dim} and {self.action_dim}: it is a dataset of another env",
+        )
+        if self.max_transitions is not None:
+            data = {k: v[: self.max_transitions] if isinstance(v, np.ndarray) else v for k, v in data.items()}
+        self.metadata = data["metadata"]
+        returns = episode_returns(data)
+        self.dataset_return = (float(returns.mean()), float(returns.std()))
+        return {
+            "x": torch.from_numpy(data["observations"]),
+            "u": torch.from_numpy(data["actions"]),
+            "x_next": torch.from_numpy(data["next_observations"]),
+            "r": torch.from_numpy(data["rewards"]),
+        }

@@ -1,0 +1,1 @@
+"""Offline datasets: behaviour policies, rollouts in D4RL layout, the collector."""

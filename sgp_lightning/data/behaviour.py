@@ -1,0 +1,128 @@
+"""Train the behaviour policies that generate D4RL-style `medium` and `expert` data.
+
+    python -m sgp_lightning.data.behaviour env=hopper total_steps=300000 output_dir=DIR [seed=0]
+
+Trains SAC (stable-baselines3, default hyperparameters) on the gymnasium v5 env. Every `eval_every`
+steps the actor is exported as a plain torch policy file and its sampled-action return is measured on
+`eval_episodes` seeded episodes (the data is collected with sampled actions, so that is the return that
+matters). At the end it picks:
+- medium: the snapshot whose measured return is closest to the task's D4RL medium level, and
+- expert: the snapshot with the highest measured return (the best policy this budget affords),
+writes `<env>_medium.pt` and `<env>_expert.pt` with their returns in the metadata, and `snapshots.json`
+with every snapshot's return. Copy the two files to `sgp_lightning/data/policies/` to commit them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from sgp_lightning.data.policies import TanhGaussianPolicy, load_policy, save_policy
+from sgp_lightning.data.rollout import evaluate_policy
+from sgp_lightning.envs.mujoco import MujocoTask, mujoco_task
+from sgp_lightning.errors import require
+from sgp_lightning.utils import clean_errors, set_threads
+
+DEFAULTS = {
+    "env": "hopper",  # halfcheetah | hopper | walker2d
+    "total_steps": 300_000,  # SAC environment steps
+    "eval_every": 10_000,  # steps between snapshots
+    "eval_episodes": 10,  # episodes per snapshot evaluation (sampled actions)
+    "learning_starts": 10_000,  # random steps before SAC updates (rl-zoo's MuJoCo setting)
+    "seed": 0,
+    "threads": 1,  # torch threads: small MLPs run fastest on 1 thread on a shared CPU
+    "output_dir": "behaviour_policies",
+}
+
+
+def train_behaviour_policies(cfg) -> dict:
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    task = mujoco_task(cfg.env)
+    require(cfg.total_steps > cfg.learning_starts, "total_steps must exceed learning_starts")
+    out = Path(cfg.output_dir)
+    (out / "snapshots").mkdir(parents=True, exist_ok=True)
+    snapshots: list[dict] = []
+    started = time.time()
+
+    class Snapshot(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % cfg.eval_every == 0:
+                policy = TanhGaussianPolicy.from_sb3_actor(self.model.actor)
+                returns = evaluate_policy(task, policy, cfg.eval_episodes, seed=10_000 + cfg.seed)
+                record = {
+                    "step": self.num_timesteps,
+                    "return_mean": float(returns.mean()),
+                    "return_std": float(returns.std()),
+                    "minutes": (time.time() - started) / 60,
+                }
+                path = out / "snapshots" / f"step_{self.num_timesteps:08d}.pt"
+                save_policy(policy, path, _metadata(task, cfg, record))
+                snapshots.append({**record, "path": str(path)})
+                print(json.dumps(record), flush=True)
+            return True
+
+    model = SAC(
+        "MlpPolicy",
+        gym.make(task.gym_id),
+        seed=int(cfg.seed),
+        learning_starts=int(cfg.learning_starts),
+        device="cpu",
+        verbose=0,
+    )
+    model.learn(total_timesteps=int(cfg.total_steps), callback=Snapshot())
+    require(len(snapshots) > 0, f"no snapshot was taken: eval_every={cfg.eval_every} > total_steps")
+    chosen = {
+        "medium": min(snapshots, key=lambda s: abs(s["return_mean"] - task.medium_return)),
+        "expert": max(snapshots, key=lambda s: s["return_mean"]),
+    }
+    for level, snapshot in chosen.items():
+        shutil.copy(snapshot["path"], out / f"{task.name}_{level}.pt")
+        policy, metadata = load_policy(out / f"{task.name}_{level}.pt")
+        save_policy(policy, out / f"{task.name}_{level}.pt", {**metadata, "level": level})
+    summary = {
+        "env": task.name,
+        "snapshots": snapshots,
+        "chosen": {k: v["step"] for k, v in chosen.items()},
+        "minutes": (time.time() - started) / 60,
+    }
+    (out / "snapshots.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _metadata(task: MujocoTask, cfg, record: dict) -> dict:
+    import stable_baselines3
+
+    return {
+        "env": task.name,
+        "gym_id": task.gym_id,
+        "algorithm": f"SAC (stable-baselines3 {stable_baselines3.__version__}, default hyperparameters)",
+        "train_seed": int(cfg.seed),
+        "train_step": int(record["step"]),
+        "return_mean": record["return_mean"],
+        "return_std": record["return_std"],
+        "eval_episodes": int(cfg.eval_episodes),
+        "normalized_score": float(task.normalized_score(record["return_mean"])),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = OmegaConf.merge(
+        OmegaConf.create(DEFAULTS), OmegaConf.from_cli(argv) if argv is not None else OmegaConf.from_cli()
+    )
+    set_threads(cfg.threads)
+    np.set_printoptions(precision=3)
+    with clean_errors():
+        summary = train_behaviour_policies(cfg)
+    print(json.dumps({k: summary[k] for k in ("env", "chosen", "minutes")}))
+
+
+if __name__ == "__main__":
+    main()

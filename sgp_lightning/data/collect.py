@@ -1,0 +1,137 @@
+"""Generate offline datasets in D4RL's layout from gymnasium MuJoCo v5 rollouts.
+
+    python -m sgp_lightning.data.collect env=hopper dataset=random n=100000 [seed=0] [output=PATH]
+
+dataset:
+- random: uniform random actions (D4RL's random data);
+- medium / expert: actions sampled from the committed behaviour policy `sgp_lightning/data/policies/
+  <env>_<level>.pt` (or `policy=PATH`), whose return measured when it was chosen is in its metadata;
+- medium_expert: medium followed by expert, n rows each (D4RL's medium-expert is 2 × 1M rows).
+
+The file goes to `output`, by default `$D4RL_DATASET_DIR/<env>-<dataset>-v5.hdf5` (~/.d4rl/datasets), where
+`datamodule.dataset=<env>-<dataset>-v5` finds it. Its `metadata/*` names the generator, env, policy and
+the mean return of the collected episodes. Prints a JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from sgp_lightning.data.d4rl import REQUIRED_KEYS, d4rl_dataset_dir, episode_returns, write_dataset
+from sgp_lightning.data.policies import UniformRandomPolicy, committed_policy_path, load_policy
+from sgp_lightning.data.rollout import rollout
+from sgp_lightning.envs.mujoco import mujoco_task
+from sgp_lightning.errors import require
+from sgp_lightning.utils import clean_errors, set_threads
+
+DATASETS = ("random", "medium", "expert", "medium_expert")
+DEFAULTS = {
+    "env": "hopper",  # halfcheetah | hopper | walker2d
+    "dataset": "random",  # random | medium | expert | medium_expert
+    "n": 1_000_000,  # transitions (per part for medium_expert)
+    "num_envs": 10,  # env copies stepped as one batch
+    "seed": 0,  # env resets and action sampling
+    "policy": None,  # a policy file instead of the committed one (medium / expert)
+    "output": None,  # default: $D4RL_DATASET_DIR/<env>-<dataset>-v5.hdf5
+    "threads": 1,
+}
+
+
+def dataset_name(env: str, dataset: str) -> str:
+    return f"{env}-{dataset.replace('_', '-')}-v5"
+
+
+def collect_part(
+    env: str, level: str, n: int, num_envs: int, seed: int, policy_path: str | None
+) -> tuple[dict, dict]:
+    """n transitions from one behaviour policy; returns (arrays, metadata)."""
+    task = mujoco_task(env)
+    if level == "random":
+        import gymnasium as gym
+
+        action_dim = gym.spec(task.gym_id).make().action_space.shape[0]
+        policy, policy_meta = UniformRandomPolicy(action_dim), {"algorithm": "uniform random actions"}
+    else:
+        policy, policy_meta = load_policy(policy_path or committed_policy_path(env, level))
+        require(
+            policy_meta.get("env") == env,
+            f"the {level} policy was trained on {policy_meta.get('env')!r}, not {env!r}",
+        )
+    steps_per_env = -(-n // num_envs)
+    data = rollout(task, policy, num_envs, steps_per_env, seed)
+    data = {key: value[:n] for key, value in data.items()}
+    data["timeouts"][-1] |= ~data["terminals"][-1]  # the trimmed last row ends a (cut) episode
+    returns = episode_returns(data)
+    metadata = {
+        "generator": "sgp_lightning.data.collect",
+        "env": task.gym_id,
+        "policy": level,
+        "algorithm": policy_meta.get("algorithm", ""),
+        "seed": int(seed),
+        "episodes": int(len(returns)),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+    }
+    if "return_mean" in policy_meta:  # the return measured when the policy was chosen
+        metadata["policy_return_mean"] = float(policy_meta["return_mean"])
+        metadata["policy_train_step"] = int(policy_meta["train_step"])
+    return data, metadata
+
+
+def collect(cfg) -> dict:
+    require(cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; choose one of {list(DATASETS)}")
+    require(int(cfg.n) > 0, f"n must be positive, got {cfg.n}")
+    require(int(cfg.num_envs) > 0, f"num_envs must be positive, got {cfg.num_envs}")
+    started = time.time()
+    levels = ["medium", "expert"] if cfg.dataset == "medium_expert" else [cfg.dataset]
+    require(
+        cfg.policy is None or len(levels) == 1,
+        "policy= names one policy; medium_expert uses the committed two",
+    )
+    parts = [
+        collect_part(cfg.env, level, int(cfg.n), int(cfg.num_envs), int(cfg.seed) + 1000 * i, cfg.policy)
+        for i, level in enumerate(levels)
+    ]
+    keys = [key for key in parts[0][0] if key in REQUIRED_KEYS or key in ("qpos", "qvel", "action_log_probs")]
+    data = {key: np.concatenate([part[0][key] for part in parts]) for key in keys}
+    returns = episode_returns(data)
+    metadata = {
+        **parts[0][1],
+        "dataset": dataset_name(cfg.env, cfg.dataset),
+        "episodes": int(len(returns)),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+    }
+    if len(parts) > 1:
+        metadata["policy"] = "medium+expert"
+        metadata["expert_policy_return_mean"] = parts[1][1]["policy_return_mean"]
+        metadata["expert_return_mean"] = parts[1][1]["return_mean"]
+    output = (
+        Path(cfg.output) if cfg.output else d4rl_dataset_dir() / f"{dataset_name(cfg.env, cfg.dataset)}.hdf5"
+    )
+    write_dataset(output, data, metadata)
+    return {
+        "output": str(output),
+        "rows": int(len(data["rewards"])),
+        **metadata,
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli = OmegaConf.from_cli(argv) if argv is not None else OmegaConf.from_cli()
+    cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), cli)
+    set_threads(cfg.threads)
+    with clean_errors():
+        unknown = sorted(set(cli.keys()) - set(DEFAULTS))
+        require(not unknown, f"unknown options {unknown}; options are {sorted(DEFAULTS)}")
+        print(json.dumps(collect(cfg)))
+
+
+if __name__ == "__main__":
+    main()

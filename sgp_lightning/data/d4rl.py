@@ -1,0 +1,174 @@
+"""D4RL's HDF5 dataset layout: read (with validation), write, and turn into transitions.
+
+Layout (D4RL MuJoCo v2 files): `observations`, `actions`, `next_observations` (N, ·) float32 (float64 in
+the medium-replay files), `rewards` (N,), `terminals` and `timeouts` (N,) bool, `infos/qpos`,
+`infos/qvel`, `infos/action_log_probs`, `metadata/*`. Rows are ordered episode by episode; an episode
+ends at a `terminals` row (a fall) or a `timeouts` row (the time limit). Dynamics are learned from
+`next_observations`: the row after a terminal is the next episode's start, not a successor.
+
+Also reads Minari datasets (`<dir>/data/main_data.hdf5`: one group per episode with T+1 observations).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sgp_lightning.errors import SGPError, require
+
+REQUIRED_KEYS = ("observations", "actions", "next_observations", "rewards", "terminals", "timeouts")
+INFO_KEYS = ("infos/qpos", "infos/qvel", "infos/action_log_probs")
+
+
+def d4rl_dataset_dir() -> Path:
+    """Where D4RL keeps its files: $D4RL_DATASET_DIR or ~/.d4rl/datasets."""
+    return Path(os.environ.get("D4RL_DATASET_DIR", Path.home() / ".d4rl" / "datasets")).expanduser()
+
+
+def minari_dataset_dir() -> Path:
+    return Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets")).expanduser()
+
+
+def resolve_dataset(source: str) -> Path:
+    """A dataset given as an HDF5 path, a Minari dataset directory, or a name found in D4RL's or Minari's
+    dataset directory (`hopper-medium-v2` → ~/.d4rl/datasets/hopper-medium-v2.hdf5)."""
+    candidates = [
+        Path(source).expanduser(),
+        d4rl_dataset_dir() / f"{source}.hdf5",
+        minari_dataset_dir() / source,
+    ]
+    for path in candidates:
+        if path.is_file() or (path.is_dir() and (path / "data" / "main_data.hdf5").is_file()):
+            return path
+    raise SGPError(
+        f"dataset {source!r} not found: looked for {', '.join(str(p) for p in candidates)}. Generate one with "
+        "`python -m sgp_lightning.data.collect env=hopper dataset=medium` or pass the path of a D4RL .hdf5 file"
+    )
+
+
+def read_dataset(source: str | Path) -> dict[str, np.ndarray]:
+    """Load and validate a D4RL-layout file or a Minari dataset; float arrays come back as float32."""
+    path = resolve_dataset(str(source))
+    if path.is_dir():
+        return _read_minari(path / "data" / "main_data.hdf5")
+    return _read_d4rl(path)
+
+
+def _read_d4rl(path: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise SGPError(f"{path} is not a readable HDF5 file ({err})") from err
+    with handle:
+        missing = [key for key in REQUIRED_KEYS if key not in handle]
+        require(
+            not missing, f"{path} is missing D4RL keys {missing}; a D4RL file needs {list(REQUIRED_KEYS)}"
+        )
+        data = {key: handle[key][()] for key in REQUIRED_KEYS}
+        data.update({key: handle[key][()] for key in INFO_KEYS if key in handle})
+        data["metadata"] = (
+            {key: _decode(value[()]) for key, value in handle["metadata"].items() if hasattr(value, "shape")}
+            if "metadata" in handle
+            else {}
+        )
+    return validate_dataset(data, str(path))
+
+
+def _read_minari(path: Path) -> dict[str, np.ndarray]:
+    """Minari stores each episode as a group with T+1 observations and T actions, rewards, flags."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        episodes = sorted((k for k in handle if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
+        require(episodes, f"{path} holds no episode_* groups (not a Minari dataset)")
+        parts = {key: [] for key in REQUIRED_KEYS}
+        for name in episodes:  # loading only: one read per episode group
+            group = handle[name]
+            for key in ("observations", "actions", "rewards", "terminations", "truncations"):
+                require(key in group, f"{path}: {name} is missing {key!r}")
+            observations = group["observations"][()]
+            parts["observations"].append(observations[:-1])
+            parts["next_observations"].append(observations[1:])
+            parts["actions"].append(group["actions"][()])
+            parts["rewards"].append(group["rewards"][()])
+            parts["terminals"].append(group["terminations"][()])
+            parts["timeouts"].append(group["truncations"][()])
+    data = {key: np.concatenate(value) for key, value in parts.items()}
+    data["metadata"] = {"source": f"minari:{path.parent.parent.name}"}
+    return validate_dataset(data, str(path))
+
+
+def validate_dataset(data: dict, source: str) -> dict:
+    """Check shapes, lengths and finiteness of D4RL arrays; cast floats to float32 and flags to bool."""
+    n = len(data["observations"])
+    require(n > 0, f"{source} is empty: it has no transitions")
+    for key in REQUIRED_KEYS + tuple(k for k in INFO_KEYS if k in data):
+        value = np.asarray(data[key])
+        if key in ("rewards", "terminals", "timeouts") and value.ndim == 2 and value.shape[1] == 1:
+            value = value[:, 0]
+        require(len(value) == n, f"{source}: {key!r} has {len(value)} rows but 'observations' has {n}")
+        if key in ("terminals", "timeouts"):
+            require(value.ndim == 1, f"{source}: {key!r} must have shape (N,), got {value.shape}")
+            value = value.astype(bool)
+        else:
+            require(
+                np.issubdtype(value.dtype, np.number), f"{source}: {key!r} is not numeric ({value.dtype})"
+            )
+            bad = ~np.isfinite(value.reshape(n, -1)).all(axis=1)
+            if bad.any():
+                raise SGPError(
+                    f"{source}: {int(bad.sum())} of {n} rows have NaN or infinite values in {key!r} "
+                    f"(first at row {int(np.flatnonzero(bad)[0])})"
+                )
+            value = value.astype(np.float32)
+        data[key] = value
+    require(
+        data["observations"].ndim == 2 and data["actions"].ndim == 2,
+        f"{source}: observations and actions need shape (N, dim)",
+    )
+    require(
+        data["next_observations"].shape == data["observations"].shape,
+        f"{source}: next_observations has shape {data['next_observations'].shape}, observations "
+        f"{data['observations'].shape}",
+    )
+    require(
+        data["rewards"].ndim == 1, f"{source}: 'rewards' must have shape (N,), got {data['rewards'].shape}"
+    )
+    data.setdefault("metadata", {})
+    return data
+
+
+def write_dataset(path: str | Path, data: dict, metadata: dict) -> Path:
+    """Write arrays in D4RL's layout (gzip), with `metadata/<key>` scalars."""
+    import h5py
+
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as handle:
+        for key in REQUIRED_KEYS:
+            handle.create_dataset(key, data=data[key], compression="gzip")
+        for key in ("qpos", "qvel", "action_log_probs"):
+            if key in data:
+                handle.create_dataset(f"infos/{key}", data=data[key], compression="gzip")
+        for key, value in metadata.items():
+            handle.create_dataset(f"metadata/{key}", data=value)
+    return path
+
+
+def episode_returns(data: dict) -> np.ndarray:
+    """Undiscounted return of each episode (the last, if not ended by a flag, counts as cut)."""
+    ends = data["terminals"] | data["timeouts"]
+    episode_id = np.concatenate([[0], np.cumsum(ends)[:-1]])
+    return np.bincount(episode_id, weights=data["rewards"].astype(np.float64))
+
+
+def _decode(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,101 @@
+"""Roll a policy out in a batch of gymnasium MuJoCo envs and return the arrays in D4RL's layout.
+
+Batching: gymnasium's SyncVectorEnv steps `num_envs` copies (MuJoCo has one model per copy); the policy
+acts on all copies in one batched call. Each copy's stream of steps is a sequence of whole episodes
+except the last, which the step budget cuts (marked as a timeout, as D4RL marks its cut episodes). The
+rows are written copy after copy, so every episode is contiguous.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sgp_lightning.data.policies import Policy
+from sgp_lightning.envs.mujoco import MujocoTask
+
+
+def make_vector_env(task: MujocoTask, num_envs: int):
+    import gymnasium as gym
+
+    return gym.make_vec(
+        task.gym_id,
+        num_envs=num_envs,
+        vectorization_mode="sync",
+        # The reset observation replaces the last one at once, and info["final_obs"] keeps the true x'.
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
+
+
+def rollout(
+    task: MujocoTask, policy: Policy, num_envs: int, steps_per_env: int, seed: int
+) -> dict[str, np.ndarray]:
+    """`num_envs × steps_per_env` transitions in D4RL's layout (float32 arrays, bool flags, infos/*)."""
+    envs = make_vector_env(task, num_envs)
+    generator = torch.Generator().manual_seed(int(seed))
+    obs, _ = envs.reset(seed=int(seed))  # copy i is seeded with seed + i
+    buffers = {
+        key: []
+        for key in (
+            "observations",
+            "actions",
+            "next_observations",
+            "rewards",
+            "terminals",
+            "timeouts",
+            "qpos",
+            "qvel",
+            "action_log_probs",
+        )
+    }
+    for _ in range(steps_per_env):
+        # The observation's physical state, read before the step (the copies are separate MuJoCo models).
+        buffers["qpos"].append(np.stack([env.unwrapped.data.qpos.copy() for env in envs.envs]))
+        buffers["qvel"].append(np.stack([env.unwrapped.data.qvel.copy() for env in envs.envs]))
+        actions, log_probs = policy.act(torch.as_tensor(obs, dtype=torch.float32), generator)
+        actions = actions.numpy().astype(np.float64)
+        next_obs, rewards, terminated, truncated, info = envs.step(actions)
+        done = terminated | truncated
+        true_next = next_obs.copy()
+        if done.any():
+            true_next[done] = np.stack(info["final_obs"][done])
+        buffers["observations"].append(obs)
+        buffers["actions"].append(actions)
+        buffers["next_observations"].append(true_next)
+        buffers["rewards"].append(rewards)
+        buffers["terminals"].append(terminated)
+        buffers["timeouts"].append(truncated)
+        buffers["action_log_probs"].append(log_probs.numpy())
+        obs = next_obs
+    envs.close()
+    # (steps, envs, …) → (envs, steps, …) → rows, so each copy's episodes stay contiguous.
+    arrays = {key: np.swapaxes(np.stack(value), 0, 1) for key, value in buffers.items()}
+    arrays["timeouts"][:, -1] |= ~arrays["terminals"][:, -1]  # the budget cuts each copy's last episode
+    data = {key: value.reshape(num_envs * steps_per_env, *value.shape[2:]) for key, value in arrays.items()}
+    float_keys = (
+        "observations",
+        "actions",
+        "next_observations",
+        "rewards",
+        "qpos",
+        "qvel",
+        "action_log_probs",
+    )
+    for key in float_keys:
+        data[key] = data[key].astype(np.float32)
+    data["terminals"] = data["terminals"].astype(bool)
+    data["timeouts"] = data["timeouts"].astype(bool)
+    return data
+
+
+def evaluate_policy(task: MujocoTask, policy: Policy, episodes: int, seed: int) -> np.ndarray:
+    """Return of one full episode in each of `episodes` seeded env copies, run as one batch."""
+    import gymnasium as gym
+
+    max_steps = gym.spec(task.gym_id).max_episode_steps
+    data = rollout(task, policy, episodes, max_steps, seed)
+    rewards = data["rewards"].reshape(episodes, max_steps)
+    ends = (data["terminals"] | data["timeouts"]).reshape(episodes, max_steps)
+    first_end = ends.argmax(axis=1)  # every copy ends its first episode within max_steps
+    in_first = np.arange(max_steps)[None, :] <= first_end[:, None]
+    return (rewards * in_first).sum(axis=1)

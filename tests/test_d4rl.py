@@ -1,0 +1,208 @@
+"""D4RL layout: files written independently in D4RL's exact layout are read correctly; malformed files fail
+clearly; the collector writes that layout; behaviour policies load, sample and reproduce their returns."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from datamodules import D4RLDataModule
+from sgp_lightning.data.collect import main as collect_main
+from sgp_lightning.data.d4rl import episode_returns, read_dataset
+from sgp_lightning.data.policies import (
+    TanhGaussianPolicy,
+    load_policy,
+    save_policy,
+)
+from sgp_lightning.errors import SGPError
+
+OBS, ACT = 11, 3
+
+
+def d4rl_arrays(n=50, dtype=np.float32, seed=0):
+    """Three episodes: a fall (terminal) at row 9, a time limit (timeout) at row 29, and a cut one."""
+    rng = np.random.default_rng(seed)
+    terminals = np.zeros(n, bool)
+    timeouts = np.zeros(n, bool)
+    terminals[9], timeouts[29] = True, True
+    return {
+        "observations": rng.normal(size=(n, OBS)).astype(dtype),
+        "actions": rng.uniform(-1, 1, size=(n, ACT)).astype(dtype),
+        "next_observations": rng.normal(size=(n, OBS)).astype(dtype),
+        "rewards": rng.normal(size=n).astype(dtype),
+        "terminals": terminals,
+        "timeouts": timeouts,
+        "infos/qpos": rng.normal(size=(n, 6)).astype(dtype),
+        "infos/qvel": rng.normal(size=(n, 6)).astype(dtype),
+        "infos/action_log_probs": rng.normal(size=n).astype(dtype),
+    }
+
+
+def write_d4rl_file(path, arrays, metadata=None):
+    """Written with h5py directly, as D4RL's own files are (not with the project's writer)."""
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value)
+        for key, value in (metadata or {"algorithm": "SAC", "iteration": 7}).items():
+            f.create_dataset(f"metadata/{key}", data=value)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])  # medium-replay files are float64
+def test_d4rl_file_gives_its_transitions(tmp_path, dtype):
+    arrays = d4rl_arrays(dtype=dtype)
+    path = write_d4rl_file(tmp_path / "hopper-medium-v2.hdf5", arrays)
+    dm = D4RLDataModule(str(path), state_dim=OBS, action_dim=ACT, val_fraction=0.2, batch_size=8)
+    data = dm.load_transitions()
+    assert data["x"].dtype == torch.float32
+    np.testing.assert_allclose(data["x"].numpy(), arrays["observations"], rtol=1e-6)
+    np.testing.assert_allclose(data["u"].numpy(), arrays["actions"], rtol=1e-6)
+    # x' is next_observations, never the next row (row 10 starts a new episode after the fall at row 9).
+    np.testing.assert_allclose(data["x_next"].numpy(), arrays["next_observations"], rtol=1e-6)
+    np.testing.assert_allclose(data["r"].numpy(), arrays["rewards"], rtol=1e-6)
+    assert dm.metadata == {"algorithm": "SAC", "iteration": 7}
+    # Episodes end at the terminal and at the timeout: rows 0–9, 10–29, 30–49.
+    r = arrays["rewards"].astype(np.float64)
+    expected = [r[:10].sum(), r[10:30].sum(), r[30:].sum()]
+    np.testing.assert_allclose(episode_returns(read_dataset(path)), expected, rtol=1e-5)
+    dm.setup("fit")
+    assert len(dm.train_data["x"]) == 40 and len(dm.val_data["x"]) == 10
+
+
+def test_dataset_found_by_name_in_d4rl_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
+    write_d4rl_file(tmp_path / "hopper-random-v5.hdf5", d4rl_arrays())
+    assert read_dataset("hopper-random-v5")["observations"].shape == (50, OBS)
+    with pytest.raises(SGPError, match="not found.*sgp_lightning.data.collect"):
+        read_dataset("hopper-medium-v5")
+
+
+def test_minari_directory(tmp_path):
+    """Minari keeps one group per episode with T+1 observations."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mujoco" / "hopper" / "medium-v0"
+    (root / "data").mkdir(parents=True)
+    episodes = []
+    with h5py.File(root / "data" / "main_data.hdf5", "w") as f:
+        for i, length in enumerate([5, 3]):
+            obs = rng.normal(size=(length + 1, OBS))
+            group = f.create_group(f"episode_{i}")
+            group["observations"], group["actions"] = obs, rng.normal(size=(length, ACT))
+            group["rewards"] = rng.normal(size=length)
+            group["terminations"] = np.arange(length) == length - 1 if i == 0 else np.zeros(length, bool)
+            group["truncations"] = np.zeros(length, bool) if i == 0 else np.arange(length) == length - 1
+            episodes.append(obs)
+    data = read_dataset(str(root))
+    assert data["observations"].shape == (8, OBS)
+    np.testing.assert_allclose(data["observations"][5:], episodes[1][:-1], rtol=1e-6)
+    np.testing.assert_allclose(data["next_observations"][:5], episodes[0][1:], rtol=1e-6)
+    assert data["terminals"].tolist() == [False] * 4 + [True] + [False] * 3
+    assert data["timeouts"].tolist() == [False] * 7 + [True]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.pop("next_observations"), r"missing D4RL keys \['next_observations'\]"),
+        (lambda a: a.update(rewards=a["rewards"][:-3]), r"'rewards' has 47 rows but 'observations' has 50"),
+        (lambda a: a["actions"].__setitem__((12, 1), np.nan), r"1 of 50 rows have NaN.*'actions'.*row 12"),
+        (
+            lambda a: a.update(
+                observations=a["observations"][:, :5], next_observations=a["next_observations"][:, :5]
+            ),
+            r"observations of size 5 and actions of size 3.*another env",
+        ),
+    ],
+)
+def test_malformed_file_fails_clearly(tmp_path, change, message):
+    arrays = d4rl_arrays()
+    change(arrays)
+    path = write_d4rl_file(tmp_path / "bad.hdf5", arrays)
+    with pytest.raises(SGPError, match=message):
+        D4RLDataModule(str(path), state_dim=OBS, action_dim=ACT).load_transitions()
+
+
+def test_not_hdf5_fails_clearly(tmp_path):
+    path = tmp_path / "notes.hdf5"
+    path.write_text("not a dataset")
+    with pytest.raises(SGPError, match="not a readable HDF5 file"):
+        read_dataset(path)
+
+
+def test_collector_writes_d4rl_layout(tmp_path, capsys):
+    out = tmp_path / "hopper-random-v5.hdf5"
+    collect_main(["env=hopper", "dataset=random", "n=600", "num_envs=3", "seed=1", f"output={out}"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["rows"] == 600 and summary["policy"] == "random"
+    with h5py.File(out) as f:
+        for key in (
+            "observations",
+            "actions",
+            "next_observations",
+            "rewards",
+            "terminals",
+            "timeouts",
+            "infos/qpos",
+            "infos/qvel",
+            "infos/action_log_probs",
+            "metadata/return_mean",
+        ):
+            assert key in f, key
+        assert f["observations"].dtype == np.float32 and f["terminals"].dtype == bool
+        assert f["observations"].compression == "gzip"
+    data = read_dataset(out)
+    ends = data["terminals"] | data["timeouts"]
+    # Within an episode the next row starts where this one ended; every copy's stream ends an episode.
+    np.testing.assert_array_equal(
+        data["next_observations"][:-1][~ends[:-1]], data["observations"][1:][~ends[:-1]]
+    )
+    assert ends[[199, 399, 599]].all()
+    # Hopper's observation is (qpos[1:], clip(qvel, ±10)).
+    np.testing.assert_allclose(data["observations"][:, :5], data["infos/qpos"][:, 1:], atol=1e-6)
+    assert np.all(np.abs(data["actions"]) <= 1) and data["infos/action_log_probs"][0] == pytest.approx(
+        -3 * np.log(2)
+    )
+    assert data["metadata"]["return_mean"] == pytest.approx(episode_returns(data).mean())
+
+
+def test_collector_rejects_bad_options(tmp_path, capsys):
+    for argv, message in [
+        (["dataset=replay"], "unknown dataset 'replay'"),
+        (["n=0"], "n must be positive"),
+        (["env=ant"], "unknown MuJoCo task 'ant'"),
+        (["episodes=3"], "unknown options ['episodes']"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            collect_main([*argv, f"output={tmp_path / 'x.hdf5'}"])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_policy_matches_stable_baselines_actor(tmp_path):
+    """The exported policy is SB3's SAC actor: same mean action and the same log-probability."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    torch.manual_seed(0)
+    model = SAC("MlpPolicy", gym.make("Hopper-v5"), seed=0, device="cpu")
+    policy = TanhGaussianPolicy.from_sb3_actor(model.actor)
+    obs = torch.randn(7, OBS)
+    with torch.no_grad():
+        expected_mean = model.actor(obs, deterministic=True)
+        actions, log_prob = policy.act(obs, torch.Generator().manual_seed(3))
+        mean_actions, log_std, _ = model.actor.get_action_dist_params(obs)
+        model.actor.action_dist.proba_distribution(mean_actions, log_std)
+        expected_log_prob = model.actor.action_dist.log_prob(actions)
+    torch.testing.assert_close(policy.act(obs, deterministic=True)[0], expected_mean)
+    torch.testing.assert_close(log_prob, expected_log_prob, atol=2e-3, rtol=1e-4)  # SB3 adds 1e-6 inside log
+    path = save_policy(policy, tmp_path / "p.pt", {"env": "hopper"})
+    loaded, metadata = load_policy(path)
+    torch.testing.assert_close(loaded.act(obs, deterministic=True)[0], expected_mean)
+    assert metadata == {"env": "hopper"}
+    with pytest.raises(SGPError, match="not a policy file"):
+        torch.save({"weights": 1}, tmp_path / "other.pt")
+        load_policy(tmp_path / "other.pt")
