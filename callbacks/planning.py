@@ -39,21 +39,38 @@ def log_figure(trainer: L.Trainer, tag: str, fig) -> None:
 class PlanningCallback(L.Callback):
     """Under DDP each rank plans its share of the tasks (tasks[rank::world]); sums are all-reduced."""
 
-    def __init__(self, planner: Mapping, every_n_epochs: int = 5, mpc: bool = False, log_images: bool = True):
+    def __init__(
+        self,
+        planner: Mapping,
+        every_n_epochs: int = 5,
+        mpc: bool = False,
+        log_images: bool = True,
+        episodes: int | None = None,
+        episode_steps: int | None = None,
+    ):
+        """`episodes` and `episode_steps` shorten the evaluation of episodic domains (D4RL), whose
+        validation runs MPC episodes instead of open-loop tasks (None: the domain's own settings)."""
         super().__init__()
         self.planner = plain_config(planner)
         validate_planner_config(self.planner)
         self.every_n_epochs, self.mpc, self.log_images = max(1, int(every_n_epochs)), mpc, log_images
+        self.episodes, self.episode_steps = episodes, episode_steps
         self.last_metrics: dict[str, float] = {}
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         if not should_run(trainer, self.every_n_epochs):
             return
-        part = "ensemble" if self.planner.get("penalty") == "ensemble" else "dynamics"
+        if self.planner.get("algorithm") == "policy":
+            part = "policy"
+        else:
+            part = "ensemble" if self.planner.get("penalty") == "ensemble" else "dynamics"
         if getattr(pl_module, part) is None:
             rank_zero_warn(f"PlanningCallback: the system has no {part} model, so nothing is planned.")
             return
         env = pl_module.make_env()
+        if getattr(env, "episodic", False):
+            self._run_episodes(trainer, pl_module, env)
+            return
         tasks = env.tasks().select(slice(trainer.global_rank, None, trainer.world_size))
         totals = torch.zeros(len(METRICS) + 1, device=pl_module.device)
         evaluation = None
@@ -78,3 +95,23 @@ class PlanningCallback(L.Callback):
                 from sgp_lightning.plotting import plot_image_rollouts
 
                 log_figure(trainer, "plan/image_rollouts", plot_image_rollouts([evaluation]))
+
+    def _run_episodes(self, trainer: L.Trainer, pl_module, env) -> None:
+        """Each rank runs its share of the episodes (seeds offset by rank); return and D4RL-normalised
+        score are averaged over all of them."""
+        from sgp_lightning.planning.episodes import run_episodes
+
+        episodes = int(self.episodes or env.num_episodes)
+        per_rank = math.ceil(episodes / trainer.world_size)
+        evaluation = run_episodes(
+            pl_module, env, self.planner, num_episodes=per_rank, max_steps=self.episode_steps,
+            seed=env.episode_seed + trainer.global_rank * per_rank,
+        )  # fmt: skip
+        sums = [float(evaluation.returns.sum()), float(evaluation.normalized_scores.sum()), float(per_rank)]
+        totals = trainer.strategy.reduce(torch.tensor(sums, device=pl_module.device), reduce_op="sum")
+        self.last_metrics = {
+            "plan/return": float(totals[0] / totals[2]),
+            "plan/normalized_score": float(totals[1] / totals[2]),
+        }
+        for name, value in self.last_metrics.items():
+            pl_module.log(name, value, rank_zero_only=False, sync_dist=False)

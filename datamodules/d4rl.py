@@ -12,21 +12,20 @@ import torch
 
 from datamodules.base import TransitionDataModule
 from sgp_lightning.data.d4rl import episode_returns, read_dataset
+from sgp_lightning.envs.mujoco import MujocoEnv
 from sgp_lightning.errors import require
 
 
 class D4RLDataModule(TransitionDataModule):
-    def __init__(
-        self, dataset: str, state_dim: int, action_dim: int, max_transitions: int | None = None, **kwargs
-    ):
-        """`state_dim` / `action_dim` are the domain's, checked against the file so a dataset of another
+    def __init__(self, env: MujocoEnv, dataset: str, max_transitions: int | None = None, **kwargs):
+        """The env's observation and action sizes are checked against the file, so a dataset of another
         env fails clearly; `max_transitions` keeps the first rows only (small runs)."""
         super().__init__(name=f"D4RL dataset {dataset!r}", **kwargs)
         require(
             max_transitions is None or max_transitions > 0,
             f"max_transitions must be positive, got {max_transitions}",
         )
-        self.dataset, self.state_dim, self.action_dim = str(dataset), int(state_dim), int(action_dim)
+        self.dataset, self.state_dim, self.action_dim = str(dataset), env.state_dim, env.action_dim
         self.max_transitions = max_transitions
         self.metadata: dict = {}
         self.dataset_return: tuple[float, float] | None = None  # mean, std of the episode returns in the file

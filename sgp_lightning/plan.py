@@ -11,7 +11,7 @@ from sgp_lightning.errors import SGPError, require
 from sgp_lightning.models import load_system
 from sgp_lightning.planning import plan_and_evaluate, validate_planner_config
 from sgp_lightning.planning.evaluate import validate_for_system
-from sgp_lightning.report import methods_table
+from sgp_lightning.report import episodes_table, methods_table
 from sgp_lightning.utils import set_threads, write_json
 
 
@@ -54,6 +54,8 @@ def plan(cfg: DictConfig) -> dict:
         except SGPError as err:
             raise SGPError(f"planners.{name}: {err}") from None
     env = system.make_env()
+    if getattr(env, "episodic", False):
+        return _plan_episodes(cfg, system, env, methods)
     if cfg.get("num_tasks") is not None:
         require(int(cfg.num_tasks) > 0, f"num_tasks must be positive, got {cfg.num_tasks}")
         env.num_tasks = int(cfg.num_tasks)
@@ -95,6 +97,41 @@ def plan(cfg: DictConfig) -> dict:
     (out / "table.md").write_text(table + "\n")
     print(
         f"\n{system.domain}: {len(tasks)} tasks, {'MPC' if cfg.mpc else 'open loop'} ({cfg.ckpt_path})\n{table}\n"
+    )
+    print(f"wrote {out / 'results.json'}")
+    return payload
+
+
+def _plan_episodes(cfg: DictConfig, system, env, methods: dict[str, dict]) -> dict:
+    """Episodic domains (D4RL): each method controls the same seeded episodes (MPC, or the BC policy)."""
+    from sgp_lightning.planning.episodes import run_episodes
+
+    if cfg.get("num_tasks") is not None:
+        require(int(cfg.num_tasks) > 0, f"num_tasks (episodes) must be positive, got {cfg.num_tasks}")
+    if cfg.get("episode_steps") is not None:
+        require(int(cfg.episode_steps) > 0, f"episode_steps must be positive, got {cfg.episode_steps}")
+    evaluations = []
+    for name, planner_cfg in methods.items():
+        torch.manual_seed(cfg.get("seed") or 0)
+        evaluations.append(
+            run_episodes(system, env, planner_cfg, method=name, num_episodes=cfg.get("num_tasks"),
+                         max_steps=cfg.get("episode_steps"))
+        )  # fmt: skip
+    payload = {
+        "domain": system.domain,
+        "checkpoint": str(cfg.ckpt_path),
+        "env": env.task.gym_id,
+        "num_episodes": len(evaluations[0].returns),
+        "episode_steps": int(cfg.get("episode_steps") or env.episode_steps),
+        "methods": {ev.method: {**ev.summary(), "planner": methods[ev.method]} for ev in evaluations},
+    }
+    out = Path(cfg.output_dir)
+    write_json(out / "results.json", payload)
+    table = episodes_table(payload["methods"])
+    (out / "table.md").write_text(table + "\n")
+    print(
+        f"\n{system.domain} ({env.task.gym_id}, D4RL-normalised): {payload['num_episodes']} episodes "
+        f"({cfg.ckpt_path})\n{table}\n"
     )
     print(f"wrote {out / 'results.json'}")
     return payload

@@ -47,6 +47,22 @@ def methods_table(methods: Mapping[str, Mapping]) -> str:
     return "\n".join(lines)
 
 
+def episodes_table(methods: Mapping[str, Mapping]) -> str:
+    """Markdown table for episodic (D4RL) domains: D4RL-normalised score and return, mean ± std (over
+    episodes, or over seeds where aggregated), episode length and seconds per control step."""
+    header = ["method", "normalized score", "return", "episode length", "seconds per step"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, m in methods.items():
+        row = [
+            f"{m['normalized_score']:.1f} ± {m['normalized_score_std']:.1f}",
+            f"{m['return_mean']:.0f} ± {m['return_std']:.0f}",
+            f"{m['episode_length']:.0f}",
+            _fmt(m.get("seconds_per_step")),
+        ]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def gather_sweep(sweep_dir: str | Path) -> list[dict]:
     """One row per job of a `train.py -m` sweep: its hparams and final plan/* metrics (metrics.json)."""
     files = sorted(Path(sweep_dir).glob("**/metrics.json"))

@@ -18,9 +18,13 @@ from sgp_lightning.data.policies import (
     load_policy,
     save_policy,
 )
+from sgp_lightning.envs import MujocoEnv
+from sgp_lightning.envs.mujoco import mujoco_task
 from sgp_lightning.errors import SGPError
+from tests.conftest import run_cli
 
 OBS, ACT = 11, 3
+HOPPER = MujocoEnv("hopper", "hopper")
 
 
 def d4rl_arrays(n=50, dtype=np.float32, seed=0):
@@ -56,7 +60,7 @@ def write_d4rl_file(path, arrays, metadata=None):
 def test_d4rl_file_gives_its_transitions(tmp_path, dtype):
     arrays = d4rl_arrays(dtype=dtype)
     path = write_d4rl_file(tmp_path / "hopper-medium-v2.hdf5", arrays)
-    dm = D4RLDataModule(str(path), state_dim=OBS, action_dim=ACT, val_fraction=0.2, batch_size=8)
+    dm = D4RLDataModule(HOPPER, str(path), val_fraction=0.2, batch_size=8)
     data = dm.load_transitions()
     assert data["x"].dtype == torch.float32
     np.testing.assert_allclose(data["x"].numpy(), arrays["observations"], rtol=1e-6)
@@ -123,7 +127,7 @@ def test_malformed_file_fails_clearly(tmp_path, change, message):
     change(arrays)
     path = write_d4rl_file(tmp_path / "bad.hdf5", arrays)
     with pytest.raises(SGPError, match=message):
-        D4RLDataModule(str(path), state_dim=OBS, action_dim=ACT).load_transitions()
+        D4RLDataModule(HOPPER, str(path)).load_transitions()
 
 
 def test_not_hdf5_fails_clearly(tmp_path):
@@ -206,3 +210,102 @@ def test_policy_matches_stable_baselines_actor(tmp_path):
     with pytest.raises(SGPError, match="not a policy file"):
         torch.save({"weights": 1}, tmp_path / "other.pt")
         load_policy(tmp_path / "other.pt")
+
+
+# ---------------------------------------------------------------- the D4RL domain through train() + plan()
+TINY_HOPPER = [
+    "experiment=d4rl/hopper_random",
+    "d4rl_size=small",
+    "model.dynamics.hidden_dims=[32,32]",
+    "model.reward.hidden_dims=[32,32]",
+    "model.score.hidden_dims=[32,32]",
+    "model.ensemble.hidden_dims=[32,32]",
+    "model.ensemble.num_members=3",
+    "model.policy.hidden_dims=[32,32]",
+    "domain.datamodule.batch_size=256",
+    "planner.optimizer.iterations=3",
+    "callbacks.planning.episodes=2",
+    "callbacks.planning.episode_steps=4",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture
+def hopper_random_file(tmp_path, monkeypatch):
+    """A small hopper-random-v5 made by the collector, found by name in $D4RL_DATASET_DIR."""
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl"))
+    collect_main(["env=hopper", "dataset=random", "n=1500", "num_envs=3"])
+    return tmp_path / "d4rl" / "hopper-random-v5.hdf5"
+
+
+def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, hopper_random_file):
+    from sgp_lightning.plan import plan
+    from sgp_lightning.train import train
+    from tests.conftest import compose_config
+
+    metrics, _ = train(compose_config("train", TINY_HOPPER, tmp_path / "run"))
+    # Validation runs short MPC episodes and reports the D4RL-normalised score.
+    assert {"val/reward_loss", "val/policy_loss", "plan/return", "plan/normalized_score"} <= set(metrics)
+    assert metrics["plan/normalized_score"] == pytest.approx(
+        float(mujoco_task("hopper").normalized_score(metrics["plan/return"])), rel=1e-5
+    )
+    methods = ["bc", "vanilla", "ensemble", "sgp"]
+    plan_cfg = compose_config(
+        "plan",
+        [
+            f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+            "planner_set=d4rl",
+            f"methods=[{','.join(methods)}]",
+            "num_tasks=2",
+            "episode_steps=5",
+            *[f"planners.{m}.optimizer.iterations=2" for m in methods[1:]],
+        ],
+        tmp_path / "plan",
+    )
+    payload = plan(plan_cfg)
+    assert list(payload["methods"]) == methods and payload["num_episodes"] == 2
+    for name, result in payload["methods"].items():
+        assert len(result["per_episode"]) == 2, name
+        assert all(1 <= e["length"] <= 5 for e in result["per_episode"]), name
+        assert result["normalized_score"] == pytest.approx(
+            float(
+                np.mean(mujoco_task("hopper").normalized_score([e["return"] for e in result["per_episode"]]))
+            )
+        )
+    assert (tmp_path / "plan" / "table.md").read_text().startswith("| method | normalized score")
+
+
+def test_episodes_are_seeded(tmp_path, hopper_random_file):
+    """The same seed gives the same episodes; the BC baseline needs a policy part."""
+    from sgp_lightning.planning.episodes import run_episodes
+    from sgp_lightning.train import train
+    from tests.conftest import compose_config
+
+    _, trained = train(compose_config("train", [*TINY_HOPPER, "model.policy=null"], tmp_path / "run"))
+    system, env = trained["system"], trained["env"]
+    planner = {
+        "cost_source": "learned",
+        "beta": 0.0,
+        "penalty": "none",
+        "horizon": 3,
+        "optimizer": {"iterations": 2, "lr": 0.1},
+    }
+    first = run_episodes(system, env, planner, num_episodes=2, max_steps=6, seed=5)
+    again = run_episodes(system, env, planner, num_episodes=2, max_steps=6, seed=5)
+    other = run_episodes(system, env, planner, num_episodes=2, max_steps=6, seed=6)
+    np.testing.assert_array_equal(first.returns, again.returns)
+    assert not np.array_equal(first.returns, other.returns)
+    with pytest.raises(SGPError, match="needs a BC policy, but model.policy is null"):
+        run_episodes(system, env, {"algorithm": "policy"}, num_episodes=1, max_steps=2)
+
+
+def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):
+    """A walker2d experiment pointed at the hopper file stops with one clear line and exit code 2."""
+    proc = run_cli(
+        "train.py", "experiment=d4rl/walker2d_random", "d4rl_size=small",
+        f"domain.datamodule.dataset={hopper_random_file}", f"paths.output_dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "observations of size 11 and actions of size 3, but this domain expects 17 and 6" in proc.stderr

@@ -3,6 +3,7 @@
 from sgp_lightning.envs.base import Env, Tasks
 from sgp_lightning.envs.cartpole import CartPoleEnv
 from sgp_lightning.envs.integrator import IntegratorEnv
+from sgp_lightning.envs.mujoco import MujocoEnv
 from sgp_lightning.envs.pixel_integrator import PixelIntegratorEnv
 
-__all__ = ["CartPoleEnv", "Env", "IntegratorEnv", "PixelIntegratorEnv", "Tasks"]
+__all__ = ["CartPoleEnv", "Env", "IntegratorEnv", "MujocoEnv", "PixelIntegratorEnv", "Tasks"]

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from sgp_lightning.errors import require
+from sgp_lightning.envs.base import Env
+from sgp_lightning.errors import SGPError, require
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class MujocoTask:
 
     name: str
     gym_id: str
+    obs_dim: int
+    action_dim: int
     ref_min_score: float
     ref_max_score: float
     medium_return: float  # rough mean episode return of D4RL's medium dataset (the behaviour policy's level)
@@ -35,12 +39,52 @@ class MujocoTask:
 
 # Reference returns are D4RL's (d4rl/infos.py, v2 envs).
 MUJOCO_TASKS: dict[str, MujocoTask] = {
-    "halfcheetah": MujocoTask("halfcheetah", "HalfCheetah-v5", -280.178953, 12135.0, 4800.0),
-    "hopper": MujocoTask("hopper", "Hopper-v5", -20.272305, 3234.3, 1400.0),
-    "walker2d": MujocoTask("walker2d", "Walker2d-v5", 1.629008, 4592.3, 2900.0),
+    "halfcheetah": MujocoTask("halfcheetah", "HalfCheetah-v5", 17, 6, -280.178953, 12135.0, 4800.0),
+    "hopper": MujocoTask("hopper", "Hopper-v5", 11, 3, -20.272305, 3234.3, 1400.0),
+    "walker2d": MujocoTask("walker2d", "Walker2d-v5", 17, 6, 1.629008, 4592.3, 2900.0),
 }
 
 
 def mujoco_task(name: str) -> MujocoTask:
     require(name in MUJOCO_TASKS, f"unknown MuJoCo task {name!r}; choose one of {sorted(MUJOCO_TASKS)}")
     return MUJOCO_TASKS[name]
+
+
+class MujocoEnv(Env):
+    """A D4RL locomotion domain for planning: dimensions, the planning horizon and the action box.
+
+    Its true system is a gymnasium env, not batched torch code: it is evaluated by running seeded episodes
+    with MPC (`sgp_lightning.planning.episodes`), and the reward the planner maximises is learned.
+    """
+
+    episodic = True  # evaluated by episodes in the gymnasium env, not by open-loop tasks
+
+    def __init__(
+        self,
+        name: str,
+        task: str,
+        horizon: int = 5,
+        num_episodes: int = 10,
+        episode_steps: int = 1000,
+        episode_seed: int = 0,
+    ):
+        self.name, self.task = name, mujoco_task(task)
+        self.state_dim, self.action_dim = self.task.obs_dim, self.task.action_dim
+        require(horizon > 0, f"horizon must be positive, got {horizon}")
+        require(num_episodes > 0, f"num_episodes must be positive, got {num_episodes}")
+        require(episode_steps > 0, f"episode_steps must be positive, got {episode_steps}")
+        self.horizon, self.num_episodes = int(horizon), int(num_episodes)
+        self.episode_steps, self.episode_seed = int(episode_steps), int(episode_seed)
+
+    def normalize_action(self, actions: torch.Tensor) -> torch.Tensor:
+        """MuJoCo clamps controls to the actuators' range [−1, 1]; planners see the same clamp."""
+        return actions.clamp(-1.0, 1.0)
+
+    def step(self, x, u):
+        raise SGPError(
+            f"{self.name}: the true system is the gymnasium env {self.task.gym_id}; evaluate with episodes "
+            "(plan.py runs MPC episodes for this domain), not with open-loop tasks"
+        )
+
+    def tasks(self):
+        self.step(None, None)

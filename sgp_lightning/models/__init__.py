@@ -3,6 +3,7 @@
 from sgp_lightning.models.distance import DistanceEstimator
 from sgp_lightning.models.dynamics import DynamicsModel
 from sgp_lightning.models.ensemble import EnsembleDynamicsModel
+from sgp_lightning.models.policy import PolicyModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
 from sgp_lightning.models.system import SGPSystem, load_system, read_checkpoint
@@ -11,6 +12,7 @@ __all__ = [
     "DistanceEstimator",
     "DynamicsModel",
     "EnsembleDynamicsModel",
+    "PolicyModel",
     "RewardModel",
     "SGPSystem",
     "ScoreModel",

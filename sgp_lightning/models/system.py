@@ -19,6 +19,7 @@ from sgp_lightning.models.base import Batch, OptimizerFactory, default_optimizer
 from sgp_lightning.models.distance import DistanceEstimator
 from sgp_lightning.models.dynamics import DynamicsModel
 from sgp_lightning.models.ensemble import EnsembleDynamicsModel
+from sgp_lightning.models.policy import PolicyModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
 from sgp_lightning.utils import plain_config
@@ -29,6 +30,7 @@ PARTS = {
     "reward": RewardModel,
     "score": ScoreModel,
     "distance": DistanceEstimator,  # the smoothed distance to data as a value (CEM's distance penalty, C.1)
+    "policy": PolicyModel,  # behaviour cloning, a baseline that acts without planning
 }
 
 
@@ -44,15 +46,16 @@ class SGPSystem(L.LightningModule):
         score: Mapping | None = None,
         ensemble: Mapping | None = None,
         distance: Mapping | None = None,
+        policy: Mapping | None = None,
         frozen: Mapping[str, str] | None = None,
         optimizer: OptimizerFactory | Mapping | None = None,
     ):
         """Shapes are [n] for vectors or [C, H, W] for images. `optimizer` is a factory taking `params`, or
         its Hydra config (`_partial_: true`), which is saved."""
         super().__init__()
-        env, dynamics, reward, score, ensemble, distance, state_shape, action_shape = (
+        env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape = (
             plain_config(c)
-            for c in (env, dynamics, reward, score, ensemble, distance, state_shape, action_shape)
+            for c in (env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape)
         )
         frozen = dict(plain_config(frozen) or {})
         for part in frozen:
@@ -64,7 +67,8 @@ class SGPSystem(L.LightningModule):
         self.optimizer_factory = optimizer or default_optimizer()
         self.domain = domain
         configs = {
-            "dynamics": dynamics, "ensemble": ensemble, "reward": reward, "score": score, "distance": distance
+            "dynamics": dynamics, "ensemble": ensemble, "reward": reward, "score": score, "distance": distance,
+            "policy": policy
         }  # fmt: skip
         for name, cls in PARTS.items():
             config = configs[name]

@@ -22,11 +22,19 @@ from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
 from sgp_lightning.utils import plain_config
 
 COST_SOURCES = ("env", "learned")
+POLICY = "policy"  # planner.algorithm of the behaviour-cloning baseline: act with model.policy, no planning
 
 
 def validate_planner_config(cfg: Mapping) -> None:
     """Fail early, before any training, on planner values that can never work."""
     cfg = plain_config(cfg)
+    if cfg.get("algorithm") == POLICY:  # acts with the learned policy: nothing is planned
+        unknown = set(cfg) - {"algorithm", "name"}
+        require(
+            not unknown,
+            f"planner.algorithm=policy (behaviour cloning) takes no settings, got {sorted(unknown)}",
+        )
+        return
     for section in ("optimizer", "mpc"):
         require(isinstance(cfg.get(section) or {}, dict), f"planner.{section} must be a mapping of settings")
     penalty, beta = (
@@ -110,6 +118,11 @@ def validate_against_system(
 
 
 def validate_for_system(cfg: Mapping, system) -> None:
+    if plain_config(cfg).get("algorithm") == POLICY:
+        require(
+            system.policy is not None, "planner.algorithm=policy needs a BC policy, but model.policy is null"
+        )
+        return
     score = system.score
     validate_against_system(
         cfg,

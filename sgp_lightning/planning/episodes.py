@@ -1,0 +1,115 @@
+"""Evaluate a method by seeded episodes in a gymnasium MuJoCo env (the D4RL domains, paper C.2).
+
+A planner runs as MPC: every step it plans T actions from the current observations of all episodes in
+one batch (warm-started by the previous plan shifted by one), and the first action is executed. The BC
+baseline (`algorithm: policy`) acts with the system's behaviour-cloning policy. The episodes run as one
+batch in a SyncVectorEnv; an episode's return stops counting when it ends (the copy's automatic reset
+starts an episode that is ignored), and the loop stops when every episode has ended.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sgp_lightning.envs.mujoco import MujocoEnv
+from sgp_lightning.planning.evaluate import build_problem, validate_for_system, validate_planner_config
+from sgp_lightning.planning.optimizers import build_planner
+from sgp_lightning.planning.problem import frozen
+from sgp_lightning.utils import plain_config
+
+
+@dataclass
+class EpisodeEvaluation:
+    method: str
+    returns: np.ndarray  # (episodes,) undiscounted return of each episode
+    normalized_scores: np.ndarray  # (episodes,) D4RL-normalised ×100
+    lengths: np.ndarray  # (episodes,) steps until the episode ended (or the step limit)
+    seconds: float
+    steps: int  # control steps run (the longest episode)
+
+    def summary(self) -> dict:
+        return {
+            "return_mean": float(self.returns.mean()),
+            "return_std": float(self.returns.std()),
+            "normalized_score": float(self.normalized_scores.mean()),
+            "normalized_score_std": float(self.normalized_scores.std()),
+            "episode_length": float(self.lengths.mean()),
+            "seconds": self.seconds,
+            "seconds_per_step": self.seconds / max(self.steps, 1),
+            "per_episode": [
+                {"return": float(r), "normalized_score": float(s), "length": int(n)}
+                for r, s, n in zip(self.returns, self.normalized_scores, self.lengths, strict=True)
+            ],
+        }
+
+
+def run_episodes(
+    system,
+    env: MujocoEnv,
+    cfg: Mapping,
+    method: str = "",
+    num_episodes: int | None = None,
+    max_steps: int | None = None,
+    seed: int | None = None,
+) -> EpisodeEvaluation:
+    """Run `num_episodes` seeded episodes (default: the env's) of at most `max_steps` steps."""
+    from sgp_lightning.data.rollout import make_vector_env
+
+    cfg = plain_config(cfg)
+    validate_planner_config(cfg)
+    validate_for_system(cfg, system)
+    episodes = int(num_episodes or env.num_episodes)
+    max_steps = int(max_steps or env.episode_steps)
+    seed = env.episode_seed if seed is None else int(seed)
+    act = _controller(system, env, cfg)
+    envs = make_vector_env(env.task, episodes)
+    obs, _ = envs.reset(seed=seed)
+    returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=int)
+    alive = np.ones(episodes, dtype=bool)
+    start, steps = time.perf_counter(), 0
+    with frozen(system):
+        for steps in range(1, max_steps + 1):  # noqa: B007 (steps is reported)
+            x = torch.as_tensor(obs, dtype=torch.float32, device=system.device)
+            u = env.normalize_action(act(x))
+            obs, reward, terminated, truncated, _ = envs.step(u.detach().cpu().double().numpy())
+            returns += reward * alive
+            lengths += alive
+            alive &= ~(terminated | truncated)
+            if not alive.any():
+                break
+    envs.close()
+    return EpisodeEvaluation(
+        method or cfg.get("name", "planner"),
+        returns,
+        env.task.normalized_score(returns),
+        lengths,
+        time.perf_counter() - start,
+        steps,
+    )
+
+
+def _controller(system, env: MujocoEnv, cfg: dict):
+    """A function from observations (B, n) to actions (B, m): the BC policy, or one MPC step."""
+    if cfg.get("algorithm") == "policy":
+        policy = system.require_part("policy")
+        return lambda x: policy(x)
+    planner = build_planner(cfg.get("algorithm", "gradient"), cfg.get("optimizer"))
+    problem = build_problem(system, env, cfg, int(cfg.get("horizon") or env.horizon))
+    mpc = cfg.get("mpc") or {}
+    state = {"plan": None, "first": True}
+
+    def mpc_step(x: torch.Tensor) -> torch.Tensor:
+        goal = torch.zeros_like(x)  # the learned reward has no goal
+        iterations = None if state["first"] else mpc.get("iterations")
+        plan = planner.solve(problem, x, goal, init_actions=state["plan"], iterations=iterations)
+        if mpc.get("warm_start", True):
+            state["plan"] = torch.cat([plan.actions[:, 1:], plan.actions[:, -1:]], 1).detach()
+        state["first"] = False
+        return plan.actions[:, 0]
+
+    return mpc_step
