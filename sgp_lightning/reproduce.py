@@ -53,6 +53,10 @@ def reproduce(cfg: DictConfig) -> dict:
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if entry.get("kind") == "d4rl":  # datasets × seeds × MPC episodes: its own loop and table
+        from sgp_lightning.reproduce_d4rl import reproduce_d4rl
+
+        return reproduce_d4rl(cfg, _compose)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
     if entry.get("beta_sweep") is not None:

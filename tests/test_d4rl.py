@@ -309,3 +309,26 @@ def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "observations of size 11 and actions of size 3, but this domain expects 17 and 6" in proc.stderr
+
+
+def test_reproduce_d4rl_writes_the_table(tmp_path):
+    """The D4RL reproduce entry generates its data, trains per seed and reports last / best per method."""
+    from tests.conftest import hydra_list
+
+    tiny = [o for o in TINY_HOPPER if not o.startswith("experiment=")]
+    proc = run_cli(
+        "reproduce.py", "d4rl_hopper_small", f"output_dir={tmp_path}", "reproduce.datasets=[random]",
+        "reproduce.seeds=[0,1]", "reproduce.collect.n=900", "reproduce.collect.num_envs=3",
+        f"reproduce.train_overrides={hydra_list([*tiny, 'trainer.max_epochs=2'])}",
+        f"reproduce.plan_overrides={hydra_list(['planner_set=d4rl', 'num_tasks=2', 'episode_steps=3', 'planners.sgp.optimizer.iterations=2', 'planners.vanilla.optimizer.iterations=2', 'planners.ensemble.optimizer.iterations=2'])}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    payload = json.loads((tmp_path / "results.json").read_text())
+    random = payload["datasets"]["random"]
+    assert random["rows"] == 900 and (tmp_path / "data" / "hopper-random-v5.hdf5").is_file()
+    assert set(random["methods"]) == {"bc", "vanilla", "ensemble", "sgp"}
+    for method in random["methods"].values():
+        assert len(method["per_seed_last"]) == 2
+        assert method["last"][0] == pytest.approx(np.mean(method["per_seed_last"]))
+    table = (tmp_path / "table.md").read_text()
+    assert "| random |" in table and "1.6 / 11.7 / 12.3" in table  # the paper's column beside ours

@@ -1,0 +1,152 @@
+"""The D4RL table (paper Table 1): for each dataset of one env, make the data, train per seed, evaluate every
+method by MPC episodes, and report the D4RL-normalised score, mean ± std over seeds, last and best.
+
+- Data: D4RL-layout files regenerated into DIR/data/ by the collector from the committed behaviour
+  policies (fixed collection seed), so the table does not depend on files lying around.
+- last: the final checkpoint; best: the checkpoint with the lowest validation loss (ModelCheckpoint's
+  best epoch), evaluated again only when it is not the last one.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from sgp_lightning.data.collect import collect, dataset_name
+from sgp_lightning.data.d4rl import episode_returns, read_dataset
+from sgp_lightning.envs.mujoco import mujoco_task
+from sgp_lightning.errors import require
+from sgp_lightning.plan import plan
+from sgp_lightning.train import train
+from sgp_lightning.utils import machine_info, write_json
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
+    entry = cfg.reproduce
+    task = mujoco_task(entry.env)
+    require(
+        len(entry.datasets) > 0 and len(entry.seeds) > 0,
+        "reproduce.datasets and reproduce.seeds must be non-empty",
+    )
+    out = Path(cfg.output_dir)
+    start = time.perf_counter()
+    threads = f"num_threads={cfg.num_threads}"
+    datasets: dict[str, dict] = {}
+    for dataset in entry.datasets:
+        path = out / "data" / f"{dataset_name(entry.env, dataset)}.hdf5"
+        collected = collect(OmegaConf.create({
+            "env": entry.env, "dataset": dataset, "n": int(entry.collect.n), "num_envs": int(entry.collect.num_envs),
+            "seed": int(entry.collect.seed), "policy": None, "output": str(path),
+        }))  # fmt: skip
+        returns = episode_returns(read_dataset(path))
+        runs: dict[str, dict[str, list[float]]] = {}  # method -> {"last": [...], "best": [...]}
+        seconds: dict[str, list[float]] = {}
+        for seed in entry.seeds:
+            run_dir = out / "runs" / dataset / f"seed_{seed}"
+            train_cfg = compose("train", [
+                f"experiment=d4rl/{entry.env}_{dataset}", *entry.train_overrides, f"domain.datamodule.dataset='{path}'",
+                f"seed={seed}", threads, f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false",
+            ])  # fmt: skip
+            train(train_cfg)
+            last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+
+            def evaluate(label: str, ckpt: Path, seed=seed, run_dir=run_dir) -> dict:
+                return plan(compose("plan", [
+                    *entry.plan_overrides, f"methods=[{','.join(entry.methods)}]", f"ckpt_path='{ckpt}'",
+                    f"seed={seed}", f"output_dir='{run_dir / ('plan_' + label)}'", threads,
+                ]))["methods"]  # fmt: skip
+
+            last = evaluate("last", last_ckpt)
+            best_ckpts = sorted((run_dir / "checkpoints").glob("epoch_*.ckpt"))
+            same = not best_ckpts or _same_step(best_ckpts[-1], last_ckpt)
+            best = last if same else evaluate("best", best_ckpts[-1])
+            for method in last:
+                scores = runs.setdefault(method, {"last": [], "best": []})
+                scores["last"].append(last[method]["normalized_score"])
+                scores["best"].append(best[method]["normalized_score"])
+                seconds.setdefault(method, []).append(last[method]["seconds_per_step"])
+        datasets[dataset] = {
+            "file": str(path),
+            "rows": collected["rows"],
+            "dataset_return": float(returns.mean()),
+            "dataset_normalized_score": float(task.normalized_score(returns).mean()),
+            "methods": {
+                method: {
+                    "last": _mean_std(scores["last"]),
+                    "best": _mean_std(scores["best"]),
+                    "per_seed_last": scores["last"],
+                    "seconds_per_step": statistics.fmean(seconds[method]),
+                }
+                for method, scores in runs.items()
+            },
+        }
+    payload = {
+        "name": entry.name,
+        "title": entry.title,
+        "env": task.gym_id,
+        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}",
+        "argv": sys.argv,
+        "seeds": list(entry.seeds),
+        "train_overrides": list(entry.train_overrides),
+        "plan_overrides": list(entry.plan_overrides),
+        "collect": OmegaConf.to_container(entry.collect),
+        "machine": machine_info(),
+        "wall_seconds": time.perf_counter() - start,
+        "datasets": datasets,
+        "paper": OmegaConf.to_container(entry.paper) if entry.get("paper") else None,
+    }
+    write_json(out / "results.json", payload)
+    table = d4rl_markdown(payload)
+    (out / "table.md").write_text(table)
+    print(table)
+    return payload
+
+
+def _same_step(best: Path, last: Path) -> bool:
+    """Whether ModelCheckpoint's best checkpoint is the last one (then evaluating it again would repeat it)."""
+    from sgp_lightning.models import read_checkpoint
+
+    return read_checkpoint(str(best))["global_step"] == read_checkpoint(str(last))["global_step"]
+
+
+def d4rl_markdown(payload: dict) -> str:
+    methods = list(next(iter(payload["datasets"].values()))["methods"])
+    header = ["dataset", "data return (score)"] + [f"{m} last / best" for m in methods]
+    paper = payload.get("paper") or {}
+    if paper:
+        header.append("paper: BC / MOPO / SGP")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for dataset, d in payload["datasets"].items():
+        row = [dataset, f"{d['dataset_return']:.0f} ({d['dataset_normalized_score']:.1f})"]
+        for method in methods:
+            m = d["methods"][method]
+            last = f"{m['last'][0]:.1f} ± {m['last'][1]:.1f}"
+            best = f"{m['best'][0]:.1f} ± {m['best'][1]:.1f}"
+            row.append(f"{last} / {best}")
+        if paper:
+            row.append(str(paper.get(dataset, "–")))
+        lines.append("| " + " | ".join(row) + " |")
+    m = payload["machine"]
+    seconds = ", ".join(
+        f"{method} {statistics.fmean(d['methods'][method]['seconds_per_step'] for d in payload['datasets'].values()):.3g}"
+        for method in methods
+    )
+    return (
+        f"### {payload['title']}\n\n" + "\n".join(lines) + "\n\n"
+        f"D4RL-normalised score ×100 on {payload['env']} (gymnasium v5, D4RL-normalised), mean ± std over seeds "
+        f"{payload['seeds']}; each seed's score is the mean over its evaluation episodes. last: final checkpoint; "
+        "best: lowest validation loss. Data return: mean episode return of the generated dataset (its "
+        f"normalised score). Seconds per control step: {seconds}.\n"
+        f"Data: {payload['collect']['n']} transitions per behaviour policy (collector seed {payload['collect']['seed']}). "
+        f"Command: `{payload['command']}` (train overrides: {payload['train_overrides']}; plan overrides: "
+        f"{payload['plan_overrides']}); machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} with "
+        f"{m['torch_threads']} thread(s), {m['cuda'] or 'no GPU'}; wall time {payload['wall_seconds'] / 60:.1f} min.\n"
+    )
