@@ -6,4 +6,10 @@ from datamodules.d4rl import D4RLDataModule
 from datamodules.integrator import IntegratorDataModule
 from datamodules.pixel import PixelDataModule
 
-__all__ = ["CartPoleDataModule", "D4RLDataModule", "IntegratorDataModule", "PixelDataModule", "TransitionDataModule"]
+__all__ = [
+    "CartPoleDataModule",
+    "D4RLDataModule",
+    "IntegratorDataModule",
+    "PixelDataModule",
+    "TransitionDataModule",
+]

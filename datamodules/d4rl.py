@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from datamodules.base import TransitionDataModule
-from sgp_lightning.data.d4rl import episode_returns, read_dataset
+from sgp_lightning.data.d4rl import episode_ids, episode_returns, read_dataset
 from sgp_lightning.envs.mujoco import MujocoEnv
 from sgp_lightning.errors import require
 
@@ -19,7 +19,8 @@ from sgp_lightning.errors import require
 class D4RLDataModule(TransitionDataModule):
     def __init__(self, env: MujocoEnv, dataset: str, max_transitions: int | None = None, **kwargs):
         """The env's observation and action sizes are checked against the file, so a dataset of another
-        env fails clearly; `max_transitions` keeps the first rows only (small runs)."""
+        env fails clearly; `max_transitions` keeps a seeded random subset of whole episodes with about that
+        many rows (small runs; every part of a medium-expert file is represented)."""
         super().__init__(name=f"D4RL dataset {dataset!r}", **kwargs)
         require(
             max_transitions is None or max_transitions > 0,
@@ -38,8 +39,8 @@ class D4RLDataModule(TransitionDataModule):
             f"{self.name} has observations of size {obs_dim} and actions of size {act_dim}, but this domain "
             f"expects {self.state_dim} and {self.action_dim}: it is a dataset of another env",
         )
-        if self.max_transitions is not None:
-            data = {k: v[: self.max_transitions] if isinstance(v, np.ndarray) else v for k, v in data.items()}
+        if self.max_transitions is not None and self.max_transitions < len(data["rewards"]):
+            data = self._episode_subset(data)
         self.metadata = data["metadata"]
         returns = episode_returns(data)
         self.dataset_return = (float(returns.mean()), float(returns.std()))
@@ -49,3 +50,12 @@ class D4RLDataModule(TransitionDataModule):
             "x_next": torch.from_numpy(data["next_observations"]),
             "r": torch.from_numpy(data["rewards"]),
         }
+
+    def _episode_subset(self, data: dict) -> dict:
+        """Whole episodes in a seeded random order, as many as fit in max_transitions (at least one)."""
+        ids = episode_ids(data)
+        lengths = np.bincount(ids)
+        order = np.random.default_rng(self.seed).permutation(len(lengths))
+        kept = order[: max(1, int(np.searchsorted(np.cumsum(lengths[order]), self.max_transitions, "right")))]
+        rows = np.isin(ids, kept)
+        return {k: v[rows] if isinstance(v, np.ndarray) else v for k, v in data.items()}

@@ -17,7 +17,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.data.collect import collect, dataset_name
-from sgp_lightning.data.d4rl import episode_returns, read_dataset
 from sgp_lightning.envs.mujoco import mujoco_task
 from sgp_lightning.errors import require
 from sgp_lightning.plan import plan
@@ -46,7 +45,6 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
             "env": entry.env, "dataset": dataset, "n": int(entry.collect.n), "num_envs": int(entry.collect.num_envs),
             "seed": int(entry.collect.seed), "policy": None, "output": str(path),
         }))  # fmt: skip
-        returns = episode_returns(read_dataset(path))
         runs: dict[str, dict[str, list[float]]] = {}  # method -> {"last": [...], "best": [...]}
         seconds: dict[str, list[float]] = {}
         for seed in entry.seeds:
@@ -55,8 +53,9 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
                 f"experiment=d4rl/{entry.env}_{dataset}", *entry.train_overrides, f"domain.datamodule.dataset='{path}'",
                 f"seed={seed}", threads, f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false",
             ])  # fmt: skip
-            train(train_cfg)
+            _, trained = train(train_cfg)
             last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+            best_ckpt = trained["trainer"].checkpoint_callback.best_model_path  # lowest val/loss
 
             def evaluate(label: str, ckpt: Path, seed=seed, run_dir=run_dir) -> dict:
                 return plan(compose("plan", [
@@ -65,9 +64,8 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
                 ]))["methods"]  # fmt: skip
 
             last = evaluate("last", last_ckpt)
-            best_ckpts = sorted((run_dir / "checkpoints").glob("epoch_*.ckpt"))
-            same = not best_ckpts or _same_step(best_ckpts[-1], last_ckpt)
-            best = last if same else evaluate("best", best_ckpts[-1])
+            same = not best_ckpt or _same_step(Path(best_ckpt), last_ckpt)
+            best = last if same else evaluate("best", Path(best_ckpt))
             for method in last:
                 scores = runs.setdefault(method, {"last": [], "best": []})
                 scores["last"].append(last[method]["normalized_score"])
@@ -76,8 +74,9 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
         datasets[dataset] = {
             "file": str(path),
             "rows": collected["rows"],
-            "dataset_return": float(returns.mean()),
-            "dataset_normalized_score": float(task.normalized_score(returns).mean()),
+            # The collector's mean return over whole episodes (not the ones its step budget cut).
+            "dataset_return": collected["return_mean"],
+            "dataset_normalized_score": float(task.normalized_score(collected["return_mean"])),
             "methods": {
                 method: {
                     "last": _mean_std(scores["last"]),

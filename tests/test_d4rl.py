@@ -130,6 +130,51 @@ def test_malformed_file_fails_clearly(tmp_path, change, message):
         D4RLDataModule(HOPPER, str(path)).load_transitions()
 
 
+@pytest.mark.parametrize(
+    "flags", [np.array([0.0, 0.5] * 25), np.array([b"no", b"yes"] * 25), np.array([0, 2] * 25)]
+)
+def test_flags_that_are_not_booleans_fail(tmp_path, flags):
+    arrays = d4rl_arrays()
+    arrays["terminals"] = flags
+    with pytest.raises(SGPError, match="'terminals' must hold booleans"):
+        read_dataset(write_d4rl_file(tmp_path / "bad.hdf5", arrays))
+
+
+def test_column_rewards_and_numeric_flags_are_read(tmp_path):
+    """Some files store rewards as (N, 1) and flags as 0/1 numbers."""
+    arrays = d4rl_arrays()
+    arrays["rewards"] = arrays["rewards"][:, None]
+    arrays["timeouts"] = arrays["timeouts"].astype(np.float32)
+    data = read_dataset(write_d4rl_file(tmp_path / "ok.hdf5", arrays))
+    assert data["rewards"].shape == (50,) and data["timeouts"].dtype == bool and data["timeouts"][29]
+
+
+def test_normalized_score_uses_d4rl_reference_returns():
+    for name, (random, expert) in {
+        "hopper": (-20.272305, 3234.3),
+        "halfcheetah": (-280.178953, 12135.0),
+        "walker2d": (1.629008, 4592.3),
+    }.items():
+        np.testing.assert_allclose(
+            mujoco_task(name).normalized_score([random, expert]), [0.0, 100.0], atol=1e-9
+        )
+
+
+def test_max_transitions_keeps_whole_episodes_from_every_part(tmp_path):
+    """A medium-expert file shrunk by max_transitions keeps whole episodes from both halves."""
+    arrays = d4rl_arrays(n=400)
+    arrays["terminals"][:] = False
+    arrays["timeouts"][:] = (np.arange(400) % 20) == 19  # 20 episodes of 20 rows
+    path = write_d4rl_file(tmp_path / "me.hdf5", arrays)
+    dm = D4RLDataModule(HOPPER, str(path), max_transitions=100, seed=3)
+    x = dm.load_transitions()["x"].numpy()
+    assert len(x) == 100
+    rows = np.flatnonzero((arrays["observations"][:, None, :] == x[None]).all(-1).any(1))
+    starts = rows[::20]
+    assert (starts % 20 == 0).all() and np.array_equal(rows, (starts[:, None] + np.arange(20)).ravel())
+    assert (rows < 200).any() and (rows >= 200).any()
+
+
 def test_not_hdf5_fails_clearly(tmp_path):
     path = tmp_path / "notes.hdf5"
     path.write_text("not a dataset")
@@ -165,12 +210,28 @@ def test_collector_writes_d4rl_layout(tmp_path, capsys):
         data["next_observations"][:-1][~ends[:-1]], data["observations"][1:][~ends[:-1]]
     )
     assert ends[[199, 399, 599]].all()
+    # A fall's x' is the fallen state from info["final_obs"], not the next row (the reset state): hopper
+    # falls when z < 0.7 or |angle| > 0.2 (or a state entry exceeds 100).
+    fallen = data["next_observations"][data["terminals"]]
+    assert len(fallen) > 0
+    assert ((fallen[:, 0] < 0.7) | (np.abs(fallen[:, 1]) > 0.2) | (np.abs(fallen[:, 1:]) > 100).any(1)).all()
+    reset = data["observations"][1:][data["terminals"][:-1]]
+    assert (np.abs(reset[:, 0] - 1.25) < 0.01).all()  # resets start at z = 1.25 (± 0.005 noise)
     # Hopper's observation is (qpos[1:], clip(qvel, ±10)).
     np.testing.assert_allclose(data["observations"][:, :5], data["infos/qpos"][:, 1:], atol=1e-6)
     assert np.all(np.abs(data["actions"]) <= 1) and data["infos/action_log_probs"][0] == pytest.approx(
         -3 * np.log(2)
     )
-    assert data["metadata"]["return_mean"] == pytest.approx(episode_returns(data).mean())
+    # The metadata's return is over whole episodes: the step budget cuts each copy's last one.
+    stream_ends = [199, 399, 599]
+    cut = np.zeros(600, bool)
+    for end in stream_ends:
+        if not data["terminals"][end]:
+            starts = np.flatnonzero(ends[:end])
+            cut[(starts[-1] + 1 if len(starts) else 0) : end + 1] = True
+    whole = episode_returns(data, exclude=cut)
+    assert data["metadata"]["whole_episodes"] == len(whole) < data["metadata"]["episodes"]
+    assert data["metadata"]["return_mean"] == pytest.approx(whole.mean())
 
 
 def test_collector_rejects_bad_options(tmp_path, capsys):

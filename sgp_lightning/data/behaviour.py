@@ -8,14 +8,14 @@ steps the actor is exported as a plain torch policy file and its sampled-action 
 matters). At the end it picks:
 - medium: the snapshot whose measured return is closest to the task's D4RL medium level, and
 - expert: the snapshot with the highest measured return (the best policy this budget affords),
-writes `<env>_medium.pt` and `<env>_expert.pt` with their returns in the metadata, and `snapshots.json`
-with every snapshot's return. Copy the two files to `sgp_lightning/data/policies/` to commit them.
+measures both again on fresh seeds, and writes `<env>_medium.pt` and `<env>_expert.pt` with that return
+in their metadata (`chosen.json` sums it up). Copy the two files to `sgp_lightning/data/policies/` to
+commit them. `choose_only=true` repeats the choice from an existing `output_dir/snapshots`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -37,6 +37,7 @@ DEFAULTS = {
     "seed": 0,
     "threads": 1,  # torch threads: small MLPs run fastest on 1 thread on a shared CPU
     "output_dir": "behaviour_policies",
+    "choose_only": False,  # skip training: choose medium / expert again from output_dir/snapshots
 }
 
 
@@ -65,7 +66,7 @@ def train_behaviour_policies(cfg) -> dict:
                 }
                 path = out / "snapshots" / f"step_{self.num_timesteps:08d}.pt"
                 save_policy(policy, path, _metadata(task, cfg, record))
-                snapshots.append({**record, "path": str(path)})
+                snapshots.append(record)
                 print(json.dumps(record), flush=True)
             return True
 
@@ -79,21 +80,40 @@ def train_behaviour_policies(cfg) -> dict:
     )
     model.learn(total_timesteps=int(cfg.total_steps), callback=Snapshot())
     require(len(snapshots) > 0, f"no snapshot was taken: eval_every={cfg.eval_every} > total_steps")
+    summary = {"env": task.name, "snapshots": snapshots, "train_minutes": (time.time() - started) / 60}
+    return {**summary, **choose_policies(cfg)}
+
+
+def choose_policies(cfg) -> dict:
+    """Pick medium and expert among the snapshots in output_dir/snapshots, then measure the chosen two again
+    on `eval_episodes` fresh seeds: the best of many snapshots scored on the same seeds is biased upward, so
+    the stored return is the fresh one (the selection return is kept as `selection_return_mean`)."""
+    task = mujoco_task(cfg.env)
+    out = Path(cfg.output_dir)
+    paths = sorted((out / "snapshots").glob("step_*.pt"))
+    require(paths, f"no snapshots in {out / 'snapshots'}: train first (without choose_only)")
+    snapshots = [{"path": path, **load_policy(path)[1]} for path in paths]
     chosen = {
         "medium": min(snapshots, key=lambda s: abs(s["return_mean"] - task.medium_return)),
         "expert": max(snapshots, key=lambda s: s["return_mean"]),
     }
+    summary = {"chosen": {}}
     for level, snapshot in chosen.items():
-        shutil.copy(snapshot["path"], out / f"{task.name}_{level}.pt")
-        policy, metadata = load_policy(out / f"{task.name}_{level}.pt")
-        save_policy(policy, out / f"{task.name}_{level}.pt", {**metadata, "level": level})
-    summary = {
-        "env": task.name,
-        "snapshots": snapshots,
-        "chosen": {k: v["step"] for k, v in chosen.items()},
-        "minutes": (time.time() - started) / 60,
-    }
-    (out / "snapshots.json").write_text(json.dumps(summary, indent=2))
+        policy, metadata = load_policy(snapshot["path"])
+        returns = evaluate_policy(task, policy, cfg.eval_episodes, seed=20_000 + cfg.seed)
+        metadata = {
+            **metadata,
+            "level": level,
+            "selection_return_mean": metadata["return_mean"],
+            "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()),
+            "normalized_score": float(task.normalized_score(returns.mean())),
+        }
+        save_policy(policy, out / f"{task.name}_{level}.pt", metadata)
+        summary["chosen"][level] = {
+            k: metadata[k] for k in ("train_step", "selection_return_mean", "return_mean")
+        }
+    (out / "chosen.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -120,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(cfg.threads)
     np.set_printoptions(precision=3)
     with clean_errors():
-        summary = train_behaviour_policies(cfg)
-    print(json.dumps({k: summary[k] for k in ("env", "chosen", "minutes")}))
+        summary = choose_policies(cfg) if cfg.choose_only else train_behaviour_policies(cfg)
+    print(json.dumps(summary["chosen"]))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ dataset:
 
 The file goes to `output`, by default `$D4RL_DATASET_DIR/<env>-<dataset>-v5.hdf5` (~/.d4rl/datasets), where
 `datamodule.dataset=<env>-<dataset>-v5` finds it. Its `metadata/*` names the generator, env, policy and
-the mean return of the collected episodes. Prints a JSON summary.
+the mean return of the collected whole episodes (the step budget cuts one episode per env copy). Prints a JSON summary.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from sgp_lightning.data.d4rl import REQUIRED_KEYS, d4rl_dataset_dir, episode_returns, write_dataset
+from sgp_lightning.data.d4rl import (
+    INFO_KEYS,
+    REQUIRED_KEYS,
+    d4rl_dataset_dir,
+    episode_returns,
+    open_tail,
+    write_dataset,
+)
 from sgp_lightning.data.policies import UniformRandomPolicy, committed_policy_path, load_policy
 from sgp_lightning.data.rollout import rollout
 from sgp_lightning.envs.mujoco import mujoco_task
@@ -46,16 +53,27 @@ def dataset_name(env: str, dataset: str) -> str:
     return f"{env}-{dataset.replace('_', '-')}-v5"
 
 
+def return_stats(data: dict, cut: np.ndarray) -> dict:
+    """Mean and std of the return of whole episodes; the step budget cuts one episode per env copy, and
+    those count only when no episode finished at all (then `whole_episodes` is 0)."""
+    whole = episode_returns(data, exclude=cut)
+    returns = whole if len(whole) else episode_returns(data)
+    return {
+        "episodes": int(len(episode_returns(data))),
+        "whole_episodes": int(len(whole)),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+    }
+
+
 def collect_part(
     env: str, level: str, n: int, num_envs: int, seed: int, policy_path: str | None
 ) -> tuple[dict, dict]:
     """n transitions from one behaviour policy; returns (arrays, metadata)."""
     task = mujoco_task(env)
     if level == "random":
-        import gymnasium as gym
-
-        action_dim = gym.spec(task.gym_id).make().action_space.shape[0]
-        policy, policy_meta = UniformRandomPolicy(action_dim), {"algorithm": "uniform random actions"}
+        policy = UniformRandomPolicy(task.action_dim)
+        policy_meta = {"algorithm": "uniform random actions"}
     else:
         policy, policy_meta = load_policy(policy_path or committed_policy_path(env, level))
         require(
@@ -65,19 +83,17 @@ def collect_part(
     steps_per_env = -(-n // num_envs)
     data = rollout(task, policy, num_envs, steps_per_env, seed)
     data = {key: value[:n] for key, value in data.items()}
-    data["timeouts"][-1] |= ~data["terminals"][-1]  # the trimmed last row ends a (cut) episode
-    returns = episode_returns(data)
+    data["cut"] |= open_tail(data["terminals"] | data["timeouts"])  # trimming cuts the last episode
+    data["timeouts"][-1] |= data["cut"][-1]
     metadata = {
         "generator": "sgp_lightning.data.collect",
         "env": task.gym_id,
         "policy": level,
         "algorithm": policy_meta.get("algorithm", ""),
         "seed": int(seed),
-        "episodes": int(len(returns)),
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
+        **return_stats(data, data["cut"]),
     }
-    if "return_mean" in policy_meta:  # the return measured when the policy was chosen
+    if "return_mean" in policy_meta:  # the policy's return measured when it was chosen
         metadata["policy_return_mean"] = float(policy_meta["return_mean"])
         metadata["policy_train_step"] = int(policy_meta["train_step"])
     return data, metadata
@@ -97,15 +113,14 @@ def collect(cfg) -> dict:
         collect_part(cfg.env, level, int(cfg.n), int(cfg.num_envs), int(cfg.seed) + 1000 * i, cfg.policy)
         for i, level in enumerate(levels)
     ]
-    keys = [key for key in parts[0][0] if key in REQUIRED_KEYS or key in ("qpos", "qvel", "action_log_probs")]
-    data = {key: np.concatenate([part[0][key] for part in parts]) for key in keys}
-    returns = episode_returns(data)
+    data = {
+        key: np.concatenate([part[0][key] for part in parts]) for key in (*REQUIRED_KEYS, *INFO_KEYS, "cut")
+    }
+    stats = return_stats(data, data.pop("cut"))
     metadata = {
         **parts[0][1],
         "dataset": dataset_name(cfg.env, cfg.dataset),
-        "episodes": int(len(returns)),
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
+        **stats,
     }
     if len(parts) > 1:
         metadata["policy"] = "medium+expert"

@@ -104,6 +104,7 @@ def _read_minari(path: Path) -> dict[str, np.ndarray]:
 
 def validate_dataset(data: dict, source: str) -> dict:
     """Check shapes, lengths and finiteness of D4RL arrays; cast floats to float32 and flags to bool."""
+    require(np.ndim(data["observations"]) >= 1, f"{source}: 'observations' is a scalar, not an array of rows")
     n = len(data["observations"])
     require(n > 0, f"{source} is empty: it has no transitions")
     for key in REQUIRED_KEYS + tuple(k for k in INFO_KEYS if k in data):
@@ -113,6 +114,12 @@ def validate_dataset(data: dict, source: str) -> dict:
         require(len(value) == n, f"{source}: {key!r} has {len(value)} rows but 'observations' has {n}")
         if key in ("terminals", "timeouts"):
             require(value.ndim == 1, f"{source}: {key!r} must have shape (N,), got {value.shape}")
+            # Flags are bool in D4RL; 0/1 numbers are accepted, anything else is a malformed file.
+            require(
+                value.dtype == bool
+                or (np.issubdtype(value.dtype, np.number) and np.isin(value, (0, 1)).all()),
+                f"{source}: {key!r} must hold booleans (or 0/1), got dtype {value.dtype} with other values",
+            )
             value = value.astype(bool)
         else:
             require(
@@ -125,6 +132,7 @@ def validate_dataset(data: dict, source: str) -> dict:
                     f"(first at row {int(np.flatnonzero(bad)[0])})"
                 )
             value = value.astype(np.float32)
+            require(np.isfinite(value).all(), f"{source}: {key!r} has values too large for float32")
         data[key] = value
     require(
         data["observations"].ndim == 2 and data["actions"].ndim == 2,
@@ -151,19 +159,33 @@ def write_dataset(path: str | Path, data: dict, metadata: dict) -> Path:
     with h5py.File(path, "w") as handle:
         for key in REQUIRED_KEYS:
             handle.create_dataset(key, data=data[key], compression="gzip")
-        for key in ("qpos", "qvel", "action_log_probs"):
+        for key in INFO_KEYS:
             if key in data:
-                handle.create_dataset(f"infos/{key}", data=data[key], compression="gzip")
+                handle.create_dataset(key, data=data[key], compression="gzip")
         for key, value in metadata.items():
             handle.create_dataset(f"metadata/{key}", data=value)
     return path
 
 
-def episode_returns(data: dict) -> np.ndarray:
-    """Undiscounted return of each episode (the last, if not ended by a flag, counts as cut)."""
+def open_tail(ends: np.ndarray) -> np.ndarray:
+    """Rows after the last episode end along the last axis (an episode that has not ended)."""
+    return np.flip(np.cumsum(np.flip(ends, -1), -1), -1) == 0
+
+
+def episode_ids(data: dict) -> np.ndarray:
+    """Index of the episode each row belongs to (an episode ends at a terminal or timeout row)."""
     ends = data["terminals"] | data["timeouts"]
-    episode_id = np.concatenate([[0], np.cumsum(ends)[:-1]])
-    return np.bincount(episode_id, weights=data["rewards"].astype(np.float64))
+    return np.concatenate([[0], np.cumsum(ends)[:-1]])
+
+
+def episode_returns(data: dict, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Undiscounted return of each episode (rows after the last flag count as one more episode);
+    `exclude` (bool per row, e.g. the collector's cut episodes) drops the episodes holding such rows."""
+    ids = episode_ids(data)
+    returns = np.bincount(ids, weights=data["rewards"].astype(np.float64))
+    if exclude is None:
+        return returns
+    return returns[np.bincount(ids, weights=exclude.astype(np.float64), minlength=len(returns)) == 0]
 
 
 def _decode(value):

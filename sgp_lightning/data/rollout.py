@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sgp_lightning.data.d4rl import INFO_KEYS, open_tail
 from sgp_lightning.data.policies import Policy
 from sgp_lightning.envs.mujoco import MujocoTask
 
@@ -34,24 +35,12 @@ def rollout(
     envs = make_vector_env(task, num_envs)
     generator = torch.Generator().manual_seed(int(seed))
     obs, _ = envs.reset(seed=int(seed))  # copy i is seeded with seed + i
-    buffers = {
-        key: []
-        for key in (
-            "observations",
-            "actions",
-            "next_observations",
-            "rewards",
-            "terminals",
-            "timeouts",
-            "qpos",
-            "qvel",
-            "action_log_probs",
-        )
-    }
+    keys = ("observations", "actions", "next_observations", "rewards", "terminals", "timeouts")
+    buffers = {key: [] for key in (*keys, *INFO_KEYS)}
     for _ in range(steps_per_env):
         # The observation's physical state, read before the step (the copies are separate MuJoCo models).
-        buffers["qpos"].append(np.stack([env.unwrapped.data.qpos.copy() for env in envs.envs]))
-        buffers["qvel"].append(np.stack([env.unwrapped.data.qvel.copy() for env in envs.envs]))
+        buffers["infos/qpos"].append(np.stack([env.unwrapped.data.qpos.copy() for env in envs.envs]))
+        buffers["infos/qvel"].append(np.stack([env.unwrapped.data.qvel.copy() for env in envs.envs]))
         actions, log_probs = policy.act(torch.as_tensor(obs, dtype=torch.float32), generator)
         actions = actions.numpy().astype(np.float64)
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
@@ -65,23 +54,17 @@ def rollout(
         buffers["rewards"].append(rewards)
         buffers["terminals"].append(terminated)
         buffers["timeouts"].append(truncated)
-        buffers["action_log_probs"].append(log_probs.numpy())
+        buffers["infos/action_log_probs"].append(log_probs.numpy())
         obs = next_obs
     envs.close()
     # (steps, envs, …) → (envs, steps, …) → rows, so each copy's episodes stay contiguous.
     arrays = {key: np.swapaxes(np.stack(value), 0, 1) for key, value in buffers.items()}
-    arrays["timeouts"][:, -1] |= ~arrays["terminals"][:, -1]  # the budget cuts each copy's last episode
+    # The budget cuts each copy's last episode: it ends as a timeout (as D4RL marks its cut episodes), and
+    # its rows are marked `cut` (not written to files) so statistics of whole episodes can leave it out.
+    arrays["cut"] = open_tail(arrays["terminals"] | arrays["timeouts"])
+    arrays["timeouts"][:, -1] |= arrays["cut"][:, -1]
     data = {key: value.reshape(num_envs * steps_per_env, *value.shape[2:]) for key, value in arrays.items()}
-    float_keys = (
-        "observations",
-        "actions",
-        "next_observations",
-        "rewards",
-        "qpos",
-        "qvel",
-        "action_log_probs",
-    )
-    for key in float_keys:
+    for key in ("observations", "actions", "next_observations", "rewards", *INFO_KEYS):
         data[key] = data[key].astype(np.float32)
     data["terminals"] = data["terminals"].astype(bool)
     data["timeouts"] = data["timeouts"].astype(bool)

@@ -66,7 +66,7 @@ class MujocoEnv(Env):
         horizon: int = 5,
         num_episodes: int = 10,
         episode_steps: int = 1000,
-        episode_seed: int = 0,
+        episode_seed: int = 100_000,
     ):
         self.name, self.task = name, mujoco_task(task)
         self.state_dim, self.action_dim = self.task.obs_dim, self.task.action_dim

@@ -1,6 +1,6 @@
 """Evaluate a method by seeded episodes in a gymnasium MuJoCo env (the D4RL domains, paper C.2).
 
-A planner runs as MPC: every step it plans T actions from the current observations of all episodes in
+A planner runs as MPC: every step it plans T = planner.mpc.horizon actions from the current observations of all episodes in
 one batch (warm-started by the previous plan shifted by one), and the first action is executed. The BC
 baseline (`algorithm: policy`) acts with the system's behaviour-cloning policy. The episodes run as one
 batch in a SyncVectorEnv; an episode's return stops counting when it ends (the copy's automatic reset
@@ -99,8 +99,8 @@ def _controller(system, env: MujocoEnv, cfg: dict):
         policy = system.require_part("policy")
         return lambda x: policy(x)
     planner = build_planner(cfg.get("algorithm", "gradient"), cfg.get("optimizer"))
-    problem = build_problem(system, env, cfg, int(cfg.get("horizon") or env.horizon))
     mpc = cfg.get("mpc") or {}
+    problem = build_problem(system, env, cfg, int(mpc.get("horizon") or env.horizon))
     state = {"plan": None, "first": True}
 
     def mpc_step(x: torch.Tensor) -> torch.Tensor:
