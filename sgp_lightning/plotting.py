@@ -133,3 +133,39 @@ def plot_convergence(methods: dict):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_uncertainty_1d(payload: dict):
+    """Paper Fig. 1: top row, f, the samples, f_θ and the uncertainty band f_θ ± μ per metric; bottom row,
+    the penalty μ²(x) and where gradient descent on f_θ + βμ² ended (histogram of the final x)."""
+    curves, data, metrics = payload["curves"], payload["data"], payload["metrics"]
+    names = {"distance": "distance to data", "ensemble": "ensemble (M = 2)", "gp": "Gaussian process"}
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 6.5), sharex=True)
+    x = curves["x"]
+    for column, (metric, title) in enumerate(names.items()):
+        top, bottom = axes[0, column], axes[1, column]
+        penalty = torch.tensor(curves["penalty"][metric])
+        model = torch.tensor(curves["model"])
+        top.plot(x, curves["true"], color="black", lw=1, label="true f")
+        top.plot(x, model, color="tab:blue", lw=1.2, label="learned f_θ")
+        top.fill_between(x, model - penalty.sqrt(), model + penalty.sqrt(), color="tab:blue", alpha=0.15)
+        if metric == "ensemble":
+            for member in curves["members"]:
+                top.plot(x, member, color="tab:orange", lw=0.8, ls="--")
+        top.scatter(data["x"], data["y"], color="red", zorder=3, s=18, label="data")
+        top.set_title(title)
+        top.set_ylim(min(curves["true"]) - 1.5, max(curves["true"]) + 1.5)
+        bottom.plot(x, penalty, color="tab:purple", lw=1.2, label="μ²(x) (scaled)")
+        for point in data["x"]:
+            bottom.axvline(point, color="red", lw=0.6, alpha=0.5)
+        ends = [v for v in metrics[metric]["final_x"] if x[0] <= v <= x[-1]]
+        twin = bottom.twinx()
+        twin.hist(ends, bins=80, range=(x[0], x[-1]), color="gray", alpha=0.5)
+        twin.set_yticks([])
+        share = metrics[metric]["landed_on_data"]
+        bottom.set_title(f"runs ending on data: {share:.0%}", fontsize=9)
+        bottom.set_xlabel("x")
+    axes[0, 0].legend(fontsize=7, loc="upper center")
+    axes[1, 0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -57,6 +57,10 @@ def reproduce(cfg: DictConfig) -> dict:
         from sgp_lightning.reproduce_d4rl import reproduce_d4rl
 
         return reproduce_d4rl(cfg, _compose)
+    if entry.get("kind") == "uncertainty_1d":  # no training run: the analysis fits its own small models
+        from sgp_lightning.analysis.uncertainty_1d import reproduce_uncertainty_1d
+
+        return reproduce_uncertainty_1d(cfg)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
     if entry.get("beta_sweep") is not None:
