@@ -39,3 +39,61 @@ def test_reproduce_uncertainty_1d(tmp_path):
     assert set(payload["metrics"]) == {"distance", "ensemble", "gp"}
     assert (tmp_path / "uncertainty_1d.png").is_file()
     assert "| distance to data" in (tmp_path / "table.md").read_text()
+
+
+# ---------------------------------------------------------------- score check before planning (D.2.4)
+def _check_settings(**changes):
+    from sgp_lightning.analysis.score_check import DEFAULTS
+
+    return OmegaConf.create({**DEFAULTS, "num_starts": 200, "steps_per_level": 10, **changes})
+
+
+def _two_blobs(n=400, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.tensor([[-1.0, -1.0, 0.0], [1.0, 1.0, 0.0]])
+    return centers[torch.arange(n) % 2] + 0.05 * torch.randn(n, 3, generator=generator)
+
+
+def test_score_check_passes_with_the_exact_score_and_fails_untrained():
+    """A perfect score (the data's exact score) brings the starts onto the data and passes; an untrained
+    noise-conditioned MLP leaves them where they started and fails."""
+    from sgp_lightning.analysis.score_check import check_score
+    from sgp_lightning.distance import ExactScoreModel
+    from sgp_lightning.models import ScoreModel
+    from sgp_lightning.normalization import Normalizer
+    from sgp_lightning.schedules import NoiseSchedule
+
+    data = _two_blobs()
+    schedule = NoiseSchedule.geometric(1.0, 0.05, 8)
+    perfect = ExactScoreModel(data, schedule, pair_norm=Normalizer(3))
+    report = check_score(perfect, data, _check_settings(epsilon=0.1, threshold=0.9))
+    assert report["passed"] and report["learned"]["landed"] >= 0.95
+    assert report["before"]["landed"] < 0.2  # the starts were not on the data to begin with
+
+    untrained = ScoreModel([2], [1], hidden_dims=[32, 32], sigma_max=1.0, sigma_min=0.05, num_levels=8).eval()
+    report = check_score(untrained, data, _check_settings(epsilon=0.1, threshold=0.9))
+    assert not report["passed"] and report["learned"]["landed"] < 0.5
+    assert report["exact"]["landed"] >= 0.95  # the oracle beside it still lands
+
+
+def test_score_check_command_on_a_checkpoint(tmp_path):
+    """The command rebuilds the run's data from its config.yaml, writes its report and figure, and its exit
+    code says pass (0) or fail (1): a 1-epoch model fails a strict threshold and passes threshold 0."""
+    from sgp_lightning.train import train
+    from tests.conftest import TINY, compose_config
+
+    train(compose_config("train", TINY, tmp_path / "run"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    common = [f"ckpt_path={ckpt}", "num_starts=50", "steps_per_level=2", "oracle_points=500"]
+    strict = run_cli("-m", "sgp_lightning.analysis.score_check", *common, "threshold=1.0", "epsilon=1e-4")
+    assert strict.returncode == 1, strict.stderr[-1500:]
+    assert "score check FAILED" in strict.stdout
+    report = json.loads((tmp_path / "run" / "score_check" / "score_check.json").read_text())
+    assert report["passed"] is False and 0 <= report["learned"]["landed"] <= 1
+    assert (tmp_path / "run" / "score_check" / "score_check.png").is_file()
+    lenient = run_cli(
+        "-m", "sgp_lightning.analysis.score_check", *common, "threshold=0", f"output_dir={tmp_path / 'c'}"
+    )
+    assert lenient.returncode == 0 and "PASSED" in lenient.stdout
+    bad = run_cli("-m", "sgp_lightning.analysis.score_check", "num_starts=5")
+    assert bad.returncode == 2 and "ckpt_path= is required" in bad.stderr
