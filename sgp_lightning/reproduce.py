@@ -61,6 +61,10 @@ def reproduce(cfg: DictConfig) -> dict:
         from sgp_lightning.analysis.uncertainty_1d import reproduce_uncertainty_1d
 
         return reproduce_uncertainty_1d(cfg)
+    if entry.get("kind") == "sigma_study":
+        from sgp_lightning.analysis.sigma_study import reproduce_sigma_study
+
+        return reproduce_sigma_study(cfg)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
     if entry.get("beta_sweep") is not None:

@@ -97,3 +97,20 @@ def test_score_check_command_on_a_checkpoint(tmp_path):
     assert lenient.returncode == 0 and "PASSED" in lenient.stdout
     bad = run_cli("-m", "sgp_lightning.analysis.score_check", "num_starts=5")
     assert bad.returncode == 2 and "ckpt_path= is required" in bad.stderr
+
+
+def test_sigma_study_shows_large_sigma_pulling_into_the_hole(tmp_path):
+    """D.2.2: at a σ large against the hole the exact score points into the hole; at a small σ it points
+    out (to the nearest data). The learned score follows at the large σ; the command writes its outputs."""
+    proc = run_cli(
+        "reproduce.py", "sigma_study", f"output_dir={tmp_path}", "reproduce.settings.train_steps=300",
+        "reproduce.settings.sigmas=[1.0,0.05]", "reproduce.settings.datasets={dense: 2000}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    levels = json.loads((tmp_path / "results.json").read_text())["datasets"]["dense"]["levels"]
+    large, small = levels
+    assert large["sigma"] == 1.0 and large["exact_into_hole"] >= 0.8 and small["exact_into_hole"] <= 0.1
+    assert large["learned_into_hole"] >= 0.8
+    assert (tmp_path / "sigma_study.png").is_file() and "| dense (2000 points) |" in (
+        tmp_path / "table.md"
+    ).read_text()
