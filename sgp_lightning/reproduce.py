@@ -65,6 +65,10 @@ def reproduce(cfg: DictConfig) -> dict:
         from sgp_lightning.analysis.sigma_study import reproduce_sigma_study
 
         return reproduce_sigma_study(cfg)
+    if entry.get("kind") == "lipschitz":
+        from sgp_lightning.analysis.lipschitz import reproduce_lipschitz
+
+        return reproduce_lipschitz(cfg, _compose)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
     if entry.get("beta_sweep") is not None:

@@ -114,3 +114,32 @@ def test_sigma_study_shows_large_sigma_pulling_into_the_hole(tmp_path):
     assert (tmp_path / "sigma_study.png").is_file() and "| dense (2000 points) |" in (
         tmp_path / "table.md"
     ).read_text()
+
+
+# ---------------------------------------------------------------- Prop. 2: Lipschitz bound
+def test_lipschitz_estimate_recovers_a_known_constant():
+    """e(x) = |sin 3x₀| has Lipschitz constant 3: the estimate is close and the confidence bound above it."""
+    from sgp_lightning.analysis.lipschitz import estimate_lipschitz
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(3000, 2, generator=generator) * 4 - 2
+    estimate = estimate_lipschitz(x, torch.sin(3 * x[:, 0]).abs(), seed=0)
+    assert estimate.largest_slope <= 3.0 + 1e-4  # finite slopes never exceed the constant
+    assert 2.7 <= estimate.estimate <= 3.3 and estimate.upper >= 3.0
+
+
+def test_lipschitz_bound_holds_for_a_known_function_on_a_grid():
+    """With the true constant, Prop. 2's bound holds at every grid point; with a constant far too small it
+    fails away from the data (so the check can fail)."""
+    from sgp_lightning.analysis.lipschitz import bound_coverage
+
+    generator = torch.Generator().manual_seed(1)
+    data = torch.rand(100, 2, generator=generator) * 2 - 1
+
+    def error(x):  # Lipschitz constant 2 (in x₁)
+        return (2 * x[:, 1]).abs()
+
+    axis = torch.linspace(-1.5, 1.5, 41)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
+    assert bound_coverage(grid, error(grid), data, error(data), lipschitz=2.0, sigma=0.05)["holds"] == 1.0
+    assert bound_coverage(grid, error(grid), data, error(data), lipschitz=0.01, sigma=0.05)["holds"] < 0.9
