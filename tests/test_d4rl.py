@@ -15,9 +15,11 @@ from sgp_lightning.data.collect import main as collect_main
 from sgp_lightning.data.d4rl import episode_returns, read_dataset
 from sgp_lightning.data.policies import (
     TanhGaussianPolicy,
+    committed_policy_path,
     load_policy,
     save_policy,
 )
+from sgp_lightning.data.rollout import evaluate_policy
 from sgp_lightning.envs import MujocoEnv
 from sgp_lightning.envs.mujoco import mujoco_task
 from sgp_lightning.errors import SGPError
@@ -393,3 +395,14 @@ def test_reproduce_d4rl_writes_the_table(tmp_path):
         assert method["last"][0] == pytest.approx(np.mean(method["per_seed_last"]))
     table = (tmp_path / "table.md").read_text()
     assert "| random |" in table and "1.6 / 11.7 / 12.3" in table  # the paper's column beside ours
+
+
+@pytest.mark.parametrize("level", ["medium", "expert"])
+def test_committed_policy_reaches_its_stated_return(level):
+    """Re-evaluated on fresh seeds (not the ones it was chosen with), the committed policy's mean return is
+    within 3 standard errors, or 10%, of the return stored with it."""
+    policy, metadata = load_policy(committed_policy_path("hopper", level))
+    returns = evaluate_policy(mujoco_task("hopper"), policy, episodes=10, seed=123)
+    stated = metadata["return_mean"]
+    tolerance = max(3 * returns.std(ddof=1) / np.sqrt(len(returns)), 0.1 * abs(stated))
+    assert abs(returns.mean() - stated) <= tolerance, (returns.mean(), stated, tolerance)
