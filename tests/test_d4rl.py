@@ -397,12 +397,14 @@ def test_reproduce_d4rl_writes_the_table(tmp_path):
     assert "| random |" in table and "1.6 / 11.7 / 12.3" in table  # the paper's column beside ours
 
 
+@pytest.mark.parametrize("env", ["hopper", "halfcheetah"])
 @pytest.mark.parametrize("level", ["medium", "expert"])
-def test_committed_policy_reaches_its_stated_return(level):
+def test_committed_policy_reaches_its_stated_return(env, level):
     """Re-evaluated on fresh seeds (not the ones it was chosen with), the committed policy's mean return is
     within 3 standard errors, or 10%, of the return stored with it."""
-    policy, metadata = load_policy(committed_policy_path("hopper", level))
-    returns = evaluate_policy(mujoco_task("hopper"), policy, episodes=10, seed=123)
+    policy, metadata = load_policy(committed_policy_path(env, level))
+    assert metadata["env"] == env and metadata["level"] == level
+    returns = evaluate_policy(mujoco_task(env), policy, episodes=10, seed=123)
     stated = metadata["return_mean"]
     tolerance = max(3 * returns.std(ddof=1) / np.sqrt(len(returns)), 0.1 * abs(stated))
     assert abs(returns.mean() - stated) <= tolerance, (returns.mean(), stated, tolerance)
