@@ -25,6 +25,7 @@ def _fmt(value) -> str:
 _OPTIONAL_COLUMNS = {
     "success_rate": "success rate",
     "outside_data": "plan outside data",
+    "time_in_trap": "true steps in pit",
     "iterations_to_threshold": "iterations to threshold",
 }
 

@@ -33,7 +33,7 @@ def _aggregate(per_seed: list[dict]) -> dict:
         if key == "cost_achieved":
             out["cost_achieved_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     out["gap"] = statistics.fmean(abs(r["cost_achieved"] - r["cost_planned"]) for r in per_seed)
-    for key in ("success_rate", "outside_data"):
+    for key in ("success_rate", "outside_data", "time_in_trap"):
         if key in per_seed[0]:
             out[key] = statistics.fmean(run[key] for run in per_seed)
     if "convergence" in per_seed[0]:  # same iterations in every seed: average the curves
@@ -206,6 +206,10 @@ def _markdown(payload: dict) -> str:
         (
             "outside_data",
             "Plan outside data: share of planned steps outside the region the data was drawn from.\n",
+        ),
+        (
+            "time_in_trap",
+            "True steps in pit: share of the true trajectory's states inside the pit (actuation lost).\n",
         ),
     ):
         if any(key in m for m in payload["methods"].values()):

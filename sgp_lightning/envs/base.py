@@ -72,6 +72,11 @@ class Env:
         (B, T+1) bool; None if the domain does not define that region."""
         return None
 
+    def time_in_trap(self, states: torch.Tensor) -> torch.Tensor | None:
+        """Share of a true trajectory's states (B, T+1, …) inside the domain's trap, where the true dynamics
+        differ from what the data shows (the pit); None if the domain has none."""
+        return None
+
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -62,6 +62,14 @@ class IntegratorEnv(Env):
     def in_hole(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.hole_center.to(x)).norm(dim=-1) < self.hole_radius
 
+    def outside_data(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor | None:
+        """Planned states inside the hole, where the data collector never went (B, T+1)."""
+        return self.in_hole(states) if self.hole_radius > 0 else None
+
+    def time_in_trap(self, states: torch.Tensor) -> torch.Tensor | None:
+        """Share of the true states inside the pit, where actuation is lost."""
+        return self.in_pit(states).float().mean(-1) if self.pit_radius > 0 else None
+
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         if self.pit_radius == 0:
             return x + u

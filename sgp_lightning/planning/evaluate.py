@@ -205,6 +205,7 @@ class Evaluation:
     seconds: float
     success: torch.Tensor | None = None  # (B,) bool: the true rollout solved the task (env.success)
     outside_data: torch.Tensor | None = None  # (B,) share of planned steps outside the data region
+    time_in_trap: torch.Tensor | None = None  # (B,) share of true steps in the domain's trap (the pit)
 
     def summary(self) -> dict:
         per_task = [
@@ -217,7 +218,9 @@ class Evaluation:
             "model_error": float(self.model_error.mean()),
             "seconds": self.seconds,
         }
-        for key, values in (("success_rate", self.success), ("outside_data", self.outside_data)):
+        for key, values in (
+            ("success_rate", self.success), ("outside_data", self.outside_data), ("time_in_trap", self.time_in_trap)
+        ):  # fmt: skip
             if values is not None:
                 out[key] = float(values.float().mean())
                 for task, value in zip(per_task, values.tolist(), strict=True):
@@ -273,6 +276,7 @@ def plan_and_evaluate(
         model_error = (plan.states[:, 1:] - true_states[:, 1:]).flatten(2).norm(dim=-1).mean(1)
         success = env.success(true_states, tasks.goal)
         outside = env.outside_data(plan.states, plan.actions)
+        trapped = env.time_in_trap(true_states)
     return Evaluation(
         method or cfg.get("name", "planner"),
         plan,
@@ -283,4 +287,5 @@ def plan_and_evaluate(
         seconds,
         success,
         None if outside is None else outside.float().mean(1),
+        trapped,
     )
