@@ -143,3 +143,15 @@ def test_lipschitz_bound_holds_for_a_known_function_on_a_grid():
     grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
     assert bound_coverage(grid, error(grid), data, error(data), lipschitz=2.0, sigma=0.05)["holds"] == 1.0
     assert bound_coverage(grid, error(grid), data, error(data), lipschitz=0.01, sigma=0.05)["holds"] < 0.9
+
+
+def test_pit_reports_true_steps_in_the_pit_and_planned_steps_in_the_hole():
+    from sgp_lightning.envs import IntegratorEnv
+
+    env = IntegratorEnv(name="pit", pit_radius=0.4, hole_radius=0.4)
+    line = torch.stack([torch.linspace(-0.8, 0.8, 9), torch.zeros(9)], -1)  # straight through the disc
+    around = torch.stack([torch.linspace(-0.8, 0.8, 9), torch.full((9,), 0.6)], -1)
+    states = torch.stack([line, around])
+    torch.testing.assert_close(env.time_in_trap(states), torch.tensor([3 / 9, 0.0]))  # x = −0.2, 0, 0.2
+    assert env.outside_data(states, torch.zeros(2, 8, 2)).sum(1).tolist() == [3, 0]
+    assert IntegratorEnv(name="plain").time_in_trap(states) is None
