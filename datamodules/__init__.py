@@ -3,7 +3,7 @@
 from datamodules.base import TransitionDataModule
 from datamodules.cartpole import CartPoleDataModule
 from datamodules.d4rl import D4RLDataModule
-from datamodules.integrator import IntegratorDataModule
+from datamodules.integrator import DemonstrationDataModule, IntegratorDataModule
 from datamodules.pixel import PixelDataModule
 
 __all__ = [

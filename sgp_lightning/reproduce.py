@@ -69,6 +69,10 @@ def reproduce(cfg: DictConfig) -> dict:
         from sgp_lightning.analysis.lipschitz import reproduce_lipschitz
 
         return reproduce_lipschitz(cfg, _compose)
+    if entry.get("kind") == "stitching":
+        from sgp_lightning.analysis.stitching import reproduce_stitching
+
+        return reproduce_stitching(cfg, _compose)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
     if entry.get("beta_sweep") is not None:

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sgp_lightning.analysis.uncertainty_1d import gp_variance, run
-from tests.conftest import CONF, run_cli
+from tests.conftest import CONF, hydra_list, run_cli
 
 
 def test_gp_variance_vanishes_at_data_and_reaches_the_prior_far_away():
@@ -155,3 +155,34 @@ def test_pit_reports_true_steps_in_the_pit_and_planned_steps_in_the_hole():
     torch.testing.assert_close(env.time_in_trap(states), torch.tensor([3 / 9, 0.0]))  # x = −0.2, 0, 0.2
     assert env.outside_data(states, torch.zeros(2, 8, 2)).sum(1).tolist() == [3, 0]
     assert IntegratorEnv(name="plain").time_in_trap(states) is None
+
+
+# ---------------------------------------------------------------- stitching (E.1)
+def test_demonstrations_follow_their_routes():
+    from datamodules import DemonstrationDataModule
+    from sgp_lightning.envs import IntegratorEnv
+
+    dm = DemonstrationDataModule(IntegratorEnv(name="stitching"), num_demos=4, steps=10, endpoint_noise=0.0,
+                                 action_noise=0.0)  # fmt: skip
+    data = dm.load_transitions()
+    x = data["x"].view(4, 10, 2)
+    torch.testing.assert_close(x[0, 0], torch.tensor([-0.8, -0.8]))
+    torch.testing.assert_close(x[1, 0], torch.tensor([-0.8, 0.8]))
+    torch.testing.assert_close(data["x_next"].view(4, 10, 2)[0, -1], torch.tensor([0.8, 0.8]))
+    torch.testing.assert_close(data["u"].view(4, 10, 2)[1, 0], torch.tensor([0.16, -0.16]))
+
+
+def test_stitching_plan_stays_on_the_demonstrations(tmp_path):
+    """SGP's plan from bottom-left to bottom-right stays within 0.1 of demonstrated states and ends near
+    the goal; vanilla's straight line leaves the data."""
+    proc = run_cli(
+        "reproduce.py", "stitching", f"output_dir={tmp_path}",
+        "reproduce.train_overrides=" + hydra_list(["experiment=stitching", "trainer.max_epochs=40",
+                                                    "callbacks.planning.every_n_epochs=1000"]),
+        "reproduce.plan_overrides=" + hydra_list(["planners.sgp.beta=0.3", "planners.sgp.optimizer.iterations=300",
+                                                   "planners.vanilla.optimizer.iterations=300"]),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    methods = json.loads((tmp_path / "results.json").read_text())["methods"]
+    assert methods["sgp"]["plan_distance_to_data_max"] < 0.1 and methods["sgp"]["distance_to_goal"] < 0.2
+    assert methods["vanilla"]["plan_distance_to_data_max"] > 0.2
