@@ -77,6 +77,10 @@ def reproduce(cfg: DictConfig) -> dict:
         from sgp_lightning.analysis.policy_search_study import reproduce_policy_search
 
         return reproduce_policy_search(cfg, _compose)
+    if entry.get("kind") == "imitation":
+        from sgp_lightning.analysis.imitation import reproduce_imitation
+
+        return reproduce_imitation(cfg, _compose)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
     if entry.get("beta_sweep") is not None:

@@ -216,3 +216,19 @@ def test_policy_search_lowers_the_penalised_objective():
         env.step, policy, sample_x0(8, torch.Generator().manual_seed(1)), env.horizon
     )
     assert (states[:, -1] - goal).norm(dim=-1).max() < 0.3 and actions.abs().max() <= 0.1 + 1e-6
+
+
+# ---------------------------------------------------------------- imitation by data landing (B.6, D.1.2)
+def test_imitation_by_data_landing_stays_on_the_demonstrations(tmp_path):
+    """β = ∞ ignores the cost and plans for data likelihood: from starts on and off the demonstrations the
+    true trajectories stay close to the demonstrated states; the BC baseline is reported beside it."""
+    proc = run_cli(
+        "reproduce.py", "imitation", f"output_dir={tmp_path}",
+        "reproduce.train_overrides=" + hydra_list(["experiment=imitation", "trainer.max_epochs=40",
+                                                    "callbacks.planning.every_n_epochs=1000"]),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    methods = json.loads((tmp_path / "results.json").read_text())["methods"]
+    landing, bc = methods["SGP, β = ∞ (open loop)"], methods["behaviour cloning"]
+    assert landing["distance_to_demonstrations_mean"] < 0.05
+    assert bc["distance_to_demonstrations_mean"] >= 0.0 and (tmp_path / "imitation.png").is_file()

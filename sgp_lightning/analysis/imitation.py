@@ -1,0 +1,82 @@
+"""`python reproduce.py imitation output_dir=DIR` (paper B.6, D.1.2): with β = ∞ SGP drops the task cost and
+plans for data likelihood only; on expert demonstrations that is imitation. Compared with behaviour
+cloning on the same demonstrations, from start states on and off the demonstrated route."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from sgp_lightning.analysis.stitching import distance_to_data
+from sgp_lightning.planning import Evaluation, PlanResult, plan_and_evaluate
+from sgp_lightning.planning.policy_search import closed_loop
+
+
+def reproduce_imitation(cfg, compose) -> dict:
+    from sgp_lightning.plotting import plot_plans, save_figure
+    from sgp_lightning.train import train
+    from sgp_lightning.utils import machine_info, write_json
+
+    entry = cfg.reproduce
+    out = Path(cfg.output_dir)
+    start = time.perf_counter()
+    run_dir = out / "runs" / f"seed_{entry.seed}"
+    _, trained = train(compose("train", [*entry.train_overrides, f"seed={entry.seed}", f"paths.output_dir='{run_dir}'",
+                                         "trainer.enable_progress_bar=false", f"num_threads={cfg.num_threads}"]))  # fmt: skip
+    system, env, datamodule = trained["system"].cpu(), trained["env"], trained["datamodule"]
+    data = datamodule.all_data["x"]
+    expert_end = torch.tensor(list(entry.expert_end))
+    tasks = env.tasks()
+    planners = OmegaConf.to_container(compose("plan", ["ckpt_path=unused", *entry.plan_overrides]).planners,
+                                      resolve=True)  # fmt: skip
+    torch.manual_seed(entry.seed)
+    landing = plan_and_evaluate(system, env, tasks, planners["data_landing"], method="SGP, β = ∞")
+    with torch.no_grad():
+        bc_states, bc_actions = closed_loop(env.step, system.policy, tasks.x0, env.horizon)  # on true states
+        bc_cost = env.cost(bc_states, bc_actions, tasks.goal)
+    # BC has no plan: its "planned" and true states are the same closed-loop rollout.
+    bc = Evaluation("behaviour cloning", PlanResult(bc_actions, bc_states, bc_cost), bc_states, bc_cost, bc_cost,
+                    torch.zeros(len(tasks)), 0.0)  # fmt: skip
+    start_offset = distance_to_data(tasks.x0[:, None], data)[:, 0]
+    rows = {}
+    for label, states in (("SGP, β = ∞ (open loop)", landing.true_states), ("behaviour cloning", bc_states)):
+        gap = distance_to_data(states, data)
+        rows[label] = {
+            "distance_to_demonstrations_mean": float(gap[:, 1:].mean()),
+            "distance_to_demonstrations_last": float(gap[:, -1].mean()),
+            "distance_to_expert_end": float((states[:, -1] - expert_end).norm(dim=-1).mean()),
+        }
+    save_figure(plot_plans(env, [landing, bc], data), out / "imitation.png")
+    payload = {
+        "name": entry.name, "title": entry.title, "methods": rows, "seed": entry.seed,
+        "start_offset_from_demonstrations": start_offset.tolist(),
+        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}", "argv": sys.argv,
+        "machine": machine_info(), "wall_seconds": time.perf_counter() - start,
+    }  # fmt: skip
+    write_json(out / "results.json", payload)
+    m = payload["machine"]
+    lines = [
+        f"### {entry.title}\n",
+        "| method | true states' distance to the demonstrations: mean / at T | distance to the expert's end point |",
+        "|---|---|---|",
+    ]
+    for label, r in rows.items():
+        lines.append(
+            f"| {label} | {r['distance_to_demonstrations_mean']:.3g} / {r['distance_to_demonstrations_last']:.3g} | "
+            f"{r['distance_to_expert_end']:.3g} |"
+        )
+    lines.append(
+        f"\n{len(tasks)} start states at x = −0.8, y from {env.start_y_range[0]} to {env.start_y_range[1]} (up to "
+        f"{float(start_offset.max()):.2f} from the demonstrations), T = {env.horizon}; the expert's route ends at "
+        f"{list(entry.expert_end)}. Train overrides: {list(entry.train_overrides)}; seed {entry.seed}. Command: "
+        f"`{payload['command']}`; machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} with "
+        f"{m['torch_threads']} thread(s); wall time {payload['wall_seconds']:.0f} s.\n"
+    )
+    table = "\n".join(lines)
+    (out / "table.md").write_text(table)
+    print(table)
+    return payload
