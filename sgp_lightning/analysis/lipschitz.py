@@ -66,16 +66,22 @@ def estimate_lipschitz(
     )
 
 
+def error_bound(queries: torch.Tensor, data: torch.Tensor, data_errors: torch.Tensor, lipschitz: float,
+                sigma: float) -> torch.Tensor:  # fmt: skip
+    """Prop. 2's bound at each query: error at the nearest data point plus √2·L·√(d_σ² + σ² log N)."""
+    result = softmin(queries.flatten(1), data.flatten(1), sigma)
+    return lipschitz_error_bound(
+        data_errors[result.nearest_index], lipschitz, result.distance_sq, sigma, len(data)
+    )
+
+
 def bound_coverage(
     queries: torch.Tensor, query_errors: torch.Tensor, data: torch.Tensor, data_errors: torch.Tensor,
     lipschitz: float, sigma: float,
 ) -> dict:  # fmt: skip
     """Share of `queries` whose true error is within Prop. 2's bound (e at the nearest data point plus the
     distance term with the exact smoothed distance), and how loose the bound is where it holds."""
-    result = softmin(queries.flatten(1), data.flatten(1), sigma)
-    bound = lipschitz_error_bound(
-        data_errors[result.nearest_index], lipschitz, result.distance_sq, sigma, len(data)
-    )
+    bound = error_bound(queries, data, data_errors, lipschitz, sigma)
     holds = query_errors <= bound
     return {
         "holds": float(holds.float().mean()),
@@ -95,6 +101,11 @@ def _report(
     )
     out = {"lipschitz": estimate.__dict__, "sigma": sigma, "num_data": len(data_x), "coverage": {}}
     regions = regions or {"all": torch.ones(len(fresh_x), dtype=torch.bool)}
+    bound = error_bound(fresh_x, data_x, data_e, estimate.upper, sigma)
+    out["points"] = {  # for the figure only (not written to results.json)
+        region: {"error": fresh_e[mask].tolist(), "bound": bound[mask].tolist()}
+        for region, mask in regions.items()
+    }
     for label, constant in (("upper", estimate.upper), ("estimate", estimate.estimate),
                             ("largest_slope", estimate.largest_slope)):  # fmt: skip
         out["coverage"][label] = {
@@ -190,6 +201,20 @@ def reproduce_lipschitz(cfg, compose) -> dict:
         "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}", "argv": sys.argv,
         "machine": machine_info(), "wall_seconds": time.perf_counter() - start,
     }  # fmt: skip
+    from sgp_lightning.plotting import plt, save_figure
+
+    fig, axes = plt.subplots(1, len(studies), figsize=(4.6 * len(studies), 4.2), squeeze=False)
+    for ax, (name, study) in zip(axes[0], studies.items(), strict=True):
+        for region, points in study.pop("points").items():
+            ax.scatter(points["bound"], points["error"], s=3, alpha=0.5, label=region)
+        limits = ax.get_xlim()
+        ax.plot(limits, limits, "k--", lw=0.8, label="error = bound")
+        ax.set_xscale("log"), ax.set_yscale("log")
+        ax.set_xlabel("Prop. 2 bound (upper L_e)"), ax.set_ylabel("true error e(x)")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, Path(cfg.output_dir) / "lipschitz.png")
     write_json(Path(cfg.output_dir) / "results.json", payload)
     lines = [
         f"### {entry.title}\n",

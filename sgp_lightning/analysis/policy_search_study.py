@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from sgp_lightning.planning import build_problem, frozen, plan_and_evaluate
+from sgp_lightning.planning import Evaluation, PlanResult, build_problem, frozen, plan_and_evaluate
 from sgp_lightning.planning.policy_search import PolicySearch, closed_loop
 
 
@@ -33,7 +33,7 @@ def reproduce_policy_search(cfg, compose) -> dict:
     def sample_x0(n, generator):
         return low + (high - low) * torch.rand(n, 2, generator=generator)
 
-    rows = {}
+    rows, evaluations = {}, []
     for label, beta in (("policy search, SGP penalty", entry.beta), ("policy search, β = 0", 0.0)):
         planner_cfg = {**planners["sgp"], "beta": beta, "penalty": "score" if beta > 0 else "none"}
         tic = time.perf_counter()
@@ -43,9 +43,15 @@ def reproduce_policy_search(cfg, compose) -> dict:
             policy, history = search.train(problem, sample_x0, tasks.goal[0], torch.tensor(env.action_limit))
         seconds = time.perf_counter() - tic
         with torch.no_grad():
-            true_states, actions = closed_loop(
-                env.step, policy, tasks.x0, env.horizon
-            )  # acts on the true state
+            true_states, actions = closed_loop(env.step, policy, tasks.x0, env.horizon)  # on the true state
+            model_states, _ = closed_loop(system.dynamics, policy, tasks.x0, env.horizon)  # the model's view
+            cost = env.cost(true_states, actions, tasks.goal)
+            model_cost = env.cost(model_states, actions, tasks.goal)
+        plan = PlanResult(actions, model_states, model_cost)
+        evaluations.append(
+            Evaluation(label, plan, true_states, model_cost, cost, torch.zeros(len(tasks)), seconds)
+        )
+        with torch.no_grad():
             rows[label] = {
                 "cost_achieved": float(env.cost(true_states, actions, tasks.goal).mean()),
                 "true_steps_in_pit": float(env.time_in_trap(true_states).mean()),
@@ -55,6 +61,7 @@ def reproduce_policy_search(cfg, compose) -> dict:
     for label, mpc in (("SGP open loop", False), ("SGP + MPC", True)):
         torch.manual_seed(entry.seed)
         evaluation = plan_and_evaluate(system, env, tasks, planners["sgp"], mpc=mpc, method=label)
+        evaluations.append(evaluation)
         rows[label] = {
             "cost_achieved": float(evaluation.cost_achieved.mean()),
             "true_steps_in_pit": float(evaluation.time_in_trap.mean()),
@@ -66,6 +73,9 @@ def reproduce_policy_search(cfg, compose) -> dict:
         "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}", "argv": sys.argv,
         "machine": machine_info(), "wall_seconds": time.perf_counter() - start,
     }  # fmt: skip
+    from sgp_lightning.plotting import plot_plans, save_figure
+
+    save_figure(plot_plans(env, evaluations), out / "policy_search.png")
     write_json(out / "results.json", payload)
     m = payload["machine"]
     lines = [
