@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
+from sgp_lightning.analysis.common import planner_settings, provenance, train_run
 from sgp_lightning.analysis.stitching import distance_to_data
 from sgp_lightning.planning import Evaluation, PlanResult, plan_and_evaluate
 from sgp_lightning.planning.policy_search import closed_loop
@@ -18,21 +18,17 @@ from sgp_lightning.planning.policy_search import closed_loop
 
 def reproduce_imitation(cfg, compose) -> dict:
     from sgp_lightning.plotting import plot_plans, save_figure
-    from sgp_lightning.train import train
     from sgp_lightning.utils import machine_info, write_json
 
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
     start = time.perf_counter()
-    run_dir = out / "runs" / f"seed_{entry.seed}"
-    _, trained = train(compose("train", [*entry.train_overrides, f"seed={entry.seed}", f"paths.output_dir='{run_dir}'",
-                                         "trainer.enable_progress_bar=false", f"num_threads={cfg.num_threads}"]))  # fmt: skip
-    system, env, datamodule = trained["system"].cpu(), trained["env"], trained["datamodule"]
+    trained = train_run(cfg, compose)
+    system, env, datamodule = trained["system"], trained["env"], trained["datamodule"]
     data = datamodule.all_data["x"]
     expert_end = torch.tensor(list(entry.expert_end))
     tasks = env.tasks()
-    planners = OmegaConf.to_container(compose("plan", ["ckpt_path=unused", *entry.plan_overrides]).planners,
-                                      resolve=True)  # fmt: skip
+    planners = planner_settings(compose, entry.plan_overrides)
     torch.manual_seed(entry.seed)
     landing = plan_and_evaluate(system, env, tasks, planners["data_landing"], method="SGP, β = ∞")
     with torch.no_grad():
@@ -58,7 +54,6 @@ def reproduce_imitation(cfg, compose) -> dict:
         "machine": machine_info(), "wall_seconds": time.perf_counter() - start,
     }  # fmt: skip
     write_json(out / "results.json", payload)
-    m = payload["machine"]
     lines = [
         f"### {entry.title}\n",
         "| method | true states' distance to the demonstrations: mean / at T | distance to the expert's end point |",
@@ -72,9 +67,8 @@ def reproduce_imitation(cfg, compose) -> dict:
     lines.append(
         f"\n{len(tasks)} start states at x = −0.8, y from {env.start_y_range[0]} to {env.start_y_range[1]} (up to "
         f"{float(start_offset.max()):.2f} from the demonstrations), T = {env.horizon}; the expert's route ends at "
-        f"{list(entry.expert_end)}. Train overrides: {list(entry.train_overrides)}; seed {entry.seed}. Command: "
-        f"`{payload['command']}`; machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} with "
-        f"{m['torch_threads']} thread(s); wall time {payload['wall_seconds']:.0f} s.\n"
+        f"{list(entry.expert_end)}. Train overrides: {list(entry.train_overrides)}; seed {entry.seed}. "
+        f"{provenance(payload)}\n"
     )
     table = "\n".join(lines)
     (out / "table.md").write_text(table)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sgp_lightning.analysis.common import provenance
 from sgp_lightning.distance import lipschitz_error_bound, softmin
 from sgp_lightning.errors import require
 
@@ -231,16 +232,14 @@ def reproduce_lipschitz(cfg, compose) -> dict:
                 f"| {name} | {lip['largest_slope']:.3g} / {lip['estimate']:.3g} / {lip['upper']:.3g} | {region} | "
                 f"{holds} | {cov['upper'][region]['mean_error']:.3g} | {cov['upper'][region]['mean_bound']:.3g} |"
             )
-    s, m = entry.settings, payload["machine"]
+    s = entry.settings
     lines.append(
         f"\nBound: e(x) ≤ e(x_c) + √2·L_e·√(d_σ(x)² + σ² log N), exact smoothed distance with σ = {s.sigma}. L_e "
         f"from {s.num_batches} batches of {s.pairs_per_batch} held-out pairs: Robson–Whitlock end point of the batch "
         f"maxima, upper = its one-sided {s.confidence:.0%} bound. Known f: sin 3x₀ + cos 2x₁ "
         f"on [−2, 2]², MLP fitted to {s.num_data} samples, {s.num_held_out} held-out, {s.num_fresh} fresh points. "
         f"Pit: learned dynamics of `{' '.join(s.train_overrides)}`, normalized (x, u) space, validation pairs "
-        f"held out, fresh (x, u) uniform in the data box. Seed {s.seed}. Command: `{payload['command']}`; machine: "
-        f"{m['processor']}, {m['cpu_count']} cores, torch {m['torch']} with {m['torch_threads']} thread(s); wall time "
-        f"{payload['wall_seconds']:.0f} s.\n"
+        f"held out, fresh (x, u) uniform in the data box. Seed {s.seed}. {provenance(payload)}\n"
     )
     table = "\n".join(lines)
     (Path(cfg.output_dir) / "table.md").write_text(table)

@@ -10,24 +10,21 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from sgp_lightning.analysis.common import planner_settings, provenance, train_run
 from sgp_lightning.planning import Evaluation, PlanResult, build_problem, frozen, plan_and_evaluate
 from sgp_lightning.planning.policy_search import PolicySearch, closed_loop
 
 
 def reproduce_policy_search(cfg, compose) -> dict:
-    from sgp_lightning.train import train
     from sgp_lightning.utils import machine_info, write_json
 
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
     start = time.perf_counter()
-    run_dir = out / "runs" / f"seed_{entry.seed}"
-    _, trained = train(compose("train", [*entry.train_overrides, f"seed={entry.seed}", f"paths.output_dir='{run_dir}'",
-                                         "trainer.enable_progress_bar=false", f"num_threads={cfg.num_threads}"]))  # fmt: skip
-    system, env = trained["system"].cpu(), trained["env"]
+    trained = train_run(cfg, compose)
+    system, env = trained["system"], trained["env"]
     tasks = env.tasks()
-    planners = OmegaConf.to_container(compose("plan", ["ckpt_path=unused", *entry.plan_overrides]).planners,
-                                      resolve=True)  # fmt: skip
+    planners = planner_settings(compose, entry.plan_overrides)
     low, high = torch.tensor(list(entry.start_low)), torch.tensor(list(entry.start_high))
 
     def sample_x0(n, generator):
@@ -77,7 +74,6 @@ def reproduce_policy_search(cfg, compose) -> dict:
 
     save_figure(plot_plans(env, evaluations), out / "policy_search.png")
     write_json(out / "results.json", payload)
-    m = payload["machine"]
     lines = [
         f"### {entry.title}\n",
         "| method | achieved cost | true steps in pit | seconds |",
@@ -92,9 +88,7 @@ def reproduce_policy_search(cfg, compose) -> dict:
         f"initial states uniform in {list(entry.start_low)} … {list(entry.start_high)}, β = {entry.beta}; its "
         "seconds are training time, after which acting is one network call per step. SGP: planner_set as in "
         f"`{list(entry.plan_overrides)}`, MPC re-plans every step (planner.mpc). Train overrides: "
-        f"{list(entry.train_overrides)}; seed {entry.seed}. Command: `{payload['command']}`; machine: "
-        f"{m['processor']}, {m['cpu_count']} cores, torch {m['torch']} with {m['torch_threads']} thread(s); wall time "
-        f"{payload['wall_seconds'] / 60:.1f} min.\n"
+        f"{list(entry.train_overrides)}; seed {entry.seed}. {provenance(payload)}\n"
     )
     table = "\n".join(lines)
     (out / "table.md").write_text(table)

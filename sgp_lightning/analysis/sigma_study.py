@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from sgp_lightning.analysis.common import provenance
 from sgp_lightning.distance import exact_score
 from sgp_lightning.nets import NoiseConditionedMLP
 
@@ -129,7 +130,7 @@ def reproduce_sigma_study(cfg) -> dict:
     for dataset in payload["datasets"].values():
         dataset.pop("data")
     write_json(out / "results.json", payload)
-    s, m = entry.settings, payload["machine"]
+    s = entry.settings
     lines = [
         f"### {entry.title}\n",
         "| dataset | σ | cosine(learned, exact) outside the hole | cosine in the hole | learned points into the hole | exact points into the hole |",
@@ -145,8 +146,7 @@ def reproduce_sigma_study(cfg) -> dict:
         f"\nData uniform in [−1, 1]² outside a disc of radius {s.hole_radius}; one noise-conditioned MLP "
         f"{list(s.hidden_dims)} per dataset, {s.train_steps} Adam steps (lr {s.lr}, batch {s.batch_size}) of "
         f"denoising score matching over the σ levels above; grid {s.grid_size}×{s.grid_size} on [−1.2, 1.2]²; "
-        f"seed {s.seed}. Command: `{payload['command']}`; machine: {m['processor']}, {m['cpu_count']} cores, "
-        f"torch {m['torch']} with {m['torch_threads']} thread(s); wall time {payload['wall_seconds']:.0f} s.\n"
+        f"seed {s.seed}. {provenance(payload)}\n"
     )
     table = "\n".join(lines)
     (out / "table.md").write_text(table)

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
+from sgp_lightning.analysis.common import planner_settings, provenance, train_run
 from sgp_lightning.distance import softmin
 from sgp_lightning.planning import plan_and_evaluate
 
@@ -27,20 +27,16 @@ def distance_to_data(states: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
 def reproduce_stitching(cfg, compose) -> dict:
     """`python reproduce.py stitching output_dir=DIR`: train on the demonstrations, plan every method."""
     from sgp_lightning.plotting import plot_plans, save_figure
-    from sgp_lightning.train import train
     from sgp_lightning.utils import machine_info, write_json
 
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
     start = time.perf_counter()
-    run_dir = out / "runs" / f"seed_{entry.seed}"
-    _, trained = train(compose("train", [*entry.train_overrides, f"seed={entry.seed}", f"paths.output_dir='{run_dir}'",
-                                         "trainer.enable_progress_bar=false", f"num_threads={cfg.num_threads}"]))  # fmt: skip
-    system, env, datamodule = trained["system"].cpu(), trained["env"], trained["datamodule"]
+    trained = train_run(cfg, compose)
+    system, env, datamodule = trained["system"], trained["env"], trained["datamodule"]
     data = datamodule.all_data["x"]
     tasks = env.tasks()
-    planners = OmegaConf.to_container(compose("plan", ["ckpt_path=unused", *entry.plan_overrides]).planners,
-                                      resolve=True)  # fmt: skip
+    planners = planner_settings(compose, entry.plan_overrides)
     evaluations, methods = [], {}
     for name in entry.methods:
         torch.manual_seed(entry.seed)
@@ -65,7 +61,6 @@ def reproduce_stitching(cfg, compose) -> dict:
         "machine": machine_info(), "wall_seconds": time.perf_counter() - start,
     }  # fmt: skip
     write_json(out / "results.json", payload)
-    m = payload["machine"]
     lines = [
         f"### {entry.title}\n",
         "| method | cost of plan | achieved cost | distance to goal at T | plan's distance to data: mean / max |",
@@ -79,8 +74,7 @@ def reproduce_stitching(cfg, compose) -> dict:
     lines.append(
         f"\n{len(tasks)} tasks from around (−0.8, −0.8) to (0.8, −0.8), T = {env.horizon}; {len(data)} demonstrated "
         f"states. Train overrides: {list(entry.train_overrides)}; plan overrides: {list(entry.plan_overrides)}; "
-        f"seed {entry.seed}. Command: `{payload['command']}`; machine: {m['processor']}, {m['cpu_count']} cores, "
-        f"torch {m['torch']} with {m['torch_threads']} thread(s); wall time {payload['wall_seconds']:.0f} s.\n"
+        f"seed {entry.seed}. {provenance(payload)}\n"
     )
     table = "\n".join(lines)
     (out / "table.md").write_text(table)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sgp_lightning.analysis.common import provenance
 from sgp_lightning.distance import smoothed_distance_sq
 from sgp_lightning.errors import require
 
@@ -189,7 +190,7 @@ def reproduce_uncertainty_1d(cfg) -> dict:
     })  # fmt: skip
     write_json(out / "results.json", payload)
     save_figure(plot_uncertainty_1d(payload), out / "uncertainty_1d.png")
-    s, m = entry.settings, payload["machine"]
+    s = entry.settings
     lines = [
         f"### {entry.title}\n",
         "| metric | runs ending within ε of data | mean distance to nearest data | true cost f at the end | learned f_θ at the end |",
@@ -211,8 +212,7 @@ def reproduce_uncertainty_1d(cfg) -> dict:
         f"uniform in [{s.low}, {s.high}]; ε = {s.epsilon}; {s.num_points} samples outside the gap {list(s.gap)}; "
         f"each μ² divided by its maximum on the grid; distance σ {s.sigma_max} → {s.sigma_min} over {s.num_levels} "
         f"levels; GP RBF length {s.gp.length}, signal {s.gp.signal}, noise {s.gp.noise}; seed {s.seed}.\n"
-        f"Command: `{payload['command']}`; machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} with "
-        f"{m['torch_threads']} thread(s); wall time {payload['wall_seconds']:.0f} s.\n"
+        f"{provenance(payload)}\n"
     )
     table = "\n".join(lines)
     (out / "table.md").write_text(table)

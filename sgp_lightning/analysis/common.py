@@ -1,0 +1,37 @@
+"""What the analysis entries of reproduce.py share: one training run, the plan.py planner settings, and
+the line that states command, machine and wall time under each table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def train_run(cfg, compose) -> dict:
+    """Train `reproduce.train_overrides` with `reproduce.seed` into DIR/runs/seed_<seed>; returns train()'s
+    objects with the system moved to the CPU."""
+    from sgp_lightning.train import train
+
+    entry = cfg.reproduce
+    run_dir = Path(cfg.output_dir) / "runs" / f"seed_{entry.seed}"
+    overrides = [*entry.train_overrides, f"seed={entry.seed}", f"paths.output_dir='{run_dir}'",
+                 "trainer.enable_progress_bar=false", f"num_threads={cfg.num_threads}"]  # fmt: skip
+    _, trained = train(compose("train", overrides))
+    trained["system"] = trained["system"].cpu()
+    return trained
+
+
+def planner_settings(compose, overrides) -> dict:
+    """plan.py's `planners` (conf/plan.yaml) with `overrides`, as plain dicts."""
+    return OmegaConf.to_container(compose("plan", ["ckpt_path=unused", *overrides]).planners, resolve=True)
+
+
+def provenance(payload: dict) -> str:
+    """`Command: …; machine: …; wall time …` from a results payload."""
+    m, seconds = payload["machine"], payload["wall_seconds"]
+    wall = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return (
+        f"Command: `{payload['command']}`; machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} "
+        f"with {m['torch_threads']} thread(s); wall time {wall}."
+    )
