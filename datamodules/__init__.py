@@ -9,6 +9,7 @@ from datamodules.pixel import PixelDataModule
 __all__ = [
     "CartPoleDataModule",
     "D4RLDataModule",
+    "DemonstrationDataModule",
     "IntegratorDataModule",
     "PixelDataModule",
     "TransitionDataModule",
