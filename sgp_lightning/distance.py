@@ -84,6 +84,24 @@ def softmin(
     return SoftminResult(distance_sq, score, nearest_sq, nearest_index)
 
 
+def nearest_distance(
+    x: torch.Tensor, data: torch.Tensor, pair_budget: int = DEFAULT_PAIR_BUDGET
+) -> torch.Tensor:
+    """Euclidean distance from each point of x (..., n) to its nearest row of data (N, n), shape x.shape[:-1];
+    streamed over the data in chunks like `softmin`, without its smoothing."""
+    require(
+        data.dim() == 2 and data.shape[0] > 0, "nearest_distance needs a non-empty dataset of shape (N, n)"
+    )
+    flat = x.reshape(-1, x.shape[-1])
+    chunk_size = max(1, pair_budget // max(flat.shape[0], 1))
+    nearest_sq = torch.stack(
+        [_pairwise_half_sq(flat, data[s : s + chunk_size].to(flat)).min(1).values
+         for s in range(0, data.shape[0], chunk_size)],
+        1,
+    ).min(1).values  # fmt: skip
+    return (2.0 * nearest_sq).sqrt().reshape(x.shape[:-1])
+
+
 def smoothed_distance_sq(x, data, sigma, chunk_size=None) -> torch.Tensor:
     """d_σ(x; D)² of eq. (4) with C = 0, shape (B,). Differentiable in x."""
     require(data.shape[0] > 0, "the dataset is empty: smoothed distance to data is undefined")

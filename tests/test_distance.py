@@ -92,3 +92,13 @@ def test_lipschitz_bound_holds_for_known_error():
 def test_empty_dataset_is_an_error():
     with pytest.raises(SGPError, match="empty"):
         softmin(torch.zeros(2, 2), torch.zeros(0, 2), 0.1)
+
+
+def test_nearest_distance_matches_brute_force_in_any_chunking():
+    from sgp_lightning.distance import nearest_distance
+
+    generator = torch.Generator().manual_seed(3)
+    x, data = torch.randn(4, 5, 3, generator=generator), torch.randn(700, 3, generator=generator)
+    brute = (x[..., None, :] - data).norm(dim=-1).min(-1).values
+    for budget in (50, 1 << 24):  # many chunks, one chunk
+        torch.testing.assert_close(nearest_distance(x, data, pair_budget=budget), brute, atol=1e-5, rtol=1e-5)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sgp_lightning.analysis.common import planner_settings, provenance, train_run
-from sgp_lightning.analysis.stitching import distance_to_data
+from sgp_lightning.distance import nearest_distance
 from sgp_lightning.planning import Evaluation, PlanResult, plan_and_evaluate
 from sgp_lightning.planning.policy_search import closed_loop
 
@@ -37,10 +37,10 @@ def reproduce_imitation(cfg, compose) -> dict:
     # BC has no plan: its "planned" and true states are the same closed-loop rollout.
     bc = Evaluation("behaviour cloning", PlanResult(bc_actions, bc_states, bc_cost), bc_states, bc_cost, bc_cost,
                     torch.zeros(len(tasks)), 0.0)  # fmt: skip
-    start_offset = distance_to_data(tasks.x0[:, None], data)[:, 0]
+    start_offset = nearest_distance(tasks.x0[:, None], data)[:, 0]
     rows = {}
     for label, states in (("SGP, β = ∞ (open loop)", landing.true_states), ("behaviour cloning", bc_states)):
-        gap = distance_to_data(states, data)
+        gap = nearest_distance(states, data)
         rows[label] = {
             "distance_to_demonstrations_mean": float(gap[:, 1:].mean()),
             "distance_to_demonstrations_last": float(gap[:, -1].mean()),

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from sgp_lightning.distance import ExactScoreModel, softmin
+from sgp_lightning.distance import ExactScoreModel, nearest_distance
 from sgp_lightning.errors import require
 from sgp_lightning.normalization import Normalizer
 from sgp_lightning.utils import clean_errors, set_threads, write_json
@@ -39,11 +39,6 @@ DEFAULTS = {
     "seed": 0,
     "threads": 1,
 }
-
-
-def nearest_distance(z: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance from each row of z to the nearest data row (streamed over the data)."""
-    return (2.0 * softmin(z, data, 1.0).nearest_sq).sqrt()
 
 
 @torch.no_grad()

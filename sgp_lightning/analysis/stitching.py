@@ -14,14 +14,8 @@ from pathlib import Path
 import torch
 
 from sgp_lightning.analysis.common import planner_settings, provenance, train_run
-from sgp_lightning.distance import softmin
+from sgp_lightning.distance import nearest_distance
 from sgp_lightning.planning import plan_and_evaluate
-
-
-def distance_to_data(states: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
-    """Distance of every state (B, T+1, 2) to the nearest data state, (B, T+1)."""
-    flat = states.reshape(-1, states.shape[-1])
-    return (2 * softmin(flat, data, 1.0).nearest_sq).sqrt().reshape(states.shape[:-1])
 
 
 def reproduce_stitching(cfg, compose) -> dict:
@@ -41,7 +35,7 @@ def reproduce_stitching(cfg, compose) -> dict:
     for name in entry.methods:
         torch.manual_seed(entry.seed)
         evaluation = plan_and_evaluate(system, env, tasks, planners[name], method=name)
-        gap = distance_to_data(evaluation.plan.states.detach(), data)
+        gap = nearest_distance(evaluation.plan.states.detach(), data)
         final_error = (evaluation.true_states[:, -1] - tasks.goal).norm(dim=-1)
         methods[name] = {
             "cost_planned": float(evaluation.cost_planned.mean()),
