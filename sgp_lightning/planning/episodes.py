@@ -18,6 +18,7 @@ import torch
 
 from sgp_lightning.envs.mujoco import MujocoEnv
 from sgp_lightning.planning.evaluate import build_problem, validate_for_system, validate_planner_config
+from sgp_lightning.planning.mpc import MPC
 from sgp_lightning.planning.optimizers import build_planner
 from sgp_lightning.planning.problem import frozen
 from sgp_lightning.utils import plain_config
@@ -96,20 +97,9 @@ def run_episodes(
 def _controller(system, env: MujocoEnv, cfg: dict):
     """A function from observations (B, n) to actions (B, m): the BC policy, or one MPC step."""
     if cfg.get("algorithm") == "policy":
-        policy = system.require_part("policy")
-        return lambda x: policy(x)
+        return system.require_part("policy")
     planner = build_planner(cfg.get("algorithm", "gradient"), cfg.get("optimizer"))
     mpc = cfg.get("mpc") or {}
     problem = build_problem(system, env, cfg, int(mpc.get("horizon") or env.horizon))
-    state = {"plan": None, "first": True}
-
-    def mpc_step(x: torch.Tensor) -> torch.Tensor:
-        goal = torch.zeros_like(x)  # the learned reward has no goal
-        iterations = None if state["first"] else mpc.get("iterations")
-        plan = planner.solve(problem, x, goal, init_actions=state["plan"], iterations=iterations)
-        if mpc.get("warm_start", True):
-            state["plan"] = torch.cat([plan.actions[:, 1:], plan.actions[:, -1:]], 1).detach()
-        state["first"] = False
-        return plan.actions[:, 0]
-
-    return mpc_step
+    controller = MPC(planner, mpc.get("iterations"), mpc.get("warm_start", True))
+    return lambda x: controller.act(problem, x, torch.zeros_like(x))  # the learned reward has no goal

@@ -18,6 +18,23 @@ class MPC:
         self.planner, self.warm_start = planner, warm_start
         self.iterations = iterations
         require(iterations is None or iterations > 0, f"mpc iterations must be positive, got {iterations}")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous plan: the next `act` solves from scratch with the planner's own iterations."""
+        self._plan: torch.Tensor | None = None
+        self._first = True
+
+    def act(self, problem: ShootingProblem, x: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """One receding-horizon step from states x (B, …): solve (warm-started by the previous plan shifted
+        by one step) and return the first action of the new plan."""
+        plan = self.planner.solve(
+            problem, x, goal, init_actions=self._plan, iterations=None if self._first else self.iterations
+        )
+        self._first = False
+        if self.warm_start:
+            self._plan = torch.cat([plan.actions[:, 1:], plan.actions[:, -1:]], 1).detach()
+        return plan.actions[:, 0]
 
     def run(
         self, problem: ShootingProblem, env: Env, x0: torch.Tensor, goal: torch.Tensor, steps: int
@@ -25,18 +42,14 @@ class MPC:
         """Execute `steps` actions on the true env. Returns the executed actions, the learned model's
         prediction of them from x0 (`states`, `cost_planned`) and, in history, the true states."""
         require(steps > 0, f"mpc steps must be positive, got {steps}")
-        x, plan_actions, executed, true_states = x0, None, [], [x0]
-        for step in range(steps):
-            plan = self.planner.solve(
-                problem, x, goal, init_actions=plan_actions, iterations=None if step == 0 else self.iterations
-            )
-            u = plan.actions[:, 0]
+        self.reset()
+        x, executed, true_states = x0, [], [x0]
+        for _ in range(steps):
+            u = self.act(problem, x, goal)
             with torch.no_grad():
                 x = env.step(x, u)
             executed.append(u)
             true_states.append(x)
-            if self.warm_start:
-                plan_actions = torch.cat([plan.actions[:, 1:], plan.actions[:, -1:]], 1)
         actions = torch.stack(executed, 1)
         with torch.no_grad():
             states = problem.rollout(x0, actions)
