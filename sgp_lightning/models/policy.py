@@ -8,12 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from sgp_lightning.errors import require
-from sgp_lightning.models.base import Batch, OptimizerFactory, PartModel, build_network
-from sgp_lightning.normalization import Normalizer
-from sgp_lightning.spaces import as_shape, is_image, stats_shape
+from sgp_lightning.models.base import Batch, OptimizerFactory, StateActionModel, build_network
+from sgp_lightning.spaces import is_image
 
 
-class PolicyModel(PartModel):
+class PolicyModel(StateActionModel):
     """MLP from normalized x to normalized u, trained with mean squared error (vector domains)."""
 
     part_name = "policy"
@@ -26,20 +25,13 @@ class PolicyModel(PartModel):
         activation: str = "relu",
         optimizer: OptimizerFactory | None = None,
     ):
-        super().__init__(optimizer)
+        super().__init__(state_shape, action_shape, optimizer)
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
-        self.state_shape, self.action_shape = as_shape(state_shape), as_shape(action_shape)
         require(
             not is_image(self.state_shape) and not is_image(self.action_shape),
             "model.policy (behaviour cloning) takes vector states and actions",
         )
-        self.state_norm = Normalizer(stats_shape(self.state_shape))
-        self.action_norm = Normalizer(stats_shape(self.action_shape))
         self.net = build_network("mlp", self.state_shape, self.action_shape, hidden_dims, activation, None)
-
-    def set_normalizers(self, stats) -> None:
-        self.state_norm.set_stats(*stats["x"])
-        self.action_norm.set_stats(*stats["u"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The action for each state, in the data's units."""
