@@ -63,6 +63,18 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return path
 
 
+def cli_options(defaults: dict, argv: list[str] | None = None):
+    """The `key=value` options of a module command (`python -m …`) merged over `defaults`, as an OmegaConf
+    config; an option that is not in `defaults` is bad input (SGPError naming the valid ones)."""
+    from omegaconf import OmegaConf
+
+    cli = OmegaConf.from_cli(argv) if argv is not None else OmegaConf.from_cli()
+    unknown = sorted(set(cli.keys()) - set(defaults))
+    if unknown:
+        raise SGPError(f"unknown options {unknown}; options are {sorted(defaults)}")
+    return OmegaConf.merge(OmegaConf.create(defaults), cli)
+
+
 def plain_config(config):
     """Hydra/OmegaConf config → plain dicts and lists (resolved); other mappings → dict; else unchanged."""
     from collections.abc import Mapping

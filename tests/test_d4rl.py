@@ -408,3 +408,11 @@ def test_committed_policy_reaches_its_stated_return(env, level):
     stated = metadata["return_mean"]
     tolerance = max(3 * returns.std(ddof=1) / np.sqrt(len(returns)), 0.1 * abs(stated))
     assert abs(returns.mean() - stated) <= tolerance, (returns.mean(), stated, tolerance)
+
+
+def test_behaviour_training_rejects_unknown_options(capsys):
+    from sgp_lightning.data.behaviour import main as behaviour_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        behaviour_main(["env=hopper", "total_step=1000"])  # a typo of total_steps
+    assert exit_info.value.code == 2 and "unknown options ['total_step']" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from sgp_lightning.distance import ExactScoreModel, nearest_distance
 from sgp_lightning.errors import require
 from sgp_lightning.normalization import Normalizer
-from sgp_lightning.utils import clean_errors, set_threads, write_json
+from sgp_lightning.utils import clean_errors, cli_options, set_threads, write_json
 
 DEFAULTS = {
     "ckpt_path": None,  # SGPSystem checkpoint (required)
@@ -122,12 +122,9 @@ def plot_score_check(report: dict, data: torch.Tensor, max_data: int = 5000):
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli = OmegaConf.from_cli(argv) if argv is not None else OmegaConf.from_cli()
-    cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), cli)
-    set_threads(cfg.threads)
     with clean_errors():
-        unknown = sorted(set(cli.keys()) - set(DEFAULTS))
-        require(not unknown, f"unknown options {unknown}; options are {sorted(DEFAULTS)}")
+        cfg = cli_options(DEFAULTS, argv)
+        set_threads(cfg.threads)
         require(cfg.ckpt_path is not None, "ckpt_path= is required (an SGPSystem checkpoint)")
         require(0 <= cfg.threshold <= 1 and cfg.epsilon > 0, "threshold must be in [0, 1] and epsilon > 0")
         from sgp_lightning.models import load_system

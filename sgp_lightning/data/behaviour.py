@@ -19,14 +19,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-from omegaconf import OmegaConf
-
 from sgp_lightning.data.policies import TanhGaussianPolicy, load_policy, save_policy
 from sgp_lightning.data.rollout import evaluate_policy
 from sgp_lightning.envs.mujoco import MujocoTask, mujoco_task
 from sgp_lightning.errors import require
-from sgp_lightning.utils import clean_errors, set_threads
+from sgp_lightning.utils import clean_errors, cli_options, set_threads
 
 DEFAULTS = {
     "env": "hopper",  # halfcheetah | hopper | walker2d
@@ -134,12 +131,9 @@ def _metadata(task: MujocoTask, cfg, record: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = OmegaConf.merge(
-        OmegaConf.create(DEFAULTS), OmegaConf.from_cli(argv) if argv is not None else OmegaConf.from_cli()
-    )
-    set_threads(cfg.threads)
-    np.set_printoptions(precision=3)
     with clean_errors():
+        cfg = cli_options(DEFAULTS, argv)
+        set_threads(cfg.threads)
         summary = choose_policies(cfg) if cfg.choose_only else train_behaviour_policies(cfg)
     print(json.dumps(summary["chosen"]))
 

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from sgp_lightning.data.d4rl import (
     INFO_KEYS,
@@ -34,7 +33,7 @@ from sgp_lightning.data.policies import UniformRandomPolicy, committed_policy_pa
 from sgp_lightning.data.rollout import rollout
 from sgp_lightning.envs.mujoco import mujoco_task
 from sgp_lightning.errors import require
-from sgp_lightning.utils import clean_errors, set_threads
+from sgp_lightning.utils import clean_errors, cli_options, set_threads
 
 DATASETS = ("random", "medium", "expert", "medium_expert")
 DEFAULTS = {
@@ -139,12 +138,9 @@ def collect(cfg) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli = OmegaConf.from_cli(argv) if argv is not None else OmegaConf.from_cli()
-    cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), cli)
-    set_threads(cfg.threads)
     with clean_errors():
-        unknown = sorted(set(cli.keys()) - set(DEFAULTS))
-        require(not unknown, f"unknown options {unknown}; options are {sorted(DEFAULTS)}")
+        cfg = cli_options(DEFAULTS, argv)
+        set_threads(cfg.threads)
         print(json.dumps(collect(cfg)))
 
 
