@@ -10,18 +10,17 @@ method by MPC episodes, and report the D4RL-normalised score, mean ± std over s
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sgp_lightning.analysis.common import run_record, write_report
 from sgp_lightning.data.collect import collect, dataset_name
 from sgp_lightning.envs.mujoco import mujoco_task
 from sgp_lightning.errors import require
 from sgp_lightning.plan import plan
 from sgp_lightning.train import train
-from sgp_lightning.utils import machine_info, write_json
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -88,24 +87,16 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
             },
         }
     payload = {
-        "name": entry.name,
-        "title": entry.title,
+        **run_record(cfg, start),
         "env": task.gym_id,
-        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}",
-        "argv": sys.argv,
         "seeds": list(entry.seeds),
         "train_overrides": list(entry.train_overrides),
         "plan_overrides": list(entry.plan_overrides),
         "collect": OmegaConf.to_container(entry.collect),
-        "machine": machine_info(),
-        "wall_seconds": time.perf_counter() - start,
         "datasets": datasets,
         "paper": OmegaConf.to_container(entry.paper) if entry.get("paper") else None,
     }
-    write_json(out / "results.json", payload)
-    table = d4rl_markdown(payload)
-    (out / "table.md").write_text(table)
-    print(table)
+    write_report(out, payload, d4rl_markdown(payload))
     return payload
 
 

@@ -3,6 +3,8 @@ the line that states command, machine and wall time under each table."""
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -35,3 +37,28 @@ def provenance(payload: dict) -> str:
         f"Command: `{payload['command']}`; machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} "
         f"with {m['torch_threads']} thread(s); wall time {wall}."
     )
+
+
+def run_record(cfg, start: float) -> dict:
+    """Name, title, command, argv, machine and wall time (since `start`, a perf_counter reading) of the
+    reproduce entry `cfg.reproduce`, for its results.json."""
+    from sgp_lightning.utils import machine_info
+
+    entry = cfg.reproduce
+    return {
+        "name": entry.name,
+        "title": entry.title,
+        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}",
+        "argv": sys.argv,
+        "machine": machine_info(),
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
+def write_report(out: str | Path, payload: dict, table: str) -> None:
+    """DIR/results.json and DIR/table.md of a reproduce entry; the table is also printed."""
+    from sgp_lightning.utils import write_json
+
+    write_json(Path(out) / "results.json", payload)
+    (Path(out) / "table.md").write_text(table)
+    print(table)

@@ -4,13 +4,12 @@ cloning on the same demonstrations, from start states on and off the demonstrate
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from sgp_lightning.analysis.common import planner_settings, provenance, train_run
+from sgp_lightning.analysis.common import planner_settings, provenance, run_record, train_run, write_report
 from sgp_lightning.distance import nearest_distance
 from sgp_lightning.planning import Evaluation, PlanResult, plan_and_evaluate
 from sgp_lightning.planning.policy_search import closed_loop
@@ -18,7 +17,6 @@ from sgp_lightning.planning.policy_search import closed_loop
 
 def reproduce_imitation(cfg, compose) -> dict:
     from sgp_lightning.plotting import plot_plans, save_figure
-    from sgp_lightning.utils import machine_info, write_json
 
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
@@ -48,12 +46,10 @@ def reproduce_imitation(cfg, compose) -> dict:
         }
     save_figure(plot_plans(env, [landing, bc], data), out / "imitation.png")
     payload = {
-        "name": entry.name, "title": entry.title, "methods": rows, "seed": entry.seed,
+        "methods": rows, "seed": entry.seed,
         "start_offset_from_demonstrations": start_offset.tolist(),
-        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}", "argv": sys.argv,
-        "machine": machine_info(), "wall_seconds": time.perf_counter() - start,
+        **run_record(cfg, start),
     }  # fmt: skip
-    write_json(out / "results.json", payload)
     lines = [
         f"### {entry.title}\n",
         "| method | true states' distance to the demonstrations: mean / at T | distance to the expert's end point |",
@@ -71,6 +67,5 @@ def reproduce_imitation(cfg, compose) -> dict:
         f"{provenance(payload)}\n"
     )
     table = "\n".join(lines)
-    (out / "table.md").write_text(table)
-    print(table)
+    write_report(out, payload, table)
     return payload

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sgp_lightning.analysis.common import provenance
+from sgp_lightning.analysis.common import provenance, run_record, write_report
 from sgp_lightning.distance import lipschitz_error_bound, softmin
 from sgp_lightning.errors import require
 
@@ -179,13 +179,10 @@ def pit_dynamics_study(cfg, compose) -> dict:
 
 def reproduce_lipschitz(cfg, compose) -> dict:
     """`python reproduce.py lipschitz output_dir=DIR`: results.json and table.md."""
-    import sys
     import time
     from pathlib import Path
 
     from omegaconf import OmegaConf, open_dict
-
-    from sgp_lightning.utils import machine_info, write_json
 
     entry = cfg.reproduce
     settings = entry.settings.copy()
@@ -197,10 +194,9 @@ def reproduce_lipschitz(cfg, compose) -> dict:
         "pit dynamics": pit_dynamics_study(settings, compose),
     }
     payload = {
-        "name": entry.name, "title": entry.title, "studies": studies,
+        "studies": studies,
         "settings": OmegaConf.to_container(entry.settings),
-        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}", "argv": sys.argv,
-        "machine": machine_info(), "wall_seconds": time.perf_counter() - start,
+        **run_record(cfg, start),
     }  # fmt: skip
     from sgp_lightning.plotting import plt, save_figure
 
@@ -216,7 +212,6 @@ def reproduce_lipschitz(cfg, compose) -> dict:
         ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, Path(cfg.output_dir) / "lipschitz.png")
-    write_json(Path(cfg.output_dir) / "results.json", payload)
     lines = [
         f"### {entry.title}\n",
         "| study | L_e: largest slope / estimate / upper | fresh points | bound holds with upper / estimate / largest slope | mean error | mean bound (upper) |",
@@ -242,6 +237,5 @@ def reproduce_lipschitz(cfg, compose) -> dict:
         f"held out, fresh (x, u) uniform in the data box. Seed {s.seed}. {provenance(payload)}\n"
     )
     table = "\n".join(lines)
-    (Path(cfg.output_dir) / "table.md").write_text(table)
-    print(table)
+    write_report(cfg.output_dir, payload, table)
     return payload

@@ -3,20 +3,18 @@ policy search with the score penalty, against open-loop SGP and SGP + MPC, on th
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from sgp_lightning.analysis.common import planner_settings, provenance, train_run
+from sgp_lightning.analysis.common import planner_settings, provenance, run_record, train_run, write_report
 from sgp_lightning.planning import Evaluation, PlanResult, build_problem, frozen, plan_and_evaluate
 from sgp_lightning.planning.policy_search import PolicySearch, closed_loop
 
 
 def reproduce_policy_search(cfg, compose) -> dict:
-    from sgp_lightning.utils import machine_info, write_json
 
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
@@ -65,15 +63,13 @@ def reproduce_policy_search(cfg, compose) -> dict:
             "seconds": evaluation.seconds,
         }
     payload = {
-        "name": entry.name, "title": entry.title, "methods": rows, "seed": entry.seed,
+        "methods": rows, "seed": entry.seed,
         "settings": OmegaConf.to_container(entry),
-        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}", "argv": sys.argv,
-        "machine": machine_info(), "wall_seconds": time.perf_counter() - start,
+        **run_record(cfg, start),
     }  # fmt: skip
     from sgp_lightning.plotting import plot_plans, save_figure
 
     save_figure(plot_plans(env, evaluations), out / "policy_search.png")
-    write_json(out / "results.json", payload)
     lines = [
         f"### {entry.title}\n",
         "| method | achieved cost | true steps in pit | seconds |",
@@ -91,6 +87,5 @@ def reproduce_policy_search(cfg, compose) -> dict:
         f"{list(entry.train_overrides)}; seed {entry.seed}. {provenance(payload)}\n"
     )
     table = "\n".join(lines)
-    (out / "table.md").write_text(table)
-    print(table)
+    write_report(out, payload, table)
     return payload

@@ -11,14 +11,13 @@ One noise-conditioned MLP per dataset is trained by denoising score matching (eq
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from sgp_lightning.analysis.common import provenance
+from sgp_lightning.analysis.common import provenance, run_record, write_report
 from sgp_lightning.distance import exact_score
 from sgp_lightning.nets import NoiseConditionedMLP
 
@@ -114,22 +113,16 @@ def plot_sigma_study(payload: dict):
 def reproduce_sigma_study(cfg) -> dict:
     """`python reproduce.py sigma_study output_dir=DIR`: results.json, table.md and sigma_study.png."""
     from sgp_lightning.plotting import save_figure
-    from sgp_lightning.utils import machine_info, write_json
 
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
     start = time.perf_counter()
     payload = run(entry.settings)
-    payload.update({
-        "name": entry.name, "title": entry.title, "settings": OmegaConf.to_container(entry.settings),
-        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}", "argv": sys.argv,
-        "machine": machine_info(), "wall_seconds": time.perf_counter() - start,
-    })  # fmt: skip
+    payload.update({"settings": OmegaConf.to_container(entry.settings), **run_record(cfg, start)})
     save_figure(plot_sigma_study(payload), out / "sigma_study.png")
     payload.pop("fields"), payload.pop("grid")  # large; the figure shows them
     for dataset in payload["datasets"].values():
         dataset.pop("data")
-    write_json(out / "results.json", payload)
     s = entry.settings
     lines = [
         f"### {entry.title}\n",
@@ -149,6 +142,5 @@ def reproduce_sigma_study(cfg) -> dict:
         f"seed {s.seed}. {provenance(payload)}\n"
     )
     table = "\n".join(lines)
-    (out / "table.md").write_text(table)
-    print(table)
+    write_report(out, payload, table)
     return payload

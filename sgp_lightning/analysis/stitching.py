@@ -7,13 +7,12 @@ states' distance to the nearest demonstrated state.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from sgp_lightning.analysis.common import planner_settings, provenance, train_run
+from sgp_lightning.analysis.common import planner_settings, provenance, run_record, train_run, write_report
 from sgp_lightning.distance import nearest_distance
 from sgp_lightning.planning import plan_and_evaluate
 
@@ -21,7 +20,6 @@ from sgp_lightning.planning import plan_and_evaluate
 def reproduce_stitching(cfg, compose) -> dict:
     """`python reproduce.py stitching output_dir=DIR`: train on the demonstrations, plan every method."""
     from sgp_lightning.plotting import plot_plans, save_figure
-    from sgp_lightning.utils import machine_info, write_json
 
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
@@ -48,13 +46,11 @@ def reproduce_stitching(cfg, compose) -> dict:
         evaluations.append(evaluation)
     save_figure(plot_plans(env, evaluations, data), out / "plan.png")
     payload = {
-        "name": entry.name, "title": entry.title, "methods": methods, "seed": entry.seed,
+        "methods": methods, "seed": entry.seed,
         "train_overrides": list(entry.train_overrides), "plan_overrides": list(entry.plan_overrides),
         "num_demonstration_states": len(data),
-        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}", "argv": sys.argv,
-        "machine": machine_info(), "wall_seconds": time.perf_counter() - start,
+        **run_record(cfg, start),
     }  # fmt: skip
-    write_json(out / "results.json", payload)
     lines = [
         f"### {entry.title}\n",
         "| method | cost of plan | achieved cost | distance to goal at T | plan's distance to data: mean / max |",
@@ -71,6 +67,5 @@ def reproduce_stitching(cfg, compose) -> dict:
         f"seed {entry.seed}. {provenance(payload)}\n"
     )
     table = "\n".join(lines)
-    (out / "table.md").write_text(table)
-    print(table)
+    write_report(out, payload, table)
     return payload

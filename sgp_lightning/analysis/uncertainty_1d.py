@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sgp_lightning.analysis.common import provenance
+from sgp_lightning.analysis.common import provenance, run_record, write_report
 from sgp_lightning.distance import smoothed_distance_sq
 from sgp_lightning.errors import require
 
@@ -166,29 +166,18 @@ def run(cfg) -> dict:
 
 def reproduce_uncertainty_1d(cfg) -> dict:
     """`python reproduce.py uncertainty_1d output_dir=DIR`: results.json, table.md and uncertainty_1d.png."""
-    import sys
     import time
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
     from sgp_lightning.plotting import plot_uncertainty_1d, save_figure
-    from sgp_lightning.utils import machine_info, write_json
 
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
     start = time.perf_counter()
     payload = run(entry.settings)
-    payload.update({
-        "name": entry.name,
-        "title": entry.title,
-        "settings": OmegaConf.to_container(entry.settings),
-        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}",
-        "argv": sys.argv,
-        "machine": machine_info(),
-        "wall_seconds": time.perf_counter() - start,
-    })  # fmt: skip
-    write_json(out / "results.json", payload)
+    payload.update({"settings": OmegaConf.to_container(entry.settings), **run_record(cfg, start)})
     save_figure(plot_uncertainty_1d(payload), out / "uncertainty_1d.png")
     s = entry.settings
     lines = [
@@ -215,6 +204,5 @@ def reproduce_uncertainty_1d(cfg) -> dict:
         f"{provenance(payload)}\n"
     )
     table = "\n".join(lines)
-    (out / "table.md").write_text(table)
-    print(table)
+    write_report(out, payload, table)
     return payload
