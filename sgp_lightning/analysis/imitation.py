@@ -11,8 +11,8 @@ import torch
 
 from sgp_lightning.analysis.common import planner_settings, provenance, run_record, train_run, write_report
 from sgp_lightning.distance import nearest_distance
-from sgp_lightning.planning import Evaluation, PlanResult, plan_and_evaluate
-from sgp_lightning.planning.policy_search import closed_loop
+from sgp_lightning.planning import plan_and_evaluate
+from sgp_lightning.planning.policy_search import evaluate_feedback_policy
 
 
 def reproduce_imitation(cfg, compose) -> dict:
@@ -29,15 +29,13 @@ def reproduce_imitation(cfg, compose) -> dict:
     planners = planner_settings(compose, entry.plan_overrides)
     torch.manual_seed(entry.seed)
     landing = plan_and_evaluate(system, env, tasks, planners["data_landing"], method="SGP, β = ∞")
-    with torch.no_grad():
-        bc_states, bc_actions = closed_loop(env.step, system.policy, tasks.x0, env.horizon)  # on true states
-        bc_cost = env.cost(bc_states, bc_actions, tasks.goal)
-    # BC has no plan: its "planned" and true states are the same closed-loop rollout.
-    bc = Evaluation("behaviour cloning", PlanResult(bc_actions, bc_states, bc_cost), bc_states, bc_cost, bc_cost,
-                    torch.zeros(len(tasks)), 0.0)  # fmt: skip
+    bc = evaluate_feedback_policy("behaviour cloning", system.policy, env, tasks)  # acts on the true states
     start_offset = nearest_distance(tasks.x0[:, None], data)[:, 0]
     rows = {}
-    for label, states in (("SGP, β = ∞ (open loop)", landing.true_states), ("behaviour cloning", bc_states)):
+    for label, states in (
+        ("SGP, β = ∞ (open loop)", landing.true_states),
+        ("behaviour cloning", bc.true_states),
+    ):
         gap = nearest_distance(states, data)
         rows[label] = {
             "distance_to_demonstrations_mean": float(gap[:, 1:].mean()),

@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from sgp_lightning.analysis.common import planner_settings, provenance, run_record, train_run, write_report
-from sgp_lightning.planning import Evaluation, PlanResult, build_problem, frozen, plan_and_evaluate
-from sgp_lightning.planning.policy_search import PolicySearch, closed_loop
+from sgp_lightning.planning import build_problem, frozen, plan_and_evaluate
+from sgp_lightning.planning.policy_search import PolicySearch, evaluate_feedback_policy
 
 
 def reproduce_policy_search(cfg, compose) -> dict:
@@ -28,7 +28,7 @@ def reproduce_policy_search(cfg, compose) -> dict:
     def sample_x0(n, generator):
         return low + (high - low) * torch.rand(n, 2, generator=generator)
 
-    rows, evaluations = {}, []
+    evaluations, histories = [], {}
     for label, beta in (("policy search, SGP penalty", entry.beta), ("policy search, β = 0", 0.0)):
         planner_cfg = {**planners["sgp"], "beta": beta, "penalty": "score" if beta > 0 else "none"}
         tic = time.perf_counter()
@@ -37,31 +37,20 @@ def reproduce_policy_search(cfg, compose) -> dict:
             search = PolicySearch(**OmegaConf.to_container(entry.policy_search), seed=entry.seed)
             policy, history = search.train(problem, sample_x0, tasks.goal[0], torch.tensor(env.action_limit))
         seconds = time.perf_counter() - tic
-        with torch.no_grad():
-            true_states, actions = closed_loop(env.step, policy, tasks.x0, env.horizon)  # on the true state
-            model_states, _ = closed_loop(system.dynamics, policy, tasks.x0, env.horizon)  # the model's view
-            cost = env.cost(true_states, actions, tasks.goal)
-            model_cost = env.cost(model_states, actions, tasks.goal)
-        plan = PlanResult(actions, model_states, model_cost)
-        evaluations.append(
-            Evaluation(label, plan, true_states, model_cost, cost, torch.zeros(len(tasks)), seconds)
-        )
-        with torch.no_grad():
-            rows[label] = {
-                "cost_achieved": float(env.cost(true_states, actions, tasks.goal).mean()),
-                "true_steps_in_pit": float(env.time_in_trap(true_states).mean()),
-                "seconds": seconds,
-                "objective_first_last": [history[0], history[-1]],
-            }
+        evaluations.append(evaluate_feedback_policy(label, policy, env, tasks, system.dynamics, seconds))
+        histories[label] = [history[0], history[-1]]
     for label, mpc in (("SGP open loop", False), ("SGP + MPC", True)):
         torch.manual_seed(entry.seed)
-        evaluation = plan_and_evaluate(system, env, tasks, planners["sgp"], mpc=mpc, method=label)
-        evaluations.append(evaluation)
-        rows[label] = {
-            "cost_achieved": float(evaluation.cost_achieved.mean()),
-            "true_steps_in_pit": float(evaluation.time_in_trap.mean()),
-            "seconds": evaluation.seconds,
+        evaluations.append(plan_and_evaluate(system, env, tasks, planners["sgp"], mpc=mpc, method=label))
+    rows = {
+        ev.method: {
+            "cost_achieved": float(ev.cost_achieved.mean()),
+            "true_steps_in_pit": float(ev.time_in_trap.mean()),
+            "seconds": ev.seconds,
+            **({"objective_first_last": histories[ev.method]} if ev.method in histories else {}),
         }
+        for ev in evaluations
+    }
     payload = {
         "methods": rows, "seed": entry.seed,
         "settings": OmegaConf.to_container(entry),

@@ -272,20 +272,26 @@ def plan_and_evaluate(
     seconds = time.perf_counter() - start - (monitor.seconds if monitor is not None else 0.0)
     with torch.no_grad():
         true_states = env.rollout(tasks.x0, plan.actions)
-        cost_achieved = true_cost(true_states, plan.actions, tasks.goal)
-        model_error = (plan.states[:, 1:] - true_states[:, 1:]).flatten(2).norm(dim=-1).mean(1)
-        success = env.success(true_states, tasks.goal)
-        outside = env.outside_data(plan.states, plan.actions)
-        trapped = env.time_in_trap(true_states)
+    return measure(
+        method or cfg.get("name", "planner"), plan, true_states, env, tasks.goal, true_cost, seconds
+    )
+
+
+@torch.no_grad()
+def measure(method: str, plan: PlanResult, true_states: torch.Tensor, env: Env, goal: torch.Tensor, true_cost,
+            seconds: float) -> Evaluation:  # fmt: skip
+    """The evaluation of a plan (its actions and the learned model's states) against the true states that
+    the same actions, or the same policy, produced: achieved cost, model error and the domain's metrics."""
+    outside = env.outside_data(plan.states, plan.actions)
     return Evaluation(
-        method or cfg.get("name", "planner"),
+        method,
         plan,
         true_states,
         plan.cost_planned,
-        cost_achieved,
-        model_error,
+        true_cost(true_states, plan.actions, goal),
+        (plan.states[:, 1:] - true_states[:, 1:]).flatten(2).norm(dim=-1).mean(1),
         seconds,
-        success,
+        env.success(true_states, goal),
         None if outside is None else outside.float().mean(1),
-        trapped,
+        env.time_in_trap(true_states),
     )

@@ -14,9 +14,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from sgp_lightning.envs import Env, Tasks
 from sgp_lightning.errors import require
 from sgp_lightning.nets import MLP
-from sgp_lightning.planning.problem import ShootingProblem
+from sgp_lightning.planning.evaluate import Evaluation, measure
+from sgp_lightning.planning.problem import PlanResult, ShootingProblem
 
 
 class FeedbackPolicy(nn.Module):
@@ -75,3 +77,15 @@ class PolicySearch:
             optimizer.step()
             history.append(float(objective.mean()))
         return policy.eval().requires_grad_(False), history
+
+
+@torch.no_grad()
+def evaluate_feedback_policy(method: str, policy: nn.Module, env: Env, tasks: Tasks, model_step: Callable | None = None,
+                    seconds: float = 0.0) -> Evaluation:  # fmt: skip
+    """A feedback policy on the domain's tasks: closed loop on the true env (the policy acts on the true
+    states) and, as its "plan", closed loop on `model_step` (the learned dynamics); without a model the
+    plan is the true rollout itself (e.g. behaviour cloning)."""
+    true_states, actions = closed_loop(env.step, policy, tasks.x0, env.horizon)
+    states = true_states if model_step is None else closed_loop(model_step, policy, tasks.x0, env.horizon)[0]
+    plan = PlanResult(actions, states, env.cost(states, actions, tasks.goal))
+    return measure(method, plan, true_states, env, tasks.goal, env.cost, seconds)
