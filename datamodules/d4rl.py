@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from datamodules.base import TransitionDataModule
-from sgp_lightning.data.d4rl import episode_ids, episode_returns, read_dataset
+from sgp_lightning.data.d4rl import episode_ids, read_dataset
 from sgp_lightning.envs.mujoco import MujocoEnv
 from sgp_lightning.errors import require
 
@@ -29,7 +29,6 @@ class D4RLDataModule(TransitionDataModule):
         self.dataset, self.state_dim, self.action_dim = str(dataset), env.state_dim, env.action_dim
         self.max_transitions = max_transitions
         self.metadata: dict = {}
-        self.dataset_return: tuple[float, float] | None = None  # mean, std of the episode returns in the file
 
     def load_transitions(self) -> dict[str, torch.Tensor]:
         data = read_dataset(self.dataset)
@@ -42,8 +41,6 @@ class D4RLDataModule(TransitionDataModule):
         if self.max_transitions is not None and self.max_transitions < len(data["rewards"]):
             data = self._episode_subset(data)
         self.metadata = data["metadata"]
-        returns = episode_returns(data)
-        self.dataset_return = (float(returns.mean()), float(returns.std()))
         return {
             "x": torch.from_numpy(data["observations"]),
             "u": torch.from_numpy(data["actions"]),

@@ -55,10 +55,10 @@ def dataset_name(env: str, dataset: str) -> str:
 def return_stats(data: dict, cut: np.ndarray) -> dict:
     """Mean and std of the return of whole episodes; the step budget cuts one episode per env copy, and
     those count only when no episode finished at all (then `whole_episodes` is 0)."""
-    whole = episode_returns(data, exclude=cut)
-    returns = whole if len(whole) else episode_returns(data)
+    every, whole = episode_returns(data), episode_returns(data, exclude=cut)
+    returns = whole if len(whole) else every
     return {
-        "episodes": int(len(episode_returns(data))),
+        "episodes": int(len(every)),
         "whole_episodes": int(len(whole)),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
