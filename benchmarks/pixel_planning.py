@@ -63,11 +63,11 @@ def looped_ensemble_problem(system, env, cfg, horizon):
             for t in range(actions.shape[1]):
                 predictions = predict(states[-1], actions[:, t])
                 penalty = penalty + predictions.var(0, unbiased=False).flatten(1).sum(1)
-                states.append(model.to_state(states[-1], predictions.mean(0)))
+                states.append(model.to_state(states[-1], actions[:, t], predictions.mean(0)))
             return torch.stack(states, 1), self.weight * penalty
 
     def mean_dynamics(x, u):
-        return model.to_state(x, predict(x, u).mean(0))
+        return model.to_state(x, u, predict(x, u).mean(0))
 
     return ShootingProblem(
         mean_dynamics, env.cost, LoopedPenalty(model, cfg["beta"]), horizon, env.neutral_action()

@@ -81,6 +81,10 @@ def reproduce(cfg: DictConfig) -> dict:
         from sgp_lightning.analysis.imitation import reproduce_imitation
 
         return reproduce_imitation(cfg, _compose)
+    if entry.get("kind") == "box_pushing":
+        from sgp_lightning.analysis.box_pushing import reproduce_box_pushing
+
+        return reproduce_box_pushing(cfg, _compose)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
     if entry.get("beta_sweep") is not None:

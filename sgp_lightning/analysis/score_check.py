@@ -42,12 +42,16 @@ DEFAULTS = {
 
 
 @torch.no_grad()
-def anneal_ascent(score, starts: torch.Tensor, steps_per_level: int, step_size: float) -> torch.Tensor:
-    """z ← z + step_size · σ_k² · s(z, k) for every level k, `steps_per_level` times each."""
+def anneal_ascent(
+    score, starts: torch.Tensor, steps_per_level: int, step_size: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """z ← z + step_size · σ_k² · s(z, k) for every level k, `steps_per_level` times each; with a 0/1
+    `mask` (broadcast over z), only the coordinates it marks move (ascent on the conditional density)."""
     z = starts.clone()
     for level, sigma in enumerate(score.schedule.sigmas.tolist()):
         for _ in range(steps_per_level):
-            z = z + step_size * sigma**2 * score(z, level)
+            update = step_size * sigma**2 * score(z, level)
+            z = z + (update if mask is None else update * mask)
     return z
 
 

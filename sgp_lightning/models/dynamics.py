@@ -6,13 +6,19 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from sgp_lightning.errors import require
 from sgp_lightning.models.base import Batch, OptimizerFactory, StateActionModel, build_network
 from sgp_lightning.normalization import Normalizer
-from sgp_lightning.spaces import stats_shape
+from sgp_lightning.spaces import is_image, stats_shape
 
 
 class DynamicsModel(StateActionModel):
-    """MLP (vectors) or U-Net (images) on normalized (x, u). With `residual`, it predicts x' − x."""
+    """MLP (vectors) or U-Net (images) on normalized (x, u). With `residual`, it predicts x' − x.
+
+    `known_increments` lists [i, j] pairs of coordinates whose dynamics are known, x'_i = x_i + u_j (e.g. a
+    pusher that goes where it is commanded, paper C.4): they are computed, not learned, and the network
+    predicts only the other coordinates.
+    """
 
     part_name = "dynamics"
 
@@ -25,34 +31,75 @@ class DynamicsModel(StateActionModel):
         activation: str = "relu",
         residual: bool = True,
         unet: Mapping | None = None,
+        known_increments: Sequence[Sequence[int]] | None = None,
         optimizer: OptimizerFactory | None = None,
     ):
         super().__init__(state_shape, action_shape, optimizer)
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         self.residual = residual
-        self.target_norm = Normalizer(stats_shape(self.state_shape))  # of x' − x if residual, else of x'
+        self._set_known_increments(known_increments)
+        self.target_norm = Normalizer(stats_shape(self.output_shape))  # of x' − x if residual, else of x'
         self.net = self.build_net(architecture, hidden_dims, activation, unet)
 
+    def _set_known_increments(self, pairs) -> None:
+        pairs = [tuple(int(v) for v in pair) for pair in (pairs or [])]
+        if not pairs:
+            self.learned_dims, self.output_shape = None, self.state_shape
+            return
+        require(
+            not is_image(self.state_shape), "model.dynamics.known_increments needs vector states, not images"
+        )
+        n, m = self.state_shape[0], self.action_shape[0]
+        require(
+            all(len(p) == 2 and 0 <= p[0] < n and 0 <= p[1] < m for p in pairs),
+            f"model.dynamics.known_increments must be [state index, action index] pairs within ({n}, {m}), "
+            f"got {pairs}",
+        )
+        known = [p[0] for p in pairs]
+        require(
+            len(set(known)) == len(known) < n,
+            f"known_increments repeats a state index or covers all: {pairs}",
+        )
+        self.learned_dims = [i for i in range(n) if i not in known]
+        self.output_shape = (len(self.learned_dims),)
+        self.known_state, self.known_action = known, [p[1] for p in pairs]
+        # state coordinate i sits at position inverse[i] of cat([learned, known])
+        order = torch.tensor(self.learned_dims + known)
+        self.register_buffer("state_order", torch.argsort(order), persistent=False)
+
     def build_net(self, architecture, hidden_dims, activation, unet):
-        return build_network(architecture, self.input_shape, self.state_shape, hidden_dims, activation, unet)
+        return build_network(architecture, self.input_shape, self.output_shape, hidden_dims, activation, unet)
+
+    def learned_part(self, values: torch.Tensor) -> torch.Tensor:
+        """The coordinates (…, n) → (…, learned) the network predicts (all of them without known_increments)."""
+        return values if self.learned_dims is None else values[..., self.learned_dims]
 
     def set_normalizers(self, stats) -> None:
         super().set_normalizers(stats)
-        self.target_norm.set_stats(*stats["dx" if self.residual else "x_next"])
+        mean, std = stats["dx" if self.residual else "x_next"]
+        self.target_norm.set_stats(self.learned_part(mean), self.learned_part(std))
 
     def predict_normalized(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalized_input(x, u))
 
-    def to_state(self, x: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    def to_state(self, x: torch.Tensor, u: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        """Next states from the network's normalized prediction (leading dims of `prediction`, e.g. an
+        ensemble's members, broadcast over x and u)."""
         out = self.target_norm.denormalize(prediction)
-        return x + out if self.residual else out
+        learned = self.learned_part(x) + out if self.residual else out
+        if self.learned_dims is None:
+            return learned
+        known = x[..., self.known_state] + u[..., self.known_action]
+        lead = torch.broadcast_shapes(learned.shape[:-1], known.shape[:-1])
+        learned, known = learned.expand(*lead, -1), known.expand(*lead, -1)
+        return torch.cat([learned, known], -1)[..., self.state_order]
 
     def target(self, batch: Batch) -> torch.Tensor:
         raw = batch["x_next"] - batch["x"] if self.residual else batch["x_next"]
-        return self.target_norm(raw)
+        return self.target_norm(self.learned_part(raw))
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return self.to_state(x, self.predict_normalized(x, u))
+        return self.to_state(x, u, self.predict_normalized(x, u))
 
     def loss(self, batch: Batch, generator=None) -> torch.Tensor:
         return (self.predict_normalized(batch["x"], batch["u"]) - self.target(batch)).square().mean()

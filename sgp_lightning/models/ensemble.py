@@ -37,7 +37,7 @@ class EnsembleDynamicsModel(DynamicsModel):
 
     def forward(self, x: torch.Tensor, u: torch.Tensor, num_members: int | None = None) -> torch.Tensor:
         """Every member's next state, (K, *x.shape); `num_members` keeps only the first K."""
-        return self.to_state(x, self.predict_normalized(x, u, num_members))
+        return self.to_state(x, u, self.predict_normalized(x, u, num_members))
 
     def mean_prediction(
         self, x: torch.Tensor, u: torch.Tensor, num_members: int | None = None
@@ -50,7 +50,7 @@ class EnsembleDynamicsModel(DynamicsModel):
 
     def spread(self, predictions: torch.Tensor) -> torch.Tensor:
         """Σ_features Var_k of normalized predictions (K, …) already computed."""
-        return feature_sum(predictions.var(0, unbiased=False), self.state_shape)
+        return feature_sum(predictions.var(0, unbiased=False), self.output_shape)
 
     def loss(self, batch: Batch, generator=None) -> torch.Tensor:
         inputs, target = self.normalized_input(batch["x"], batch["u"]), self.target(batch)

@@ -104,7 +104,7 @@ class EnsemblePenalty(WeightedPenalty):
             predictions = model.predict_normalized(states[-1], actions[:, t], self.num_members)  # (K, B, …)
             penalty = penalty + model.spread(predictions)
             # to_state is affine in the prediction, so the mean of the states is to_state of the mean.
-            states.append(model.to_state(states[-1], predictions.mean(0)))
+            states.append(model.to_state(states[-1], actions[:, t], predictions.mean(0)))
         return torch.stack(states, 1), self.weight * penalty
 
 
