@@ -58,6 +58,7 @@ def plan(cfg: DictConfig) -> dict:
         return _plan_episodes(cfg, system, env, methods)
     if cfg.get("num_tasks") is not None:
         require(int(cfg.num_tasks) > 0, f"num_tasks must be positive, got {cfg.num_tasks}")
+        require(hasattr(env, "num_tasks"), f"domain {system.domain!r} has a fixed task set (no num_tasks)")
         env.num_tasks = int(cfg.num_tasks)
     if cfg.get("task_seed") is not None:  # a fresh task set, e.g. to check settings tuned on the default one
         require(hasattr(env, "task_seed"), f"domain {system.domain!r} has a fixed task set (no task_seed)")

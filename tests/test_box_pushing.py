@@ -83,15 +83,23 @@ def test_marker_noise_is_seeded_and_keeps_the_pusher_exact():
 
 def test_cost_is_eq_47_and_tasks_cover_every_goal(env):
     tasks = env.tasks()
-    assert len(tasks) == 15 and env.task_goals()[:6] == ["left"] * 5 + ["center"]
+    assert len(tasks) == 30 and env.task_goals()[9:11] == ["left", "center"]
     assert torch.allclose(tasks.goal[0, :10], env.markers_of(env.goal_poses[0]).flatten())
     states = torch.stack([tasks.x0, tasks.goal], 1)  # T = 1: one step straight onto the goal
-    actions = torch.full((15, 1, 2), 2.0)
-    assert torch.allclose(env.cost(states, actions, tasks.goal), torch.full((15,), 0.1 * 8.0))
+    actions = torch.full((30, 1, 2), 2.0)
+    assert torch.allclose(env.cost(states, actions, tasks.goal), torch.full((30,), 0.1 * 8.0))
     assert env.success(states, tasks.goal).all()
     assert torch.allclose(
         env.terminal_cost(tasks.x0, tasks.goal), (tasks.x0 - tasks.goal)[:, :10].square().sum(-1)
     )
+
+
+def test_num_tasks_sets_the_trials_per_goal():
+    env = BoxPushingEnv()
+    env.num_tasks = 6
+    assert env.trials_per_goal == 2 and len(env.tasks()) == 6
+    with pytest.raises(SGPError, match="multiple of the 3 goals"):
+        env.num_tasks = 7
 
 
 def test_bad_env_settings_fail_clearly():
@@ -236,6 +244,7 @@ def test_tiny_box_pushing_run_trains_and_plans_with_mpc(tmp_path):
 def test_reproduce_box_pushing_runs_shrunken(tmp_path):
     proc = run_cli(
         "reproduce.py", "box_pushing", f"output_dir={tmp_path}", "reproduce.steps_per_level=2",
+        "reproduce.beta_sweep=[1,10]",
         "reproduce.train_overrides=" + hydra_list([
             "experiment=box_pushing", "domain.datamodule.num_demos=20", "domain.env.trials_per_goal=2",
             "domain.env.horizon=2", "model.dynamics.hidden_dims=[32]", "model.score.hidden_dims=[32]",
@@ -249,6 +258,13 @@ def test_reproduce_box_pushing_runs_shrunken(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     payload = json.loads((tmp_path / "results.json").read_text())
     assert set(payload["methods"]) == {"sgp", "vanilla"}
+    sweep = payload["beta_sweep"]  # β chosen on the tuning task set, then used for the table
+    assert [row["beta"] for row in sweep["rows"]] == [0, 1, 10] and sweep["task_seed"] == 1
+    assert (
+        payload["methods"]["sgp"]["planner"]["beta"]
+        == sweep["chosen_beta"]
+        == min(sweep["rows"][1:], key=lambda row: row["cost_achieved"])["beta"]
+    )
     for method in payload["methods"].values():
         assert set(method["per_goal"]) == {"left", "center", "right"}
         assert len(method["model_rigidity_error_per_step"]) == 3  # t = 0 … T

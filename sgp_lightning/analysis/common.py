@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 def train_run(cfg, compose) -> dict:
     """Train `reproduce.train_overrides` with `reproduce.seed` into DIR/runs/seed_<seed>; returns train()'s
-    objects with the system moved to the CPU."""
+    objects with the system moved to the CPU, and `ckpt_path`, its last checkpoint."""
     from sgp_lightning.train import train
 
     entry = cfg.reproduce
@@ -21,6 +21,7 @@ def train_run(cfg, compose) -> dict:
                  "trainer.enable_progress_bar=false", f"num_threads={cfg.num_threads}"]  # fmt: skip
     _, trained = train(compose("train", overrides))
     trained["system"] = trained["system"].cpu()
+    trained["ckpt_path"] = run_dir / "checkpoints" / "last.ckpt"
     return trained
 
 

@@ -52,7 +52,7 @@ class BoxPushingEnv(Env):
         pusher_gap: float = 2.0,
         pusher_offset_range: float = 3.0,
         goals: Mapping[str, Sequence[float]] | None = None,
-        trials_per_goal: int = 5,
+        trials_per_goal: int = 10,
         horizon: int = 10,
         task_seed: int = 0,
         terminal_weight: float = 1.0,
@@ -261,13 +261,27 @@ class BoxPushingEnv(Env):
         """One state per goal (goals, 12): the goal markers; the pusher part is unused by the cost."""
         return self.state_of(self.goal_poses, self.goal_poses[:, :2])
 
+    @property
+    def num_tasks(self) -> int:
+        """All trials of all goals (plan.py's `num_tasks` sets the trials per goal through this)."""
+        return len(self.goal_names) * self.trials_per_goal
+
+    @num_tasks.setter
+    def num_tasks(self, value: int) -> None:
+        goals = len(self.goal_names)
+        require(
+            value > 0 and value % goals == 0,
+            f"num_tasks must be a positive multiple of the {goals} goals (trials per goal × goals), got {value}",
+        )
+        self.trials_per_goal = value // goals
+
     def task_goals(self) -> list[str]:
         """The goal name of each task, in the order of `tasks()`."""
         return [name for name in self.goal_names for _ in range(self.trials_per_goal)]
 
     def tasks(self) -> Tasks:
         generator = torch.Generator().manual_seed(self.task_seed)
-        x0 = self.sample_starts(len(self.goal_names) * self.trials_per_goal, generator)
+        x0 = self.sample_starts(self.num_tasks, generator)
         goal = self.goal_states().repeat_interleave(self.trials_per_goal, 0)
         return Tasks(x0, goal)
 
