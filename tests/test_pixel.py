@@ -212,7 +212,8 @@ def test_tiny_pixel_run_trains_and_plans_every_method(tmp_path):
     # The checkpoint rebuilds the same networks, ensemble included.
     reloaded = load_system(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
     trained = objects["system"].cpu().eval()
-    y, u = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    size = cfg.domain.env.image_size
+    y, u = torch.rand(2, 1, size, size), torch.rand(2, 1, size, size)
     with torch.no_grad():
         assert torch.allclose(reloaded.ensemble(y, u), trained.ensemble(y, u), atol=1e-6)
         assert torch.allclose(reloaded.score(torch.cat([y, u], 1), 3), trained.score(torch.cat([y, u], 1), 3))
