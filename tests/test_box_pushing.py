@@ -78,6 +78,8 @@ def test_marker_noise_is_seeded_and_keeps_the_pusher_exact():
     u = torch.full((4, 2), 1.0)
     a, b = noisy[0].step(x, u), noisy[1].step(x, u)
     assert torch.equal(a, b) and float(noisy[0].rigidity_error(a).mean()) > 0.01
+    noisy[0].reset_noise()
+    assert torch.equal(noisy[0].step(x, u), a)  # the same noise again after a reset
     assert torch.allclose(a[:, 10:], x[:, 10:] + u)
 
 
@@ -92,6 +94,12 @@ def test_cost_is_eq_47_and_tasks_cover_every_goal(env):
     assert torch.allclose(
         env.terminal_cost(tasks.x0, tasks.goal), (tasks.x0 - tasks.goal)[:, :10].square().sum(-1)
     )
+
+
+def test_task_starts_are_not_the_demonstrations_starts(env, demos):
+    starts = demos["x"][torch.cat([torch.tensor([True]), demos["episode"][1:] != demos["episode"][:-1]])]
+    distance = torch.cdist(env.tasks().x0, starts)
+    assert float(distance.min()) > 1e-3
 
 
 def test_num_tasks_sets_the_trials_per_goal():
@@ -165,6 +173,23 @@ def test_malformed_logs_fail_with_a_clear_message(demos, tmp_path, change, messa
         load_log(path)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.update(x=a["x"] / 100, x_next=a["x_next"] / 100), "marker distances"),  # metres
+        (lambda a: a.update(x=a["x"][:, [2, 3, 0, 1, *range(4, 12)]]), "marker distances"),  # marker order
+        (lambda a: a.update(u=a["u"] * 2), "pusher moved"),
+    ],
+)
+def test_logs_of_another_box_or_pusher_fail_clearly(env, demos, tmp_path, change, message):
+    arrays = {k: v.numpy().copy() for k, v in demos.items()}
+    change(arrays)
+    np.savez(tmp_path / "other.npz", **arrays)
+    module = BoxPushingDataModule(env, log=str(tmp_path / "other.npz"), seed=0)
+    with pytest.raises(SGPError, match=message):
+        module.setup()
+
+
 def test_unreadable_or_missing_logs_fail_clearly(tmp_path):
     (tmp_path / "not.npz").write_text("x,u\n1,2\n")
     with pytest.raises(SGPError, match="not a readable .npz"):
@@ -185,6 +210,13 @@ def test_known_increments_compute_the_pusher_and_learn_the_markers(demos):
     actions = u.clone().requires_grad_(True)
     model(x, actions)[:, 10:].sum().backward()
     assert torch.equal(actions.grad, torch.ones_like(u))
+    # known coordinates anywhere: the learned ones land in their own places
+    mixed = DynamicsModel([5], [2], hidden_dims=[8], residual=False, known_increments=[[0, 1], [3, 0]])
+    x5, u2 = torch.randn(4, 5), torch.randn(4, 2)
+    learned = mixed.target_norm.denormalize(mixed.predict_normalized(x5, u2))
+    out = mixed(x5, u2)
+    assert torch.equal(out[:, 0], x5[:, 0] + u2[:, 1]) and torch.equal(out[:, 3], x5[:, 3] + u2[:, 0])
+    assert torch.equal(out[:, [1, 2, 4]], learned)
     for bad in ([[12, 0]], [[10, 2]], [[10, 0], [10, 1]]):
         with pytest.raises(SGPError, match="known_increments"):
             DynamicsModel([12], [2], hidden_dims=[16], known_increments=bad)
@@ -222,11 +254,14 @@ def test_tiny_box_pushing_run_trains_and_plans_with_mpc(tmp_path):
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
     ]
-    metrics, _ = train(compose_config("train", overrides, tmp_path / "run"))
+    metrics, objects = train(compose_config("train", overrides, tmp_path / "run"))
     assert {"val/dynamics_loss", "val/score_loss", "plan/cost_achieved"} <= set(metrics)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     system = load_system(str(ckpt))
     assert system.dynamics.known_state == [10, 11] and system.domain == "box_pushing"
+    x, u = system.make_env().tasks().x0[:3], torch.randn(3, 2)
+    with torch.no_grad():  # the reloaded model predicts what the trained one did
+        assert torch.allclose(system.dynamics(x, u), objects["system"].dynamics.cpu().eval()(x, u), atol=1e-6)
     plan_cfg = compose_config(
         "plan",
         [f"ckpt_path={ckpt}", "planner_set=box_pushing", "mpc=true", "methods=[sgp,vanilla]",

@@ -67,6 +67,7 @@ def sweep_beta(system, env, planners: dict, betas: list[float], task_seed: int, 
     chosen β has the lowest mean achieved cost there."""
     tuning_env = copy.copy(env)
     tuning_env.task_seed = task_seed
+    tuning_env.reset_noise()  # its own noise stream (the copy would share env's generator)
     require(
         task_seed != env.task_seed, f"tuning_task_seed must differ from the table's task_seed {env.task_seed}"
     )
@@ -76,6 +77,7 @@ def sweep_beta(system, env, planners: dict, betas: list[float], task_seed: int, 
         name = "vanilla" if beta == 0 else "sgp"
         settings = planners[name] if beta == 0 else {**planners["sgp"], "beta": beta}
         torch.manual_seed(seed)
+        tuning_env.reset_noise()  # every β sees the same marker noise
         evaluation = plan_and_evaluate(system, tuning_env, tasks, settings, mpc=True, method=name)
         rows.append({"beta": beta, "cost_achieved": float(evaluation.cost_achieved.mean()),
                      "success_rate": float(evaluation.success.float().mean())})  # fmt: skip
@@ -91,6 +93,10 @@ def reproduce_box_pushing(cfg, compose) -> dict:
     env, datamodule = trained["env"], trained["datamodule"]
     # Plan with the saved checkpoint, as `plan.py ckpt_path=…` does: pushing outcomes are sensitive to the
     # last bits of the model's floats (contact), so this keeps the table equal to what plan.py reproduces.
+    require(
+        trained["ckpt_path"] is not None,
+        "box_pushing plans from the run's last checkpoint; keep callbacks.model_checkpoint on",
+    )
     system = load_system(str(trained["ckpt_path"]))
     require(
         system.score is not None and system.dynamics is not None,
@@ -117,6 +123,7 @@ def reproduce_box_pushing(cfg, compose) -> dict:
     evaluations, methods = {}, {}
     for name in entry.methods:
         torch.manual_seed(int(entry.seed))
+        env.reset_noise()  # every method sees the same marker noise
         evaluation = plan_and_evaluate(system, env, tasks, planners[name], mpc=True, method=name)
         evaluations[name] = evaluation
         per_goal = {}

@@ -21,7 +21,11 @@ def train_run(cfg, compose) -> dict:
                  "trainer.enable_progress_bar=false", f"num_threads={cfg.num_threads}"]  # fmt: skip
     _, trained = train(compose("train", overrides))
     trained["system"] = trained["system"].cpu()
-    trained["ckpt_path"] = run_dir / "checkpoints" / "last.ckpt"
+    # The checkpoint this run wrote (Lightning names it last-v1.ckpt if an old last.ckpt is in the way).
+    checkpoint = trained["trainer"].checkpoint_callback
+    trained["ckpt_path"] = (
+        Path(checkpoint.last_model_path) if checkpoint and checkpoint.last_model_path else None
+    )
     return trained
 
 

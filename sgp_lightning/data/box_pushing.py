@@ -141,6 +141,27 @@ def load_log(path: str | Path, state_dim: int = 12, action_dim: int = 2) -> dict
     return log
 
 
+def check_log_geometry(
+    log: dict[str, torch.Tensor], env: BoxPushingEnv, tolerance: float, source: str
+) -> None:
+    """A log must describe this env's box: marker sets with its pairwise distances (cm, in the order of
+    `env.markers`) and a pusher that moved by the commanded u (the planner's known dynamics), both on
+    average within `tolerance` cm."""
+    states = torch.cat([log["x"], log["x_next"]])
+    rigidity = float(env.rigidity_error(states).mean())
+    require(
+        rigidity <= tolerance,
+        f"{source}: its marker sets differ from the box's marker distances by {rigidity:.3g} cm on average "
+        f"(tolerance {tolerance:g}); are positions in cm and markers in the order of domain.env.markers?",
+    )
+    pusher = float((log["x_next"][:, 10:] - log["x"][:, 10:] - log["u"]).norm(dim=-1).mean())
+    require(
+        pusher <= tolerance,
+        f"{source}: the pusher moved {pusher:.3g} cm away from x + u on average (tolerance {tolerance:g}); "
+        "the planner assumes x'_pusher = x_pusher + u",
+    )
+
+
 DEFAULTS = {
     "output": None,  # where the .npz log goes (required)
     "num_demos": 100,  # demonstrations, run as one batch

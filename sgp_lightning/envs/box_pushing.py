@@ -28,6 +28,7 @@ from sgp_lightning.envs.base import Env, Tasks
 from sgp_lightning.errors import require
 
 METRES_PER_UNIT = 0.01  # states are in centimetres; MuJoCo works in metres
+TASK_STREAM = 1_000_000  # task starts use seeds from here on; demonstrations use the data seed
 
 
 def rotation(theta: torch.Tensor) -> torch.Tensor:
@@ -113,7 +114,7 @@ class BoxPushingEnv(Env):
         self.success_error = float(success_error)
         require(marker_noise >= 0, f"marker_noise must be ≥ 0, got {marker_noise}")
         self.marker_noise, self.noise_seed = float(marker_noise), int(noise_seed)
-        self._noise_generator = torch.Generator().manual_seed(self.noise_seed)
+        self.reset_noise()
         require(min(timestep, box_mass, damping, rotation_radius) > 0, "physics constants must be positive")
         require(push_steps > 0 and settle_steps >= 0, "push_steps must be > 0 and settle_steps ≥ 0")
         self.physics = {
@@ -122,6 +123,10 @@ class BoxPushingEnv(Env):
         }  # fmt: skip
         self.push_steps, self.settle_steps = int(push_steps), int(settle_steps)
         self._sim = None  # (MjModel, MjData, template state), built on first use
+
+    def reset_noise(self) -> None:
+        """Restart the marker noise from `noise_seed`, so runs compared on one env see the same noise."""
+        self._noise_generator = torch.Generator().manual_seed(self.noise_seed)
 
     # ------------------------------------------------------------------ geometry
     def markers_of(self, pose: torch.Tensor) -> torch.Tensor:
@@ -280,7 +285,8 @@ class BoxPushingEnv(Env):
         return [name for name in self.goal_names for _ in range(self.trials_per_goal)]
 
     def tasks(self) -> Tasks:
-        generator = torch.Generator().manual_seed(self.task_seed)
+        # Offset, so task starts never repeat the demonstrations' starts (drawn from the data seed).
+        generator = torch.Generator().manual_seed(TASK_STREAM + self.task_seed)
         x0 = self.sample_starts(self.num_tasks, generator)
         goal = self.goal_states().repeat_interleave(self.trials_per_goal, 0)
         return Tasks(x0, goal)

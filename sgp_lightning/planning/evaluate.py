@@ -270,8 +270,11 @@ def plan_and_evaluate(
                 monitor.record(planner.iterations, plan.actions)  # the returned plan, after the last step
                 plan.history.update(monitor.history())
     seconds = time.perf_counter() - start - (monitor.seconds if monitor is not None else 0.0)
-    with torch.no_grad():
-        true_states = env.rollout(tasks.x0, plan.actions)
+    if mpc:  # the states MPC met on the true env (a stochastic env would not repeat them)
+        true_states = plan.history["true_states"]
+    else:
+        with torch.no_grad():
+            true_states = env.rollout(tasks.x0, plan.actions)
     return measure(
         method or cfg.get("name", "planner"), plan, true_states, env, tasks.goal, true_cost, seconds
     )
