@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import statistics
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sgp_lightning.errors import require
 from sgp_lightning.plan import plan
 from sgp_lightning.report import methods_table
 from sgp_lightning.train import train
@@ -49,42 +51,28 @@ def _aggregate(per_seed: list[dict]) -> dict:
     return out
 
 
+# Entries with a pipeline of their own (reproduce.kind → "module:function", called as function(cfg, compose)).
+PIPELINES = {
+    "d4rl": "sgp_lightning.reproduce_d4rl:reproduce_d4rl",  # datasets × seeds × MPC episodes
+    "uncertainty_1d": "sgp_lightning.analysis.uncertainty_1d:reproduce_uncertainty_1d",  # fits its own models
+    "sigma_study": "sgp_lightning.analysis.sigma_study:reproduce_sigma_study",
+    "lipschitz": "sgp_lightning.analysis.lipschitz:reproduce_lipschitz",
+    "stitching": "sgp_lightning.analysis.stitching:reproduce_stitching",
+    "policy_search": "sgp_lightning.analysis.policy_search_study:reproduce_policy_search",
+    "imitation": "sgp_lightning.analysis.imitation:reproduce_imitation",
+    "box_pushing": "sgp_lightning.analysis.box_pushing:reproduce_box_pushing",
+}
+
+
 def reproduce(cfg: DictConfig) -> dict:
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if entry.get("kind") == "d4rl":  # datasets × seeds × MPC episodes: its own loop and table
-        from sgp_lightning.reproduce_d4rl import reproduce_d4rl
-
-        return reproduce_d4rl(cfg, _compose)
-    if entry.get("kind") == "uncertainty_1d":  # no training run: the analysis fits its own small models
-        from sgp_lightning.analysis.uncertainty_1d import reproduce_uncertainty_1d
-
-        return reproduce_uncertainty_1d(cfg)
-    if entry.get("kind") == "sigma_study":
-        from sgp_lightning.analysis.sigma_study import reproduce_sigma_study
-
-        return reproduce_sigma_study(cfg)
-    if entry.get("kind") == "lipschitz":
-        from sgp_lightning.analysis.lipschitz import reproduce_lipschitz
-
-        return reproduce_lipschitz(cfg, _compose)
-    if entry.get("kind") == "stitching":
-        from sgp_lightning.analysis.stitching import reproduce_stitching
-
-        return reproduce_stitching(cfg, _compose)
-    if entry.get("kind") == "policy_search":
-        from sgp_lightning.analysis.policy_search_study import reproduce_policy_search
-
-        return reproduce_policy_search(cfg, _compose)
-    if entry.get("kind") == "imitation":
-        from sgp_lightning.analysis.imitation import reproduce_imitation
-
-        return reproduce_imitation(cfg, _compose)
-    if entry.get("kind") == "box_pushing":
-        from sgp_lightning.analysis.box_pushing import reproduce_box_pushing
-
-        return reproduce_box_pushing(cfg, _compose)
+    kind = entry.get("kind")
+    if kind is not None:
+        require(kind in PIPELINES, f"reproduce.kind={kind!r} is not one of {sorted(PIPELINES)} (or unset)")
+        module, function = PIPELINES[kind].split(":")
+        return getattr(importlib.import_module(module), function)(cfg, _compose)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
     if entry.get("beta_sweep") is not None:

@@ -110,7 +110,7 @@ def plot_sigma_study(payload: dict):
     return fig
 
 
-def reproduce_sigma_study(cfg) -> dict:
+def reproduce_sigma_study(cfg, compose=None) -> dict:
     """`python reproduce.py sigma_study output_dir=DIR`: results.json, table.md and sigma_study.png."""
     from sgp_lightning.plotting import save_figure
 

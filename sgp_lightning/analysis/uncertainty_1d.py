@@ -164,7 +164,7 @@ def run(cfg) -> dict:
     }
 
 
-def reproduce_uncertainty_1d(cfg) -> dict:
+def reproduce_uncertainty_1d(cfg, compose=None) -> dict:
     """`python reproduce.py uncertainty_1d output_dir=DIR`: results.json, table.md and uncertainty_1d.png."""
     import time
     from pathlib import Path
