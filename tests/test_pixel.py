@@ -193,6 +193,7 @@ TINY_PIXEL = [
     "domain.env.num_tasks=2",
     "domain.env.horizon=3",
     "domain.num_levels=20",
+    "planner.optimizer.start_level=15",  # the experiment's 220 is for its 232 levels
     "model.dynamics.unet.block_out_channels=[8,16]",
     "model.score.unet.block_out_channels=[8,16]",
     "model.ensemble.num_members=2",
@@ -228,6 +229,7 @@ def test_tiny_pixel_run_trains_and_plans_every_method(tmp_path):
             "planner_set=pixel_integrator_small",
             "methods=[sgp,vanilla,ensemble,cem]",
             "planners.sgp.optimizer.iterations=3",
+            "planners.sgp.optimizer.start_level=15",
             "planners.vanilla.optimizer.iterations=3",
             "planners.ensemble.optimizer.iterations=3",
             "planners.cem.optimizer.iterations=2",
@@ -301,12 +303,40 @@ def test_action_images_are_normalized_before_they_act():
     # Intensities are non-negative: a negative lobe cannot push the control beyond the grid.
     lobed = u - env.render_action(torch.tensor([[-0.29, 0.29]]))
     assert torch.allclose(env.step(y, lobed), env.step(y, u), atol=1e-6)
-    # Planning problems apply the same map, so plans are returned (and scored) normalized.
-    problem = ShootingProblem(
-        env.step, env.cost, NoPenalty(), 2, env.neutral_action(), action_map=env.normalize_action
-    )
-    plan = torch.stack([2.0 * u, 0.5 * u], 1)
-    assert torch.allclose(problem.actions_of(plan).sum((-1, -2, -3)), torch.ones(1, 2))
+
+
+@pytest.mark.parametrize("normalize_actions", [True, False])
+def test_planner_setting_decides_whether_the_models_see_normalized_action_images(normalize_actions):
+    """normalize_actions=true: the models see (and plans return) unit-intensity images; false: the models
+    see the raw decision variables, as in the paper's pixel planner, and only the true env normalizes."""
+    from sgp_lightning.planning.evaluate import build_problem
+
+    env = PixelIntegratorEnv(image_size=8)
+    seen = []
+
+    class Recorder:  # stands in for a trained system whose dynamics model records its inputs
+        def require_part(self, name):
+            return lambda y, u_image: seen.append(u_image) or y
+
+    cfg = {"penalty": "none", "normalize_actions": normalize_actions}
+    problem = build_problem(Recorder(), env, cfg, horizon=2)
+    u = env.render_action(torch.tensor([[0.15, -0.1]]))
+    decision = torch.stack([2.0 * u, 0.5 * u], 1)
+    tasks = env.tasks()
+    _, cost, _ = problem.objective(tasks.x0[:1], tasks.goal[:1], decision, None)
+    intensities = torch.stack([a.sum() for a in seen])
+    expected = torch.ones(2) if normalize_actions else torch.tensor([2.0, 0.5])
+    assert torch.allclose(intensities, expected, atol=1e-5)
+    # Either way the cost charges the control the true env applies (the normalized image's).
+    normalized = problem.objective(tasks.x0[:1], tasks.goal[:1], env.normalize_action(decision), None)[1]
+    assert torch.allclose(cost, normalized)
+
+
+def test_normalize_actions_must_be_a_boolean():
+    from sgp_lightning.planning import validate_planner_config
+
+    with pytest.raises(SGPError, match="normalize_actions must be true or false"):
+        validate_planner_config({"normalize_actions": "no"})
 
 
 def test_action_units_scale_the_optimiser_steps():

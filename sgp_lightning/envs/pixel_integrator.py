@@ -6,8 +6,10 @@ u = Σ_p g_u(p) û(p) (eq. 44). States are read back from images the same way, x
 Both averages are linear, exactly as in the paper, so a planned image is scored by what it encodes and
 not by whether it looks like a dot; a data image (a dot) encodes its point exactly. An action image is
 normalized to unit total intensity before it acts (`normalize_action`, C.3: "normalized such that its
-overall intensity sums to 1"), by the true env and, through the planning problem, before the learned
-models see it; otherwise a plan could scale û up to get a larger control than any image in the data.
+overall intensity sums to 1"), so the true control never leaves the grid whatever image is proposed.
+Planners apply the same map before the learned models see a plan unless `planner.normalize_actions` is
+false; the pixel experiments set it false, as in the paper, so a plan can feed the models images unlike
+any in the data (scaled, with negative lobes) and vanilla MBRL exploits them.
 
 Pixel grids: g_im spans [−state_extent, state_extent]² and g_u spans [−action_extent, action_extent]², both
 wider than the data ranges (x ∈ [−1, 1]², u ∈ [−0.2, 0.2]²) so a rendered dot is never cut at the border

@@ -54,6 +54,10 @@ def validate_planner_config(cfg: Mapping) -> None:
         cfg.get("action_units", "raw") in ("raw", "normalized"),
         f"planner.action_units must be raw or normalized, got {cfg.get('action_units')!r}",
     )
+    require(
+        isinstance(cfg.get("normalize_actions", True), bool),
+        f"planner.normalize_actions must be true or false, got {cfg.get('normalize_actions')!r}",
+    )
     horizon = cfg.get("horizon")
     require(
         horizon is None or (int(horizon) == horizon and horizon > 0),
@@ -162,8 +166,11 @@ def build_problem(system, env: Env, cfg: Mapping, horizon: int) -> ShootingProbl
         model = dynamics = system.require_part("dynamics")
     # normalized: steps (lr, init_std, CEM std) are in units of the data's action std, as the paper's are
     scale = model.action_norm.std.detach() if cfg.get("action_units", "raw") == "normalized" else None
+    # Without normalize_actions the models see the raw decision variables, which a plan can push off the
+    # data (the failure mode the paper's pixel experiment shows); the true env still normalizes them.
+    action_map = env.normalize_action if cfg.get("normalize_actions", True) else None
     return ShootingProblem(
-        dynamics, plan_cost, penalty, horizon, env.neutral_action(), scale, action_map=env.normalize_action
+        dynamics, plan_cost, penalty, horizon, env.neutral_action(), scale, action_map=action_map
     )
 
 
