@@ -82,6 +82,7 @@ def reproduce(cfg: DictConfig) -> dict:
 
     per_method: dict[str, list[dict]] = {}
     distance_errors: list[list[dict]] = []  # per seed, per level (systems with a distance estimator)
+    tuning: dict[int, dict] = {}  # per seed: each tuned method's sweep and chosen β
     domain = None
     for seed in entry.seeds:
         run_dir = out / "runs" / f"seed_{seed}"
@@ -99,12 +100,16 @@ def reproduce(cfg: DictConfig) -> dict:
         if trained["system"].distance is not None:
             distance_errors.append(_distance_errors(trained["system"].distance, trained["datamodule"], seed))
         ckpt = run_dir / "checkpoints" / "last.ckpt"
+        tuned = _tune(entry, ckpt, run_dir, seed, threads) if entry.get("tune") else {}
+        tuning[seed] = tuned
+        chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
         for label, overrides in methods.items():
             plan_dir = run_dir / "plan" / (label.replace("=", "_") or "methods")
             plan_cfg = _compose(
                 "plan",
                 [
                     *entry.plan_overrides,
+                    *chosen,
                     *overrides,
                     f"ckpt_path='{ckpt}'",
                     f"seed={seed}",
@@ -147,6 +152,11 @@ def reproduce(cfg: DictConfig) -> dict:
         "paper": OmegaConf.to_container(entry.paper) if entry.get("paper") else None,
         "convergence_threshold": threshold,
     }
+    if entry.get("tune"):
+        payload["tuning"] = {
+            "task_seed": entry.tune.task_seed,
+            "per_seed": {str(k): v for k, v in tuning.items()},
+        }
     if distance_errors:  # mean over seeds, per level
         payload["distance_estimator"] = [
             {key: statistics.fmean(seed_rows[k][key] for seed_rows in distance_errors) for key in rows}
@@ -166,6 +176,43 @@ def reproduce(cfg: DictConfig) -> dict:
     (out / "table.md").write_text(table)
     print(table)
     return payload
+
+
+def _tune(entry: DictConfig, ckpt: Path, run_dir: Path, seed: int, threads: str) -> dict[str, dict]:
+    """Each method in `tune.methods` gets the β of `tune.betas` with the lowest achieved cost on a separate
+    task set (`tune.task_seed`), planned with the trained checkpoint of this seed: the table's own tasks
+    never choose a setting."""
+    tune = entry.tune
+    require(len(tune.betas) > 0, "reproduce.tune.betas is empty")
+    unknown = [m for m in tune.methods if m not in entry.methods]
+    require(
+        not unknown, f"reproduce.tune.methods {unknown} are not in reproduce.methods {list(entry.methods)}"
+    )
+    chosen = {}
+    for name in tune.methods:
+        achieved = {}
+        for beta in tune.betas:
+            result = plan(
+                _compose(
+                    "plan",
+                    [
+                        *entry.plan_overrides,
+                        f"methods=[{name}]",
+                        f"planners.{name}.beta={beta}",
+                        f"task_seed={tune.task_seed}",
+                        f"ckpt_path='{ckpt}'",
+                        f"seed={seed}",
+                        f"output_dir='{run_dir / 'tune' / f'{name}_beta_{beta:g}'}'",
+                        "track_true_cost_every=null",
+                        "mpc=false" if not entry.mpc else "mpc=true",
+                        threads,
+                    ],
+                )
+            )
+            achieved[f"{beta:g}"] = result["methods"][name]["cost_achieved"]
+        best = min(tune.betas, key=lambda b: achieved[f"{b:g}"])  # the first of equals: the smallest listed
+        chosen[name] = {"beta": float(best), "achieved_by_beta": achieved}
+    return chosen
 
 
 def _distance_errors(estimator, datamodule, seed: int, num_points: int = 2000) -> list[dict]:
@@ -234,4 +281,22 @@ def _markdown(payload: dict) -> str:
         f"{m['cuda'] or 'no GPU'}; wall time {payload['wall_seconds'] / 60:.1f} min.\n"
         + ("" if not payload.get("paper") else f"\nPaper: {payload['paper']}\n")
         + distance
+        + _tuning_markdown(payload.get("tuning"))
+    )
+
+
+def _tuning_markdown(tuning: dict | None) -> str:
+    """One row per seed and tuned method: achieved cost on the tuning tasks at each β, and the choice."""
+    if not tuning:
+        return ""
+    rows = [
+        f"| {seed} | {name} | "
+        + ", ".join(f"{beta}: {cost:.3g}" for beta, cost in result["achieved_by_beta"].items())
+        + f" | {result['beta']:g} |"
+        for seed, methods in tuning["per_seed"].items()
+        for name, result in methods.items()
+    ]
+    return (
+        f"\nβ chosen per seed on a separate task set (task_seed={tuning['task_seed']}), by achieved cost:\n\n"
+        "| seed | method | achieved cost at each β | chosen β |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )

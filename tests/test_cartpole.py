@@ -240,3 +240,12 @@ def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "| cem_distance |" in table and "success rate" in table and "Data-distance estimator" in table
     assert (tmp_path / "convergence.png").is_file() and (tmp_path / "plan.png").is_file()
+    # β was chosen per method on the tuning task set, and the table planned with the choice.
+    tuned = results["tuning"]["per_seed"]["0"]
+    assert set(tuned) == {"sgp", "ensemble", "cem_ensemble", "cem_distance"}
+    planned = json.loads((tmp_path / "runs" / "seed_0" / "plan" / "methods" / "results.json").read_text())
+    for name, choice in tuned.items():
+        assert list(choice["achieved_by_beta"]) == ["0.3", "1", "3", "10"]
+        assert choice["achieved_by_beta"][f"{choice['beta']:g}"] == min(choice["achieved_by_beta"].values())
+        assert planned["methods"][name]["planner"]["beta"] == choice["beta"]
+    assert "chosen per seed on a separate task set (task_seed=1)" in table

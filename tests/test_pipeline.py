@@ -151,6 +151,29 @@ def test_resume_from_last_checkpoint(trained_run, tmp_path):
     assert objects["trainer"].global_step == 2 * first["global_step"]
 
 
+def test_part_learning_rates_and_cosine_schedule(tmp_path):
+    overrides = [*TINY, "model.lr_schedule=cosine", "+model.part_lr={dynamics: 0.01}", "trainer.max_epochs=2"]
+    _, objects = train(compose_config("train", overrides, tmp_path / "run"))
+    trainer, system = objects["trainer"], objects["system"]
+    groups = trainer.optimizers[0].param_groups
+    dynamics_params = {id(p) for p in system.dynamics.parameters()}
+    (dynamics_group,) = [g for g in groups if {id(p) for p in g["params"]} == dynamics_params]
+    assert dynamics_group["initial_lr"] == 0.01
+    assert all(g["initial_lr"] == 1e-3 for g in groups if g is not dynamics_group)
+    assert all(g["lr"] == pytest.approx(0.0, abs=1e-12) for g in groups)  # cosine reached its end
+    # The saved hyperparameters are plain values, so the run resumes (weights-only unpickling).
+    resumed = compose_config(
+        "train", [*overrides[:-1], "trainer.max_epochs=3", f"ckpt_path={tmp_path}/run/checkpoints/last.ckpt"],
+        tmp_path / "resumed",
+    )  # fmt: skip
+    assert train(resumed)[1]["trainer"].current_epoch == 3
+    # Bad values stop at construction (Hydra wraps the SGPError; the CLI prints it as one line).
+    with pytest.raises(Exception, match="part_lr names unknown part 'dynamic'"):
+        train(compose_config("train", [*TINY, "+model.part_lr={dynamic: 0.01}"], tmp_path / "bad"))
+    with pytest.raises(Exception, match="lr_schedule must be one of"):
+        train(compose_config("train", [*TINY, "model.lr_schedule=linear"], tmp_path / "bad2"))
+
+
 def test_checkpoint_of_another_domain_is_refused(trained_run, tmp_path):
     out, _ = trained_run
     ckpt = f"{out}/checkpoints/last.ckpt"

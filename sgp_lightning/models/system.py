@@ -34,6 +34,9 @@ PARTS = {
 }
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 class SGPSystem(L.LightningModule):
     def __init__(
         self,
@@ -49,15 +52,29 @@ class SGPSystem(L.LightningModule):
         policy: Mapping | None = None,
         frozen: Mapping[str, str] | None = None,
         optimizer: OptimizerFactory | Mapping | None = None,
+        lr_schedule: str = "constant",
+        part_lr: Mapping[str, float] | None = None,
     ):
         """Shapes are [n] for vectors or [C, H, W] for images. `optimizer` is a factory taking `params`, or
-        its Hydra config (`_partial_: true`), which is saved."""
+        its Hydra config (`_partial_: true`), which is saved. `lr_schedule`: constant, or cosine (the
+        learning rate decays to 0 over the run's optimiser steps). `part_lr` (part → learning rate) gives
+        some parts their own learning rate instead of the optimizer's, e.g. small dynamics MLPs that
+        tolerate a larger one than a wide score network."""
         super().__init__()
         env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape = (
             plain_config(c)
             for c in (env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape)
         )
         frozen = dict(plain_config(frozen) or {})
+        part_lr = dict(plain_config(part_lr) or {})  # plain before save_hyperparameters (safe to unpickle)
+        require(
+            lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}"
+        )
+        self.lr_schedule = lr_schedule
+        self.part_lr = {name: float(lr) for name, lr in part_lr.items()}
+        for part, lr in self.part_lr.items():
+            require(part in PARTS, f"part_lr names unknown part {part!r}; parts are {sorted(PARTS)}")
+            require(lr > 0, f"part_lr.{part} must be positive, got {lr}")
         for part in frozen:
             require(part in PARTS, f"frozen names unknown part {part!r}; parts are {sorted(PARTS)}")
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
@@ -151,8 +168,17 @@ class SGPSystem(L.LightningModule):
 
     def configure_optimizers(self):
         # One optimizer over independent parameter sets: for Adam this equals one optimizer per part.
-        params = [p for part in self.trainable_parts.values() for p in part.parameters() if p.requires_grad]
-        return self.optimizer_factory(params=params)
+        groups = [
+            {"params": [p for p in part.parameters() if p.requires_grad]}
+            | ({"lr": self.part_lr[name]} if name in self.part_lr else {})
+            for name, part in self.trainable_parts.items()
+        ]
+        optimizer = self.optimizer_factory(params=[group for group in groups if group["params"]])
+        if self.lr_schedule == "constant":
+            return optimizer
+        steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def _head(values: torch.Tensor) -> str:
