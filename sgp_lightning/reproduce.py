@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import shutil
 import statistics
 import sys
@@ -44,8 +45,9 @@ def _aggregate(per_seed: list[dict]) -> dict:
             "iteration": per_seed[0]["convergence"]["iteration"],
             "true_cost": [statistics.fmean(values) for values in zip(*curves, strict=True)],
         }
-    out["per_seed"] = [
-        {k: run[k] for k in ("cost_planned", "cost_achieved", "model_error", "seconds")} for run in per_seed
+    out["per_seed"] = [  # with each seed's planner settings (tuned values differ between seeds)
+        {k: run[k] for k in ("cost_planned", "cost_achieved", "model_error", "seconds", "planner") if k in run}
+        for run in per_seed
     ]
     out["per_task"] = [task for run in per_seed for task in run["per_task"]]
     return out
@@ -80,6 +82,8 @@ def reproduce(cfg: DictConfig) -> dict:
     else:
         methods = {"": [f"methods=[{','.join(entry.methods)}]"]}
 
+    if entry.get("tune"):
+        _check_tune(entry)
     per_method: dict[str, list[dict]] = {}
     distance_errors: list[list[dict]] = []  # per seed, per level (systems with a distance estimator)
     tuning: dict[int, dict] = {}  # per seed: each tuned method's sweep and chosen β
@@ -178,16 +182,33 @@ def reproduce(cfg: DictConfig) -> dict:
     return payload
 
 
+def _check_tune(entry: DictConfig) -> None:
+    """Stop before any training on a tuning section that cannot work."""
+    tune = entry.tune
+    require(entry.get("beta_sweep") is None, "reproduce.tune and reproduce.beta_sweep cannot be combined")
+    require(len(tune.betas) > 0, "reproduce.tune.betas is empty")
+    require(
+        all(math.isfinite(float(b)) and float(b) >= 0 for b in tune.betas),
+        f"reproduce.tune.betas must be finite and ≥ 0, got {list(tune.betas)}",
+    )
+    unknown = [m for m in tune.methods if m not in entry.methods]
+    require(
+        not unknown, f"reproduce.tune.methods {unknown} are not in reproduce.methods {list(entry.methods)}"
+    )
+    planners = _compose("plan", [*entry.plan_overrides, "ckpt_path=unused"]).planners
+    for name in tune.methods:
+        planner = planners[name]
+        require(
+            planner.get("algorithm") != "policy" and planner.get("penalty", "score") != "none",
+            f"reproduce.tune.methods: {name} has no penalty weight to tune (penalty none or a policy)",
+        )
+
+
 def _tune(entry: DictConfig, ckpt: Path, run_dir: Path, seed: int, threads: str) -> dict[str, dict]:
     """Each method in `tune.methods` gets the β of `tune.betas` with the lowest achieved cost on a separate
     task set (`tune.task_seed`), planned with the trained checkpoint of this seed: the table's own tasks
     never choose a setting."""
     tune = entry.tune
-    require(len(tune.betas) > 0, "reproduce.tune.betas is empty")
-    unknown = [m for m in tune.methods if m not in entry.methods]
-    require(
-        not unknown, f"reproduce.tune.methods {unknown} are not in reproduce.methods {list(entry.methods)}"
-    )
     chosen = {}
     for name in tune.methods:
         achieved = {}

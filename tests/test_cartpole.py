@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -227,6 +228,7 @@ def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
         f"output_dir={tmp_path}",
         f"reproduce.train_overrides={hydra_list(TINY_CARTPOLE)}",
         f"reproduce.plan_overrides={hydra_list(['planner_set=cartpole_small', 'track_true_cost_every=2', *shrink])}",
+        "reproduce.seeds=[0]",
         "reproduce.convergence_threshold=1e9",  # reached at the first record
         timeout=300,
     )
@@ -249,3 +251,20 @@ def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
         assert choice["achieved_by_beta"][f"{choice['beta']:g}"] == min(choice["achieved_by_beta"].values())
         assert planned["methods"][name]["planner"]["beta"] == choice["beta"]
     assert "chosen per seed on a separate task set (task_seed=1)" in table
+    assert results["methods"]["sgp"]["per_seed"][0]["planner"]["beta"] == tuned["sgp"]["beta"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("reproduce.tune.methods=[vanilla]", "vanilla has no penalty weight to tune"),
+        ("reproduce.tune.methods=[bc]", r"\['bc'\] are not in reproduce.methods"),
+        ("reproduce.tune.betas=[]", "reproduce.tune.betas is empty"),
+        ("reproduce.beta_sweep=[1.0]", "tune and reproduce.beta_sweep cannot be combined"),
+    ],
+)
+def test_reproduce_tuning_errors_stop_before_training(tmp_path, override, message):
+    proc = run_cli("reproduce.py", "cartpole_small", f"output_dir={tmp_path}", override, timeout=120)
+    assert proc.returncode == 2
+    assert re.search(message, proc.stderr.strip().splitlines()[-1])
+    assert not (tmp_path / "runs").exists()  # nothing was trained

@@ -166,10 +166,15 @@ def test_part_learning_rates_and_cosine_schedule(tmp_path):
         "train", [*overrides[:-1], "trainer.max_epochs=3", f"ckpt_path={tmp_path}/run/checkpoints/last.ckpt"],
         tmp_path / "resumed",
     )  # fmt: skip
-    assert train(resumed)[1]["trainer"].current_epoch == 3
+    trainer = train(resumed)[1]["trainer"]
+    assert trainer.current_epoch == 3
+    # The cosine spans the resumed run's 3 epochs (a restored 2-epoch curve would be back at half the lr).
+    assert all(g["lr"] == pytest.approx(0.0, abs=1e-12) for g in trainer.optimizers[0].param_groups)
     # Bad values stop at construction (Hydra wraps the SGPError; the CLI prints it as one line).
     with pytest.raises(Exception, match="part_lr names unknown part 'dynamic'"):
         train(compose_config("train", [*TINY, "+model.part_lr={dynamic: 0.01}"], tmp_path / "bad"))
+    with pytest.raises(Exception, match="part_lr.reward is set, but the reward part is not trained"):
+        train(compose_config("train", [*TINY, "model.reward=null", "+model.part_lr={reward: 0.01}"], tmp_path / "b"))
     with pytest.raises(Exception, match="lr_schedule must be one of"):
         train(compose_config("train", [*TINY, "model.lr_schedule=linear"], tmp_path / "bad2"))
 

@@ -7,6 +7,8 @@ checkpoint (`frozen={"score": "path/to/last.ckpt"}`), e.g. to reuse one score mo
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
 
 import hydra
@@ -92,6 +94,11 @@ class SGPSystem(L.LightningModule):
             setattr(self, name, None if config is None else cls(state_shape, action_shape, **config))
         for part in frozen:
             require(getattr(self, part) is not None, f"part {part!r} is frozen but switched off (null)")
+        for part in self.part_lr:
+            require(
+                getattr(self, part) is not None and part not in frozen,
+                f"part_lr.{part} is set, but the {part} part is not trained (switched off or frozen)",
+            )
         self._frozen_loaded = False
 
     # ---------------------------------------------------------------- composition
@@ -168,17 +175,37 @@ class SGPSystem(L.LightningModule):
 
     def configure_optimizers(self):
         # One optimizer over independent parameter sets: for Adam this equals one optimizer per part.
-        groups = [
-            {"params": [p for p in part.parameters() if p.requires_grad]}
-            | ({"lr": self.part_lr[name]} if name in self.part_lr else {})
+        trainable = {
+            name: [p for p in part.parameters() if p.requires_grad]
             for name, part in self.trainable_parts.items()
-        ]
-        optimizer = self.optimizer_factory(params=[group for group in groups if group["params"]])
+        }
+        if self.part_lr:
+            params = [{"params": trainable[name], "lr": self.part_lr[name]} for name in self.part_lr]
+            params.append(
+                {"params": [p for name, ps in trainable.items() if name not in self.part_lr for p in ps]}
+            )
+            params = [group for group in params if group["params"]]
+        else:  # one group, as checkpoints from before part_lr have (so they still resume)
+            params = [p for ps in trainable.values() for p in ps]
+        optimizer = self.optimizer_factory(params=params)
         if self.lr_schedule == "constant":
             return optimizer
-        steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        steps = self.trainer.estimated_stepping_batches
+        require(
+            math.isfinite(steps) and steps > 0,
+            "lr_schedule=cosine needs a finite run: set trainer.max_epochs or trainer.max_steps",
+        )
+        # A lambda, not CosineAnnealingLR: its length comes from this run's trainer on every start, so a
+        # run resumed with more epochs stretches the curve instead of climbing back up past the old end.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(_cosine_factor, steps=int(steps))
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _cosine_factor(step: int, steps: int) -> float:
+    """Cosine decay of the learning rate from 1× at step 0 to 0 at `steps`, then 0."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
 
 
 def _head(values: torch.Tensor) -> str:
