@@ -46,7 +46,11 @@ def _aggregate(per_seed: list[dict]) -> dict:
             "true_cost": [statistics.fmean(values) for values in zip(*curves, strict=True)],
         }
     out["per_seed"] = [  # with each seed's planner settings (tuned values differ between seeds)
-        {k: run[k] for k in ("cost_planned", "cost_achieved", "model_error", "seconds", "planner") if k in run}
+        {
+            k: run[k]
+            for k in ("cost_planned", "cost_achieved", "model_error", "seconds", "planner")
+            if k in run
+        }
         for run in per_seed
     ]
     out["per_task"] = [task for run in per_seed for task in run["per_task"]]

@@ -174,7 +174,11 @@ def test_part_learning_rates_and_cosine_schedule(tmp_path):
     with pytest.raises(Exception, match="part_lr names unknown part 'dynamic'"):
         train(compose_config("train", [*TINY, "+model.part_lr={dynamic: 0.01}"], tmp_path / "bad"))
     with pytest.raises(Exception, match="part_lr.reward is set, but the reward part is not trained"):
-        train(compose_config("train", [*TINY, "model.reward=null", "+model.part_lr={reward: 0.01}"], tmp_path / "b"))
+        train(
+            compose_config(
+                "train", [*TINY, "model.reward=null", "+model.part_lr={reward: 0.01}"], tmp_path / "b"
+            )
+        )
     with pytest.raises(Exception, match="lr_schedule must be one of"):
         train(compose_config("train", [*TINY, "model.lr_schedule=linear"], tmp_path / "bad2"))
 
