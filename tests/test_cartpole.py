@@ -15,9 +15,15 @@ from datamodules import CartPoleDataModule
 from sgp_lightning.distance import softmin
 from sgp_lightning.envs import CartPoleEnv
 from sgp_lightning.errors import SGPError
-from sgp_lightning.models import DistanceEstimator, SGPSystem
+from sgp_lightning.models import DistanceEstimator, SGPSystem, load_system
 from sgp_lightning.plan import plan
-from sgp_lightning.planning import CEMPlanner, DistancePenalty, ShootingProblem, build_penalty
+from sgp_lightning.planning import (
+    CEMPlanner,
+    DistancePenalty,
+    ShootingProblem,
+    build_penalty,
+    plan_and_evaluate,
+)
 from sgp_lightning.train import train
 from tests.conftest import compose_config, hydra_list, run_cli
 
@@ -187,7 +193,7 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
     cfg = compose_config("train", TINY_CARTPOLE, tmp_path / "run")
     metrics, _ = train(cfg)
     assert {"val/distance_loss", "val/ensemble_loss", "val/score_loss", "plan/cost_achieved"} <= set(metrics)
-    methods = ["sgp", "vanilla", "ensemble", "cem_ensemble", "cem_distance"]
+    methods = ["sgp", "vanilla", "ensemble", "cem_ensemble", "cem_distance", "sgp_ensemble"]
     plan_cfg = compose_config(
         "plan",
         [
@@ -210,6 +216,24 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
     saved = json.loads((tmp_path / "plan" / "results.json").read_text())
     assert saved["methods"]["cem_distance"]["planner"]["penalty"] == "distance"
     assert (tmp_path / "plan" / "convergence.png").is_file() and (tmp_path / "plan" / "plan.png").is_file()
+
+    # sgp_ensemble plans through the ensemble's mean: its planned states are that model's rollout.
+    from sgp_lightning.planning.evaluate import build_problem
+
+    system = load_system(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    env, tasks = system.make_env(), system.make_env().tasks()
+    actions = torch.randn(5, 6, 1, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for source, step in (("ensemble_mean", system.ensemble.mean_prediction), ("model", system.dynamics)):
+            states = build_problem(system, env, {"dynamics": source}, 6).rollout(tasks.x0, actions)
+            expected = [tasks.x0]
+            for t in range(6):
+                expected.append(step(expected[-1], actions[:, t]))
+            assert torch.allclose(states, torch.stack(expected, 1)), source
+    assert not torch.allclose(system.ensemble.mean_prediction(tasks.x0, actions[:, 0]),
+                              system.dynamics(tasks.x0, actions[:, 0]))  # fmt: skip
+    with pytest.raises(SGPError, match="planner.dynamics must be one of"):
+        plan_and_evaluate(system, env, tasks, {"dynamics": "ensemble"})
 
     # task_seed= draws a fresh set of start states (to check settings tuned on the default set).
     with open_dict(plan_cfg):

@@ -22,6 +22,7 @@ from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
 from sgp_lightning.utils import plain_config
 
 COST_SOURCES = ("env", "learned")
+DYNAMICS_SOURCES = ("model", "ensemble_mean")  # what planned rollouts follow
 POLICY = "policy"  # planner.algorithm of the behaviour-cloning baseline: act with model.policy, no planning
 
 
@@ -53,6 +54,10 @@ def validate_planner_config(cfg: Mapping) -> None:
     require(
         cfg.get("action_units", "raw") in ("raw", "normalized"),
         f"planner.action_units must be raw or normalized, got {cfg.get('action_units')!r}",
+    )
+    require(
+        cfg.get("dynamics", "model") in DYNAMICS_SOURCES,
+        f"planner.dynamics must be one of {DYNAMICS_SOURCES}, got {cfg.get('dynamics')!r}",
     )
     require(
         isinstance(cfg.get("normalize_actions", True), bool),
@@ -96,8 +101,11 @@ def validate_against_system(
             level is None or 0 <= level < distance_levels,
             f"planner.distance_level must be in [0, {distance_levels - 1}] or null (the last), got {level}",
         )
-    if cfg.get("penalty", "score") == "ensemble":
-        require(has_ensemble, "penalty=ensemble needs an ensemble, but model.ensemble is null")
+    if cfg.get("penalty", "score") == "ensemble" or cfg.get("dynamics") == "ensemble_mean":
+        require(
+            has_ensemble,
+            "penalty=ensemble and dynamics=ensemble_mean need an ensemble, but model.ensemble is null",
+        )
         require(
             cfg.get("ensemble_members") is None
             or num_members is None
@@ -154,12 +162,13 @@ def cost_functions(system, env: Env, cost_source: str):
 
 
 def build_problem(system, env: Env, cfg: Mapping, horizon: int) -> ShootingProblem:
-    """With penalty=ensemble the rollout follows the ensemble's mean; otherwise the dynamics model."""
+    """The rollout follows the ensemble's mean with penalty=ensemble or dynamics=ensemble_mean, otherwise
+    the dynamics model."""
     cfg = plain_config(cfg)
     plan_cost, _ = cost_functions(system, env, cfg.get("cost_source", "env"))
     kind, members = cfg.get("penalty", "score"), cfg.get("ensemble_members")
     penalty = build_penalty(kind, cfg.get("beta", 0), system, members, cfg.get("distance_level"))
-    if kind == "ensemble":
+    if kind == "ensemble" or cfg.get("dynamics", "model") == "ensemble_mean":
         model = system.require_part("ensemble")
         dynamics = functools.partial(model.mean_prediction, num_members=members)
     else:
