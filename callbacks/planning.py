@@ -63,7 +63,10 @@ class PlanningCallback(L.Callback):
         if self.planner.get("algorithm") == "policy":
             part = "policy"
         else:
-            part = "ensemble" if self.planner.get("penalty") == "ensemble" else "dynamics"
+            follows_ensemble = (
+                self.planner.get("penalty") == "ensemble" or self.planner.get("dynamics") == "ensemble_mean"
+            )
+            part = "ensemble" if follows_ensemble else "dynamics"
         if getattr(pl_module, part) is None:
             rank_zero_warn(f"PlanningCallback: the system has no {part} model, so nothing is planned.")
             return

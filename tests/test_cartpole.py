@@ -234,6 +234,8 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
                               system.dynamics(tasks.x0, actions[:, 0]))  # fmt: skip
     with pytest.raises(SGPError, match="planner.dynamics must be one of"):
         plan_and_evaluate(system, env, tasks, {"dynamics": "ensemble"})
+    with pytest.raises(SGPError, match="penalty=ensemble always rolls out the ensemble's mean"):
+        plan_and_evaluate(system, env, tasks, {"penalty": "ensemble", "beta": 1.0, "dynamics": "model"})
 
     # task_seed= draws a fresh set of start states (to check settings tuned on the default set).
     with open_dict(plan_cfg):

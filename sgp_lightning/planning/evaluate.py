@@ -60,6 +60,10 @@ def validate_planner_config(cfg: Mapping) -> None:
         f"planner.dynamics must be one of {DYNAMICS_SOURCES}, got {cfg.get('dynamics')!r}",
     )
     require(
+        not (cfg.get("penalty") == "ensemble" and cfg.get("dynamics") == "model"),
+        "planner.penalty=ensemble always rolls out the ensemble's mean: use dynamics=ensemble_mean (or leave it unset)",
+    )
+    require(
         isinstance(cfg.get("normalize_actions", True), bool),
         f"planner.normalize_actions must be true or false, got {cfg.get('normalize_actions')!r}",
     )
