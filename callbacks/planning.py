@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sgp_lightning.planning import plan_and_evaluate, validate_planner_config
+from sgp_lightning.planning import plan_and_evaluate, rollout_part, validate_planner_config
 from sgp_lightning.utils import plain_config
 
 METRICS = ("cost_planned", "cost_achieved", "model_error")
@@ -63,10 +63,7 @@ class PlanningCallback(L.Callback):
         if self.planner.get("algorithm") == "policy":
             part = "policy"
         else:
-            follows_ensemble = (
-                self.planner.get("penalty") == "ensemble" or self.planner.get("dynamics") == "ensemble_mean"
-            )
-            part = "ensemble" if follows_ensemble else "dynamics"
+            part = rollout_part(self.planner)
         if getattr(pl_module, part) is None:
             rank_zero_warn(f"PlanningCallback: the system has no {part} model, so nothing is planned.")
             return

@@ -113,20 +113,7 @@ def reproduce(cfg: DictConfig) -> dict:
         chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
         for label, overrides in methods.items():
             plan_dir = run_dir / "plan" / (label.replace("=", "_") or "methods")
-            plan_cfg = _compose(
-                "plan",
-                [
-                    *entry.plan_overrides,
-                    *chosen,
-                    *overrides,
-                    f"ckpt_path='{ckpt}'",
-                    f"seed={seed}",
-                    f"output_dir='{plan_dir}'",
-                    f"mpc={str(bool(entry.mpc)).lower()}",
-                    threads,
-                ],
-            )
-            result = plan(plan_cfg)
+            result = _plan_checkpoint(entry, ckpt, seed, plan_dir, threads, [*chosen, *overrides])
             domain = result["domain"]
             for name, metrics in result["methods"].items():
                 per_method.setdefault(label or name, []).append(metrics)
@@ -186,6 +173,26 @@ def reproduce(cfg: DictConfig) -> dict:
     return payload
 
 
+def _plan_checkpoint(
+    entry: DictConfig, ckpt: Path, seed: int, plan_dir: Path, threads: str, overrides: list[str]
+) -> dict:
+    """plan.py on one seed's checkpoint with the entry's plan overrides, then `overrides`."""
+    return plan(
+        _compose(
+            "plan",
+            [
+                *entry.plan_overrides,
+                *overrides,
+                f"ckpt_path='{ckpt}'",
+                f"seed={seed}",
+                f"output_dir='{plan_dir}'",
+                f"mpc={str(bool(entry.mpc)).lower()}",
+                threads,
+            ],
+        )
+    )
+
+
 def _check_tune(entry: DictConfig) -> None:
     """Stop before any training on a tuning section that cannot work."""
     tune = entry.tune
@@ -217,23 +224,14 @@ def _tune(entry: DictConfig, ckpt: Path, run_dir: Path, seed: int, threads: str)
     for name in tune.methods:
         achieved = {}
         for beta in tune.betas:
-            result = plan(
-                _compose(
-                    "plan",
-                    [
-                        *entry.plan_overrides,
-                        f"methods=[{name}]",
-                        f"planners.{name}.beta={beta}",
-                        f"task_seed={tune.task_seed}",
-                        f"ckpt_path='{ckpt}'",
-                        f"seed={seed}",
-                        f"output_dir='{run_dir / 'tune' / f'{name}_beta_{beta:g}'}'",
-                        "track_true_cost_every=null",
-                        "mpc=false" if not entry.mpc else "mpc=true",
-                        threads,
-                    ],
-                )
-            )
+            overrides = [
+                f"methods=[{name}]",
+                f"planners.{name}.beta={beta}",
+                f"task_seed={tune.task_seed}",
+                "track_true_cost_every=null",
+            ]
+            plan_dir = run_dir / "tune" / f"{name}_beta_{beta:g}"
+            result = _plan_checkpoint(entry, ckpt, seed, plan_dir, threads, overrides)
             achieved[f"{beta:g}"] = result["methods"][name]["cost_achieved"]
         best = min(tune.betas, key=lambda b: achieved[f"{b:g}"])  # the first of equals: the smallest listed
         chosen[name] = {"beta": float(best), "achieved_by_beta": achieved}

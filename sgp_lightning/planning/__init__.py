@@ -4,6 +4,7 @@ from sgp_lightning.planning.evaluate import (
     Evaluation,
     build_problem,
     plan_and_evaluate,
+    rollout_part,
     validate_planner_config,
 )
 from sgp_lightning.planning.mpc import MPC
@@ -37,5 +38,6 @@ __all__ = [
     "frozen",
     "parse_beta",
     "plan_and_evaluate",
+    "rollout_part",
     "validate_planner_config",
 ]

@@ -26,6 +26,14 @@ DYNAMICS_SOURCES = ("model", "ensemble_mean")  # what planned rollouts follow
 POLICY = "policy"  # planner.algorithm of the behaviour-cloning baseline: act with model.policy, no planning
 
 
+def rollout_part(cfg: Mapping) -> str:
+    """The system part a planner's rollouts follow: "ensemble" (the members' mean) with penalty=ensemble or
+    dynamics=ensemble_mean, otherwise "dynamics"."""
+    cfg = plain_config(cfg)
+    follows_ensemble = cfg.get("penalty") == "ensemble" or cfg.get("dynamics") == "ensemble_mean"
+    return "ensemble" if follows_ensemble else "dynamics"
+
+
 def validate_planner_config(cfg: Mapping) -> None:
     """Fail early, before any training, on planner values that can never work."""
     cfg = plain_config(cfg)
@@ -105,7 +113,7 @@ def validate_against_system(
             level is None or 0 <= level < distance_levels,
             f"planner.distance_level must be in [0, {distance_levels - 1}] or null (the last), got {level}",
         )
-    if cfg.get("penalty", "score") == "ensemble" or cfg.get("dynamics") == "ensemble_mean":
+    if rollout_part(cfg) == "ensemble":
         require(
             has_ensemble,
             "penalty=ensemble and dynamics=ensemble_mean need an ensemble, but model.ensemble is null",
@@ -166,13 +174,12 @@ def cost_functions(system, env: Env, cost_source: str):
 
 
 def build_problem(system, env: Env, cfg: Mapping, horizon: int) -> ShootingProblem:
-    """The rollout follows the ensemble's mean with penalty=ensemble or dynamics=ensemble_mean, otherwise
-    the dynamics model."""
+    """The rollout follows `rollout_part(cfg)`: the ensemble's mean or the dynamics model."""
     cfg = plain_config(cfg)
     plan_cost, _ = cost_functions(system, env, cfg.get("cost_source", "env"))
     kind, members = cfg.get("penalty", "score"), cfg.get("ensemble_members")
     penalty = build_penalty(kind, cfg.get("beta", 0), system, members, cfg.get("distance_level"))
-    if kind == "ensemble" or cfg.get("dynamics", "model") == "ensemble_mean":
+    if rollout_part(cfg) == "ensemble":
         model = system.require_part("ensemble")
         dynamics = functools.partial(model.mean_prediction, num_members=members)
     else:
