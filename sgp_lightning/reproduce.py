@@ -193,15 +193,25 @@ def _plan_checkpoint(
     )
 
 
+def _tune_grid(entry: DictConfig) -> dict[str, list[float]]:
+    """Each tuned method's β grid: `tune.betas` is one list for every method, or a list per method (grids of
+    methods in the table but not in `tune.methods` are unused, so a narrowed `tune.methods` still works)."""
+    tune = entry.tune
+    if isinstance(tune.betas, DictConfig):
+        unknown = sorted(set(tune.betas) - set(entry.methods))
+        missing = [m for m in tune.methods if m not in tune.betas]
+        require(
+            not unknown, f"reproduce.tune.betas has grids for {unknown}, which are not in reproduce.methods"
+        )
+        require(not missing, f"reproduce.tune.betas has no grid for {missing}")
+        return {name: [float(b) for b in tune.betas[name]] for name in tune.methods}
+    return {name: [float(b) for b in tune.betas] for name in tune.methods}
+
+
 def _check_tune(entry: DictConfig) -> None:
     """Stop before any training on a tuning section that cannot work."""
     tune = entry.tune
     require(entry.get("beta_sweep") is None, "reproduce.tune and reproduce.beta_sweep cannot be combined")
-    require(len(tune.betas) > 0, "reproduce.tune.betas is empty")
-    require(
-        all(math.isfinite(float(b)) and float(b) >= 0 for b in tune.betas),
-        f"reproduce.tune.betas must be finite and ≥ 0, got {list(tune.betas)}",
-    )
     unknown = [m for m in tune.methods if m not in entry.methods]
     require(
         not unknown, f"reproduce.tune.methods {unknown} are not in reproduce.methods {list(entry.methods)}"
@@ -214,6 +224,13 @@ def _check_tune(entry: DictConfig) -> None:
             f"reproduce.tune.methods: {name} has no penalty weight to tune (penalty none or a policy)",
         )
 
+    for name, betas in _tune_grid(entry).items():
+        require(len(betas) > 0, f"reproduce.tune.betas is empty for {name}")
+        require(
+            all(math.isfinite(b) and b >= 0 for b in betas),
+            f"reproduce.tune.betas must be finite and ≥ 0, got {betas} for {name}",
+        )
+
 
 def _tune(entry: DictConfig, ckpt: Path, run_dir: Path, seed: int, threads: str) -> dict[str, dict]:
     """Each method in `tune.methods` gets the β of `tune.betas` with the lowest achieved cost on a separate
@@ -221,9 +238,9 @@ def _tune(entry: DictConfig, ckpt: Path, run_dir: Path, seed: int, threads: str)
     never choose a setting."""
     tune = entry.tune
     chosen = {}
-    for name in tune.methods:
+    for name, betas in _tune_grid(entry).items():
         achieved = {}
-        for beta in tune.betas:
+        for beta in betas:
             overrides = [
                 f"methods=[{name}]",
                 f"planners.{name}.beta={beta}",
@@ -233,7 +250,7 @@ def _tune(entry: DictConfig, ckpt: Path, run_dir: Path, seed: int, threads: str)
             plan_dir = run_dir / "tune" / f"{name}_beta_{beta:g}"
             result = _plan_checkpoint(entry, ckpt, seed, plan_dir, threads, overrides)
             achieved[f"{beta:g}"] = result["methods"][name]["cost_achieved"]
-        best = min(tune.betas, key=lambda b: achieved[f"{b:g}"])  # the first of equals: the smallest listed
+        best = min(betas, key=lambda b: achieved[f"{b:g}"])  # the first of equals: the smallest listed
         chosen[name] = {"beta": float(best), "achieved_by_beta": achieved}
     return chosen
 

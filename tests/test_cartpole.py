@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from datamodules import CartPoleDataModule
 from sgp_lightning.distance import softmin
@@ -246,7 +247,9 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
 
 
 def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
-    methods = ["sgp", "vanilla", "ensemble", "cem_ensemble", "cem_distance"]
+    entry = OmegaConf.load(Path(__file__).parents[1] / "conf" / "reproduce" / "cartpole_small.yaml")
+    methods = ["sgp", "vanilla", "ensemble", "cem_ensemble", "cem_distance", "sgp_ensemble"]
+    assert list(entry.methods) == methods
     shrink = [f"planners.{m}.optimizer.iterations=4" for m in methods]
     proc = run_cli(
         "reproduce.py",
@@ -270,10 +273,10 @@ def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
     assert (tmp_path / "convergence.png").is_file() and (tmp_path / "plan.png").is_file()
     # β was chosen per method on the tuning task set, and the table planned with the choice.
     tuned = results["tuning"]["per_seed"]["0"]
-    assert set(tuned) == {"sgp", "ensemble", "cem_ensemble", "cem_distance"}
+    assert set(tuned) == {"sgp", "ensemble", "cem_ensemble", "cem_distance", "sgp_ensemble"}
     planned = json.loads((tmp_path / "runs" / "seed_0" / "plan" / "methods" / "results.json").read_text())
     for name, choice in tuned.items():
-        assert list(choice["achieved_by_beta"]) == ["0.3", "1", "3", "10"]
+        assert list(choice["achieved_by_beta"]) == [f"{b:g}" for b in entry.tune.betas[name]]  # its own grid
         assert choice["achieved_by_beta"][f"{choice['beta']:g}"] == min(choice["achieved_by_beta"].values())
         assert planned["methods"][name]["planner"]["beta"] == choice["beta"]
     assert "chosen per seed on a separate task set (task_seed=1)" in table
@@ -285,12 +288,22 @@ def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
     [
         ("reproduce.tune.methods=[vanilla]", "vanilla has no penalty weight to tune"),
         ("reproduce.tune.methods=[bc]", r"\['bc'\] are not in reproduce.methods"),
-        ("reproduce.tune.betas=[]", "reproduce.tune.betas is empty"),
+        ("reproduce.tune.betas.sgp=[]", "reproduce.tune.betas is empty for sgp"),
+        (
+            ["~reproduce.tune.betas", "+reproduce.tune.betas=[]"],
+            "reproduce.tune.betas is empty for sgp",
+        ),  # shared
+        ("~reproduce.tune.betas.ensemble", r"reproduce.tune.betas has no grid for \['ensemble'\]"),
+        (
+            "+reproduce.tune.betas.sgp_typo=[1.0]",
+            r"has grids for \['sgp_typo'\], which are not in reproduce.methods",
+        ),
         ("reproduce.beta_sweep=[1.0]", "tune and reproduce.beta_sweep cannot be combined"),
     ],
 )
 def test_reproduce_tuning_errors_stop_before_training(tmp_path, override, message):
-    proc = run_cli("reproduce.py", "cartpole_small", f"output_dir={tmp_path}", override, timeout=120)
+    overrides = override if isinstance(override, list) else [override]
+    proc = run_cli("reproduce.py", "cartpole_small", f"output_dir={tmp_path}", *overrides, timeout=120)
     assert proc.returncode == 2
     assert re.search(message, proc.stderr.strip().splitlines()[-1])
     assert not (tmp_path / "runs").exists()  # nothing was trained
