@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sgp_lightning.errors import require
 from sgp_lightning.plan import plan
@@ -86,8 +86,7 @@ def reproduce(cfg: DictConfig) -> dict:
     else:
         methods = {"": [f"methods=[{','.join(entry.methods)}]"]}
 
-    if entry.get("tune"):
-        _check_tune(entry)
+    grids = _check_tune(entry) if entry.get("tune") else {}
     per_method: dict[str, list[dict]] = {}
     distance_errors: list[list[dict]] = []  # per seed, per level (systems with a distance estimator)
     tuning: dict[int, dict] = {}  # per seed: each tuned method's sweep and chosen β
@@ -108,7 +107,7 @@ def reproduce(cfg: DictConfig) -> dict:
         if trained["system"].distance is not None:
             distance_errors.append(_distance_errors(trained["system"].distance, trained["datamodule"], seed))
         ckpt = run_dir / "checkpoints" / "last.ckpt"
-        tuned = _tune(entry, ckpt, run_dir, seed, threads) if entry.get("tune") else {}
+        tuned = _tune(entry, grids, ckpt, run_dir, seed, threads) if grids else {}
         tuning[seed] = tuned
         chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
         for label, overrides in methods.items():
@@ -193,23 +192,38 @@ def _plan_checkpoint(
     )
 
 
-def _tune_grid(entry: DictConfig) -> dict[str, list[float]]:
+def _tune_grid(entry: DictConfig, planner_names) -> dict[str, list[float]]:
     """Each tuned method's β grid: `tune.betas` is one list for every method, or a list per method (grids of
-    methods in the table but not in `tune.methods` are unused, so a narrowed `tune.methods` still works)."""
+    methods not in `tune.methods` are unused, so a narrowed `tune.methods` still works)."""
     tune = entry.tune
     if isinstance(tune.betas, DictConfig):
-        unknown = sorted(set(tune.betas) - set(entry.methods))
+        unknown = sorted(set(tune.betas) - set(planner_names))
         missing = [m for m in tune.methods if m not in tune.betas]
-        require(
-            not unknown, f"reproduce.tune.betas has grids for {unknown}, which are not in reproduce.methods"
-        )
+        require(not unknown, f"reproduce.tune.betas has grids for {unknown}, which are not planners")
         require(not missing, f"reproduce.tune.betas has no grid for {missing}")
-        return {name: [float(b) for b in tune.betas[name]] for name in tune.methods}
-    return {name: [float(b) for b in tune.betas] for name in tune.methods}
+        grids = {name: tune.betas[name] for name in tune.methods}
+    else:
+        require(
+            isinstance(tune.betas, ListConfig),
+            f"reproduce.tune.betas must be a list of β or a mapping method → list, got {tune.betas!r}",
+        )
+        grids = {name: tune.betas for name in tune.methods}
+    for name, betas in grids.items():
+        require(
+            isinstance(betas, ListConfig), f"reproduce.tune.betas for {name} must be a list, got {betas!r}"
+        )
+        require(len(betas) > 0, f"reproduce.tune.betas is empty for {name}")
+        require(
+            all(isinstance(b, int | float) and math.isfinite(b) and b >= 0 for b in betas),
+            f"reproduce.tune.betas must be finite numbers ≥ 0, got {list(betas)} for {name}",
+        )
+        labels = [f"{b:g}" for b in betas]  # keys of achieved_by_beta and plan folder names
+        require(len(set(labels)) == len(labels), f"reproduce.tune.betas for {name} repeats a value: {labels}")
+    return {name: [float(b) for b in betas] for name, betas in grids.items()}
 
 
-def _check_tune(entry: DictConfig) -> None:
-    """Stop before any training on a tuning section that cannot work."""
+def _check_tune(entry: DictConfig) -> dict[str, list[float]]:
+    """Stop before any training on a tuning section that cannot work; returns each tuned method's grid."""
     tune = entry.tune
     require(entry.get("beta_sweep") is None, "reproduce.tune and reproduce.beta_sweep cannot be combined")
     unknown = [m for m in tune.methods if m not in entry.methods]
@@ -223,22 +237,18 @@ def _check_tune(entry: DictConfig) -> None:
             planner.get("algorithm") != "policy" and planner.get("penalty", "score") != "none",
             f"reproduce.tune.methods: {name} has no penalty weight to tune (penalty none or a policy)",
         )
-
-    for name, betas in _tune_grid(entry).items():
-        require(len(betas) > 0, f"reproduce.tune.betas is empty for {name}")
-        require(
-            all(math.isfinite(b) and b >= 0 for b in betas),
-            f"reproduce.tune.betas must be finite and ≥ 0, got {betas} for {name}",
-        )
+    return _tune_grid(entry, list(planners))
 
 
-def _tune(entry: DictConfig, ckpt: Path, run_dir: Path, seed: int, threads: str) -> dict[str, dict]:
+def _tune(
+    entry: DictConfig, grids: dict[str, list[float]], ckpt: Path, run_dir: Path, seed: int, threads: str
+) -> dict[str, dict]:
     """Each method in `tune.methods` gets the β of `tune.betas` with the lowest achieved cost on a separate
     task set (`tune.task_seed`), planned with the trained checkpoint of this seed: the table's own tasks
     never choose a setting."""
     tune = entry.tune
     chosen = {}
-    for name, betas in _tune_grid(entry).items():
+    for name, betas in grids.items():
         achieved = {}
         for beta in betas:
             overrides = [
@@ -250,7 +260,8 @@ def _tune(entry: DictConfig, ckpt: Path, run_dir: Path, seed: int, threads: str)
             plan_dir = run_dir / "tune" / f"{name}_beta_{beta:g}"
             result = _plan_checkpoint(entry, ckpt, seed, plan_dir, threads, overrides)
             achieved[f"{beta:g}"] = result["methods"][name]["cost_achieved"]
-        best = min(betas, key=lambda b: achieved[f"{b:g}"])  # the first of equals: the smallest listed
+        # the first of equals (the smallest listed) wins; a diverged plan (NaN) never does
+        best = min(betas, key=lambda b: math.inf if math.isnan(achieved[f"{b:g}"]) else achieved[f"{b:g}"])
         chosen[name] = {"beta": float(best), "achieved_by_beta": achieved}
     return chosen
 

@@ -294,10 +294,19 @@ def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
             "reproduce.tune.betas is empty for sgp",
         ),  # shared
         ("~reproduce.tune.betas.ensemble", r"reproduce.tune.betas has no grid for \['ensemble'\]"),
+        ("+reproduce.tune.betas.sgp_typo=[1.0]", r"has grids for \['sgp_typo'\], which are not planners"),
+        ("reproduce.tune.betas.sgp=1.0", "reproduce.tune.betas for sgp must be a list, got 1.0"),
+        ("reproduce.tune.betas.sgp=[1,1.0]", r"reproduce.tune.betas for sgp repeats a value: \['1', '1'\]"),
+        ("reproduce.tune.betas.sgp=[-1]", r"must be finite numbers ≥ 0, got \[-1\] for sgp"),
+        # a narrowed table keeps working: grids of untuned methods are unused
         (
-            "+reproduce.tune.betas.sgp_typo=[1.0]",
-            r"has grids for \['sgp_typo'\], which are not in reproduce.methods",
-        ),
+            [
+                "reproduce.methods=[sgp,vanilla]",
+                "reproduce.tune.methods=[sgp]",
+                "reproduce.tune.betas.sgp=[]",
+            ],
+            "reproduce.tune.betas is empty for sgp",
+        ),  # fmt: skip
         ("reproduce.beta_sweep=[1.0]", "tune and reproduce.beta_sweep cannot be combined"),
     ],
 )

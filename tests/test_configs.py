@@ -1,14 +1,18 @@
 """Every shipped config composes and resolves: each experiment with train.yaml, each planner_set with
-plan.yaml, and each reproduce entry with the train and plan overrides it will pass on. The paper-scale
-configs cannot be run in the test budget, so this is what keeps them from rotting."""
+plan.yaml, and each generic reproduce entry with the train and plan overrides it passes on, its tuning
+section checked as reproduce.py checks it. The paper-scale configs cannot be run in the test budget, so
+this is what keeps them from rotting."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from sgp_lightning.reproduce import _check_tune
 from tests.conftest import CONF, compose_config
 
 EXPERIMENTS = sorted(
@@ -38,9 +42,11 @@ def test_experiment_composes_and_resolves(experiment, tmp_path: Path):
 
 @pytest.mark.parametrize("planner_set", PLANNER_SETS)
 def test_planner_set_composes_and_resolves(planner_set, tmp_path: Path):
+    known = set(compose_config("plan", ["ckpt_path=unused"], tmp_path).planners)
     planners = _resolved(
         compose_config("plan", [f"planner_set={planner_set}", "ckpt_path=unused"], tmp_path)
     )["planners"]
+    assert set(planners) == known, f"planner_set={planner_set} sets unknown planners {set(planners) - known}"
     assert all(p.get("algorithm") == "policy" or float(p["beta"]) >= 0 for p in planners.values())
 
 
@@ -54,3 +60,8 @@ def test_reproduce_entry_composes_with_its_overrides(entry, tmp_path: Path):
         missing = [m for m in cfg.methods if m not in plan_cfg.planners]
         assert not missing, f"{entry}: methods {missing} have no planner"
         _resolved(plan_cfg)
+        if cfg.get("tune"):
+            GlobalHydra.instance().clear()
+            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+                grids = _check_tune(cfg)
+            assert set(grids) == set(cfg.tune.methods)
