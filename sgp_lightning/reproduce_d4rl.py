@@ -21,6 +21,7 @@ from sgp_lightning.envs.mujoco import mujoco_task
 from sgp_lightning.errors import require
 from sgp_lightning.plan import plan
 from sgp_lightning.train import train
+from sgp_lightning.utils import set_threads
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -37,6 +38,9 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
     out = Path(cfg.output_dir)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
+    # The behaviour-policy MLPs' float rounding depends on the thread count, and a rounding difference
+    # grows into different trajectories: collect with the run's threads, not torch's default.
+    set_threads(cfg.num_threads)
     datasets: dict[str, dict] = {}
     for dataset in entry.datasets:
         path = out / "data" / f"{dataset_name(entry.env, dataset)}.hdf5"
