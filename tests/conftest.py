@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,9 +39,16 @@ TINY = [
 ]
 
 
-def compose_config(config_name: str, overrides: list[str], output_dir: Path):
+@contextmanager
+def hydra_conf():
+    """A fresh Hydra context on the project's conf/ (for compose, and for code that composes itself)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield
+
+
+def compose_config(config_name: str, overrides: list[str], output_dir: Path):
+    with hydra_conf():
         cfg = compose(config_name=config_name, overrides=overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)

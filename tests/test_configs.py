@@ -8,12 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from sgp_lightning.reproduce import _check_tune
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, hydra_conf
 
 EXPERIMENTS = sorted(
     str(p.relative_to(CONF / "experiment").with_suffix(""))
@@ -61,7 +59,6 @@ def test_reproduce_entry_composes_with_its_overrides(entry, tmp_path: Path):
         assert not missing, f"{entry}: methods {missing} have no planner"
         _resolved(plan_cfg)
         if cfg.get("tune"):
-            GlobalHydra.instance().clear()
-            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            with hydra_conf():  # _check_tune composes the plan config itself
                 grids = _check_tune(cfg)
             assert set(grids) == set(cfg.tune.methods)
