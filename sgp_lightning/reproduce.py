@@ -13,6 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from sgp_lightning.analysis.common import reproduce_command
 from sgp_lightning.errors import require
 from sgp_lightning.plan import plan
 from sgp_lightning.report import methods_table
@@ -130,12 +131,11 @@ def reproduce(cfg: DictConfig) -> dict:
                     i for i, c in zip(curve["iteration"], curve["true_cost"], strict=True) if c <= threshold
                 ]
                 metrics["iterations_to_threshold"] = reached[0] if reached else "never"
-    command = f"python reproduce.py {entry.name} output_dir={cfg.output_dir}"
     payload = {
         "name": entry.name,
         "title": entry.title,
         "domain": domain,
-        "command": command,
+        "command": reproduce_command(cfg),
         "argv": sys.argv,
         "seeds": list(entry.seeds),
         "train_overrides": list(entry.train_overrides),

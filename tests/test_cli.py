@@ -101,6 +101,9 @@ def test_reproduce_cli_runs_a_shrunken_entry(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["methods"]) == {"sgp", "vanilla"} and results["seeds"] == [0]
+    assert results["command"].startswith(
+        f"python reproduce.py pit output_dir={tmp_path} 'reproduce.seeds=[0]' "
+    )
     assert "| sgp |" in (tmp_path / "table.md").read_text()
     sweep_dir = tmp_path / "sweep"
     proc = run_cli(

@@ -3,6 +3,7 @@ the line that states command, machine and wall time under each table."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,17 @@ def provenance(payload: dict) -> str:
     )
 
 
+def reproduce_command(cfg) -> str:
+    """The command that regenerates this run: the entry's name and every override it was given on the
+    command line (a narrowed `reproduce.datasets=[...]` changes what the table holds)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = [f"output_dir={cfg.output_dir}"]
+    if HydraConfig.initialized():  # run by reproduce.py; called directly (tests), only output_dir is known
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("reproduce=")]
+    return " ".join(["python reproduce.py", cfg.reproduce.name, *map(shlex.quote, overrides)])
+
+
 def run_record(cfg, start: float) -> dict:
     """Name, title, command, argv, machine and wall time (since `start`, a perf_counter reading) of the
     reproduce entry `cfg.reproduce`, for its results.json."""
@@ -53,7 +65,7 @@ def run_record(cfg, start: float) -> dict:
     return {
         "name": entry.name,
         "title": entry.title,
-        "command": f"python reproduce.py {entry.name} output_dir={cfg.output_dir}",
+        "command": reproduce_command(cfg),
         "argv": sys.argv,
         "machine": machine_info(),
         "wall_seconds": time.perf_counter() - start,
