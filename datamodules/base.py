@@ -1,4 +1,4 @@
-"""Transition datasets (x, u, x', r): validation, seeded split, normalization stats, batched loading."""
+"""Transition datasets (x, u, x', r[, done]): validation, seeded split, normalization stats, batched loading."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from sgp_lightning.errors import SGPError, require
 from sgp_lightning.spaces import join, sample_stats
 
 KEYS = ("x", "u", "x_next", "r")
+# `done` (bool, N): the episode ended at this row by a fall (D4RL's terminals), not by the time limit. Kept
+# with the transitions and in every batch; no model trains on it (the planners have no termination model).
+OPTIONAL_KEYS = ("done",)
 
 # ShuffledBatches is loaded in the main process (num_workers=0), so its __len__ is exact.
 warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
@@ -22,9 +25,17 @@ def validate_transitions(data: dict[str, torch.Tensor], source: str = "dataset")
     """Check keys, shapes and finiteness; return float32 tensors. Raises SGPError naming the problem."""
     missing = [k for k in KEYS if k not in data]
     require(not missing, f"{source} is missing keys {missing}; a transition dataset needs {list(KEYS)}")
+    done = data.get("done")
     data = {k: torch.as_tensor(data[k]).float() for k in KEYS}
     n = data["x"].shape[0]
     require(n > 0, f"{source} is empty: it has no transitions")
+    if done is not None:
+        done = torch.as_tensor(done)
+        require(
+            done.shape == (n,) and done.dtype == torch.bool,
+            f"{source}: done must be a bool tensor of shape ({n},), got {done.dtype} {tuple(done.shape)}",
+        )
+        data["done"] = done
     require(data["x"].dim() >= 2 and data["u"].dim() >= 2, f"{source}: x and u need shape (N, dim)")
     for k in KEYS:
         require(data[k].shape[0] == n, f"{source}: {k} has {data[k].shape[0]} rows but x has {n}")
@@ -73,7 +84,7 @@ class ShuffledBatches(IterableDataset):
 
 
 class TransitionDataModule(L.LightningDataModule):
-    """Subclasses implement `load_transitions()` returning a dict with x, u, x_next, r."""
+    """Subclasses implement `load_transitions()` returning a dict with x, u, x_next, r (and optionally done)."""
 
     def __init__(
         self, batch_size: int = 1024, val_fraction: float = 0.1, seed: int = 0, name: str = "dataset"

@@ -1,4 +1,4 @@
-"""D4RL locomotion data (paper C.2): transitions (x, u, r, x') from a D4RL-layout HDF5 file.
+"""D4RL locomotion data (paper C.2): transitions (x, u, r, x', done) from a D4RL-layout HDF5 file.
 
 `dataset` is a path to a .hdf5 file, a Minari dataset directory, or a name looked up in
 $D4RL_DATASET_DIR (~/.d4rl/datasets/<name>.hdf5) or Minari's dataset directory. Generate local files
@@ -46,6 +46,7 @@ class D4RLDataModule(TransitionDataModule):
             "u": torch.from_numpy(data["actions"]),
             "x_next": torch.from_numpy(data["next_observations"]),
             "r": torch.from_numpy(data["rewards"]),
+            "done": torch.from_numpy(data["terminals"]),  # a fall; a timeout is not an end of the dynamics
         }
 
     def _episode_subset(self, data: dict) -> dict:

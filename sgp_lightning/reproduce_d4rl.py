@@ -50,6 +50,7 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
         }))  # fmt: skip
         runs: dict[str, dict[str, list[float]]] = {}  # method -> {"last": [...], "best": [...]}
         seconds: dict[str, list[float]] = {}
+        lengths: dict[str, list[float]] = {}  # mean episode length per seed (last checkpoint)
         for seed in entry.seeds:
             run_dir = out / "runs" / dataset / f"seed_{seed}"
             train_cfg = compose("train", [
@@ -74,6 +75,7 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
                 scores["last"].append(last[method]["normalized_score"])
                 scores["best"].append(best[method]["normalized_score"])
                 seconds.setdefault(method, []).append(last[method]["seconds_per_step"])
+                lengths.setdefault(method, []).append(last[method]["episode_length"])
         datasets[dataset] = {
             "file": str(path),
             "rows": collected["rows"],
@@ -85,6 +87,7 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
                     "last": _mean_std(scores["last"]),
                     "best": _mean_std(scores["best"]),
                     "per_seed_last": scores["last"],
+                    "per_seed_episode_length": lengths[method],
                     "seconds_per_step": statistics.fmean(seconds[method]),
                 }
                 for method, scores in runs.items()

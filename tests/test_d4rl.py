@@ -70,6 +70,8 @@ def test_d4rl_file_gives_its_transitions(tmp_path, dtype):
     # x' is next_observations, never the next row (row 10 starts a new episode after the fall at row 9).
     np.testing.assert_allclose(data["x_next"].numpy(), arrays["next_observations"], rtol=1e-6)
     np.testing.assert_allclose(data["r"].numpy(), arrays["rewards"], rtol=1e-6)
+    # done marks the fall only; the timeout at row 29 ends the episode but not the dynamics.
+    assert data["done"].dtype == torch.bool and data["done"].nonzero().flatten().tolist() == [9]
     assert dm.metadata == {"algorithm": "SAC", "iteration": 7}
     # Episodes end at the terminal and at the timeout: rows 0–9, 10–29, 30–49.
     r = arrays["rewards"].astype(np.float64)
@@ -77,6 +79,8 @@ def test_d4rl_file_gives_its_transitions(tmp_path, dtype):
     np.testing.assert_allclose(episode_returns(read_dataset(path)), expected, rtol=1e-5)
     dm.setup("fit")
     assert len(dm.train_data["x"]) == 40 and len(dm.val_data["x"]) == 10
+    assert int(dm.train_data["done"].sum() + dm.val_data["done"].sum()) == 1  # split with its row
+    assert next(iter(dm.train_dataloader()))["done"].dtype == torch.bool
 
 
 def test_dataset_found_by_name_in_d4rl_dir(tmp_path, monkeypatch):
@@ -236,6 +240,25 @@ def test_collector_writes_d4rl_layout(tmp_path, capsys):
     assert data["metadata"]["return_mean"] == pytest.approx(whole.mean())
 
 
+def test_collector_medium_expert_is_medium_then_expert(tmp_path, capsys):
+    """medium_expert concatenates n rows of the committed medium policy and n of the expert, and its
+    metadata names both policies (return and training step)."""
+    out = tmp_path / "hopper-medium-expert-v5.hdf5"
+    collect_main(["env=hopper", "dataset=medium_expert", "n=300", "num_envs=3", f"output={out}"])
+    capsys.readouterr()
+    data = read_dataset(out)
+    medium = load_policy(committed_policy_path("hopper", "medium"))[1]
+    expert = load_policy(committed_policy_path("hopper", "expert"))[1]
+    meta = data["metadata"]
+    assert len(data["rewards"]) == 600 and meta["policy"] == "medium+expert"
+    assert (meta["policy_train_step"], meta["expert_policy_train_step"]) == (
+        medium["train_step"],
+        expert["train_step"],
+    )
+    assert meta["expert_policy_return_mean"] == pytest.approx(expert["return_mean"])
+    assert (data["terminals"] | data["timeouts"])[299]  # the medium half ends an episode at its last row
+
+
 def test_collector_rejects_bad_options(tmp_path, capsys):
     for argv, message in [
         (["dataset=replay"], "unknown dataset 'replay'"),
@@ -393,8 +416,13 @@ def test_reproduce_d4rl_writes_the_table(tmp_path):
     for method in random["methods"].values():
         assert len(method["per_seed_last"]) == 2
         assert method["last"][0] == pytest.approx(np.mean(method["per_seed_last"]))
+        assert len(method["per_seed_episode_length"]) == 2
+        assert all(1 <= length <= 3 for length in method["per_seed_episode_length"])  # episode_steps=3
     table = (tmp_path / "table.md").read_text()
     assert "| random |" in table and "1.6 / 11.7 / 12.3" in table  # the paper's column beside ours
+    # The stated command regenerates this table: it carries the overrides, not only output_dir.
+    assert payload["command"].startswith(f"python reproduce.py d4rl_hopper_small output_dir={tmp_path} ")
+    assert "'reproduce.datasets=[random]'" in payload["command"] and payload["command"] in table
 
 
 @pytest.mark.parametrize("env", ["hopper", "halfcheetah"])
@@ -416,3 +444,20 @@ def test_behaviour_training_rejects_unknown_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         behaviour_main(["env=hopper", "total_step=1000"])  # a typo of total_steps
     assert exit_info.value.code == 2 and "unknown options ['total_step']" in capsys.readouterr().err
+
+
+def test_behaviour_training_snapshots_chooses_and_logs(tmp_path, capsys):
+    """A tiny SAC run: snapshots every eval_every steps, medium and expert chosen among them, and a log of
+    JSON lines only (stdout also carries MuJoCo's warnings)."""
+    from sgp_lightning.data.behaviour import main as behaviour_main
+
+    behaviour_main(["env=hopper", "total_steps=300", "learning_starts=100", "eval_every=100",
+                    "eval_episodes=2", f"output_dir={tmp_path}"])  # fmt: skip
+    capsys.readouterr()
+    log = [json.loads(line) for line in (tmp_path / "training_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log[:-1]] == [100, 200, 300]
+    assert log[-1]["env"] == "hopper" and set(log[-1]["chosen"]) == {"medium", "expert"}
+    best = max(log[:-1], key=lambda row: row["return_mean"])
+    assert log[-1]["chosen"]["expert"] == best["step"]
+    policy, metadata = load_policy(tmp_path / "hopper_expert.pt")
+    assert metadata["level"] == "expert" and metadata["selection_return_mean"] == best["return_mean"]

@@ -84,8 +84,10 @@ def _transitions(n=20):
         (lambda d: {k: v for k, v in d.items() if k != "r"}, "missing keys"),
         (lambda d: {**d, "u": torch.zeros(19, 2)}, "rows"),
         (lambda d: {**d, "x_next": torch.zeros(20, 3)}, "x_next shape"),
+        (lambda d: {**d, "done": torch.zeros(20)}, "done must be a bool tensor"),
+        (lambda d: {**d, "done": torch.zeros(19, dtype=torch.bool)}, "done must be a bool tensor"),
     ],
-    ids=["empty", "nan", "inf", "missing", "rows", "shape"],
+    ids=["empty", "nan", "inf", "missing", "rows", "shape", "done_dtype", "done_rows"],
 )
 def test_malformed_dataset_gives_one_clear_error(broken, message):
     with pytest.raises(SGPError, match=message):

@@ -9,8 +9,10 @@ matters). At the end it picks:
 - medium: the snapshot whose measured return is closest to the task's D4RL medium level, and
 - expert: the snapshot with the highest measured return (the best policy this budget affords),
 measures both again on fresh seeds, and writes `<env>_medium.pt` and `<env>_expert.pt` with that return
-in their metadata (`chosen.json` sums it up). Copy the two files to `sgp_lightning/data/policies/` to
-commit them. `choose_only=true` repeats the choice from an existing `output_dir/snapshots`.
+in their metadata (`chosen.json` sums it up). Each snapshot's record is appended to
+`output_dir/training_log.jsonl` as it is taken, then the choice (`{"env", "chosen", "minutes"}`). Copy the
+two policy files to `sgp_lightning/data/policies/`, and the log as `<env>_training_log.jsonl`, to commit
+them. `choose_only=true` repeats the choice from an existing `output_dir/snapshots`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def train_behaviour_policies(cfg) -> dict:
     require(cfg.total_steps > cfg.learning_starts, "total_steps must exceed learning_starts")
     out = Path(cfg.output_dir)
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
+    (out / "training_log.jsonl").write_text("")  # this run's log, not a previous run's in the same folder
     snapshots: list[dict] = []
     started = time.time()
 
@@ -64,7 +67,7 @@ def train_behaviour_policies(cfg) -> dict:
                 path = out / "snapshots" / f"step_{self.num_timesteps:08d}.pt"
                 save_policy(policy, path, _metadata(task, cfg, record))
                 snapshots.append(record)
-                print(json.dumps(record), flush=True)
+                _log(out, record)
             return True
 
     model = SAC(
@@ -78,7 +81,18 @@ def train_behaviour_policies(cfg) -> dict:
     model.learn(total_timesteps=int(cfg.total_steps), callback=Snapshot())
     require(len(snapshots) > 0, f"no snapshot was taken: eval_every={cfg.eval_every} > total_steps")
     summary = {"env": task.name, "snapshots": snapshots, "train_minutes": (time.time() - started) / 60}
-    return {**summary, **choose_policies(cfg)}
+    summary.update(choose_policies(cfg))
+    steps = {level: chosen["train_step"] for level, chosen in summary["chosen"].items()}
+    _log(out, {"env": task.name, "chosen": steps, "minutes": (time.time() - started) / 60})
+    return summary
+
+
+def _log(out: Path, record: dict) -> None:
+    """One JSON line on stdout and in output_dir/training_log.jsonl (stdout also carries MuJoCo's warnings)."""
+    line = json.dumps(record)
+    print(line, flush=True)
+    with open(out / "training_log.jsonl", "a") as log:
+        log.write(line + "\n")
 
 
 def choose_policies(cfg) -> dict:

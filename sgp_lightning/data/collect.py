@@ -124,6 +124,7 @@ def collect(cfg) -> dict:
     if len(parts) > 1:
         metadata["policy"] = "medium+expert"
         metadata["expert_policy_return_mean"] = parts[1][1]["policy_return_mean"]
+        metadata["expert_policy_train_step"] = parts[1][1]["policy_train_step"]
         metadata["expert_return_mean"] = parts[1][1]["return_mean"]
     output = (
         Path(cfg.output) if cfg.output else d4rl_dataset_dir() / f"{dataset_name(cfg.env, cfg.dataset)}.hdf5"
