@@ -77,8 +77,8 @@ def main() -> None:
         "env": env.task.gym_id,
         "size": args.size,
         "hidden_dims": {part: system.hparams[part]["hidden_dims"] for part in ("dynamics", "reward", "score")},
-        "horizon": planners["sgp"]["horizon"],
-        "iterations": planners["sgp"]["optimizer"]["iterations"],
+        "horizon": planners["sgp"]["mpc"]["horizon"],  # T and iterations per control step (planner.mpc)
+        "iterations": planners["sgp"]["mpc"]["iterations"],
         "device": args.device,
         "threads": args.threads,
         "methods": results,
