@@ -13,16 +13,16 @@ from sgp_lightning.errors import SGPError, require
 from sgp_lightning.spaces import join, sample_stats
 
 KEYS = ("x", "u", "x_next", "r")
-# `done` (bool, N): the episode ended at this row by a fall (D4RL's terminals), not by the time limit. Kept
-# with the transitions and in every batch; no model trains on it (the planners have no termination model).
-OPTIONAL_KEYS = ("done",)
+# Optional `done` (bool, N): the episode ended at this row by a fall (D4RL's terminals), not by the time
+# limit. Kept with the transitions and in every batch; no model trains on it (no termination model).
 
 # ShuffledBatches is loaded in the main process (num_workers=0), so its __len__ is exact.
 warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
 
 
 def validate_transitions(data: dict[str, torch.Tensor], source: str = "dataset") -> dict[str, torch.Tensor]:
-    """Check keys, shapes and finiteness; return float32 tensors. Raises SGPError naming the problem."""
+    """Check keys, shapes and finiteness; return float32 tensors (and `done` as bool, if given). Raises
+    SGPError naming the problem."""
     missing = [k for k in KEYS if k not in data]
     require(not missing, f"{source} is missing keys {missing}; a transition dataset needs {list(KEYS)}")
     done = data.get("done")
@@ -146,4 +146,4 @@ class TransitionDataModule(L.LightningDataModule):
     @property
     def all_data(self) -> dict[str, torch.Tensor]:
         """Train and validation transitions together (for exact-distance oracles and plots)."""
-        return {k: torch.cat([self.train_data[k], self.val_data[k]]) for k in KEYS}
+        return {k: torch.cat([self.train_data[k], self.val_data[k]]) for k in self.train_data}

@@ -62,3 +62,10 @@ def test_reproduce_entry_composes_with_its_overrides(entry, tmp_path: Path):
             with hydra_conf():  # _check_tune composes the plan config itself
                 grids = _check_tune(cfg)
             assert set(grids) == set(cfg.tune.methods)
+    elif cfg.kind == "d4rl":  # one train config per dataset (reproduce_d4rl.py), the plan config once
+        for dataset in cfg.datasets:
+            train = [f"experiment=d4rl/{cfg.env}_{dataset}", *cfg.train_overrides]
+            _resolved(compose_config("train", train, tmp_path))
+        plan_cfg = compose_config("plan", [*cfg.plan_overrides, "ckpt_path=unused"], tmp_path)
+        assert set(cfg.methods) <= set(plan_cfg.planners), f"{entry}: methods without a planner"
+        _resolved(plan_cfg)

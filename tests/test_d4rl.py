@@ -79,7 +79,7 @@ def test_d4rl_file_gives_its_transitions(tmp_path, dtype):
     np.testing.assert_allclose(episode_returns(read_dataset(path)), expected, rtol=1e-5)
     dm.setup("fit")
     assert len(dm.train_data["x"]) == 40 and len(dm.val_data["x"]) == 10
-    assert int(dm.train_data["done"].sum() + dm.val_data["done"].sum()) == 1  # split with its row
+    assert int(dm.all_data["done"].sum()) == 1  # split with its row, and joined again
     assert next(iter(dm.train_dataloader()))["done"].dtype == torch.bool
 
 
@@ -461,3 +461,10 @@ def test_behaviour_training_snapshots_chooses_and_logs(tmp_path, capsys):
     assert log[-1]["chosen"]["expert"] == best["step"]
     policy, metadata = load_policy(tmp_path / "hopper_expert.pt")
     assert metadata["level"] == "expert" and metadata["selection_return_mean"] == best["return_mean"]
+    # A second training run in the same folder would mix its snapshots into the choice: refused.
+    with pytest.raises(SystemExit) as exit_info:
+        behaviour_main(["env=hopper", "total_steps=300", "learning_starts=100", f"output_dir={tmp_path}"])
+    assert exit_info.value.code == 2 and "already holds 3 snapshots" in capsys.readouterr().err
+    behaviour_main(["env=hopper", "choose_only=true", "eval_episodes=2", f"output_dir={tmp_path}"])
+    again = json.loads((tmp_path / "training_log.jsonl").read_text().splitlines()[-1])
+    assert again == {"env": "hopper", "chosen": log[-1]["chosen"]}

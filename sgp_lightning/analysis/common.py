@@ -50,9 +50,11 @@ def reproduce_command(cfg) -> str:
     command line (a narrowed `reproduce.datasets=[...]` changes what the table holds)."""
     from hydra.core.hydra_config import HydraConfig
 
-    overrides = [f"output_dir={cfg.output_dir}"]
+    overrides = []
     if HydraConfig.initialized():  # run by reproduce.py; called directly (tests), only output_dir is known
         overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("reproduce=")]
+    if not any(o.startswith("output_dir=") for o in overrides):  # the default, stated
+        overrides.insert(0, f"output_dir={cfg.output_dir}")
     return " ".join(["python reproduce.py", cfg.reproduce.name, *map(shlex.quote, overrides)])
 
 

@@ -10,9 +10,11 @@ matters). At the end it picks:
 - expert: the snapshot with the highest measured return (the best policy this budget affords),
 measures both again on fresh seeds, and writes `<env>_medium.pt` and `<env>_expert.pt` with that return
 in their metadata (`chosen.json` sums it up). Each snapshot's record is appended to
-`output_dir/training_log.jsonl` as it is taken, then the choice (`{"env", "chosen", "minutes"}`). Copy the
-two policy files to `sgp_lightning/data/policies/`, and the log as `<env>_training_log.jsonl`, to commit
-them. `choose_only=true` repeats the choice from an existing `output_dir/snapshots`.
+`output_dir/training_log.jsonl` as it is taken, then the choice (`{"env", "chosen", "minutes"}`).
+Copy the two policy files to `sgp_lightning/data/policies/`, and the log as `<env>_training_log.jsonl`,
+to commit them. `choose_only=true` repeats the choice from an existing `output_dir/snapshots` and appends
+it to the log (without minutes). Training refuses a folder that already holds snapshots, so a choice
+never mixes two runs.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ def train_behaviour_policies(cfg) -> dict:
     task = mujoco_task(cfg.env)
     require(cfg.total_steps > cfg.learning_starts, "total_steps must exceed learning_starts")
     out = Path(cfg.output_dir)
+    earlier = sorted((out / "snapshots").glob("step_*.pt"))
+    require(  # the choice looks at every snapshot in the folder: another run's would be mixed in
+        not earlier,
+        f"{out / 'snapshots'} already holds {len(earlier)} snapshots from an earlier run: pass another "
+        "output_dir, or choose_only=true to choose among them",
+    )
     (out / "snapshots").mkdir(parents=True, exist_ok=True)
     (out / "training_log.jsonl").write_text("")  # this run's log, not a previous run's in the same folder
     snapshots: list[dict] = []
@@ -81,10 +89,7 @@ def train_behaviour_policies(cfg) -> dict:
     model.learn(total_timesteps=int(cfg.total_steps), callback=Snapshot())
     require(len(snapshots) > 0, f"no snapshot was taken: eval_every={cfg.eval_every} > total_steps")
     summary = {"env": task.name, "snapshots": snapshots, "train_minutes": (time.time() - started) / 60}
-    summary.update(choose_policies(cfg))
-    steps = {level: chosen["train_step"] for level, chosen in summary["chosen"].items()}
-    _log(out, {"env": task.name, "chosen": steps, "minutes": (time.time() - started) / 60})
-    return summary
+    return {**summary, **choose_policies(cfg, started)}
 
 
 def _log(out: Path, record: dict) -> None:
@@ -95,7 +100,7 @@ def _log(out: Path, record: dict) -> None:
         log.write(line + "\n")
 
 
-def choose_policies(cfg) -> dict:
+def choose_policies(cfg, started: float | None = None) -> dict:
     """Pick medium and expert among the snapshots in output_dir/snapshots, then measure the chosen two again
     on `eval_episodes` fresh seeds: the best of many snapshots scored on the same seeds is biased upward, so
     the stored return is the fresh one (the selection return is kept as `selection_return_mean`)."""
@@ -125,6 +130,9 @@ def choose_policies(cfg) -> dict:
             k: metadata[k] for k in ("train_step", "selection_return_mean", "return_mean")
         }
     (out / "chosen.json").write_text(json.dumps(summary, indent=2))
+    steps = {level: chosen["train_step"] for level, chosen in summary["chosen"].items()}
+    minutes = {"minutes": (time.time() - started) / 60} if started is not None else {}  # training's
+    _log(out, {"env": task.name, "chosen": steps, **minutes})
     return summary
 
 
