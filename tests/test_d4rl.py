@@ -425,7 +425,7 @@ def test_reproduce_d4rl_writes_the_table(tmp_path):
     assert "'reproduce.datasets=[random]'" in payload["command"] and payload["command"] in table
 
 
-@pytest.mark.parametrize("env", ["hopper", "halfcheetah"])
+@pytest.mark.parametrize("env", ["hopper", "halfcheetah", "walker2d"])
 @pytest.mark.parametrize("level", ["medium", "expert"])
 def test_committed_policy_reaches_its_stated_return(env, level):
     """Re-evaluated on fresh seeds (not the ones it was chosen with), the committed policy's mean return is
