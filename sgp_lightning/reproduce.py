@@ -6,19 +6,18 @@ import importlib
 import math
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from sgp_lightning.analysis.common import reproduce_command
+from sgp_lightning.analysis.common import run_record
 from sgp_lightning.errors import require
 from sgp_lightning.plan import plan
 from sgp_lightning.report import methods_table
 from sgp_lightning.train import train
-from sgp_lightning.utils import machine_info, write_json
+from sgp_lightning.utils import write_json
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -132,16 +131,11 @@ def reproduce(cfg: DictConfig) -> dict:
                 ]
                 metrics["iterations_to_threshold"] = reached[0] if reached else "never"
     payload = {
-        "name": entry.name,
-        "title": entry.title,
+        **run_record(cfg, start),  # name, title, command, argv, machine, wall time
         "domain": domain,
-        "command": reproduce_command(cfg),
-        "argv": sys.argv,
         "seeds": list(entry.seeds),
         "train_overrides": list(entry.train_overrides),
         "mpc": bool(entry.mpc),
-        "machine": machine_info(),
-        "wall_seconds": time.perf_counter() - start,
         "methods": methods_summary,
         "paper": OmegaConf.to_container(entry.paper) if entry.get("paper") else None,
         "convergence_threshold": threshold,
