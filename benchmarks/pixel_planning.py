@@ -71,7 +71,7 @@ def looped_ensemble_problem(system, env, cfg, horizon):
         return model.to_state(x, u, predict(x, u).mean(0))
 
     return ShootingProblem(
-        mean_dynamics, env.cost, LoopedPenalty(model, cfg["beta"]), horizon, env.neutral_action()
+        mean_dynamics, env.cost, LoopedPenalty(system, cfg["beta"]), horizon, env.neutral_action()
     )
 
 
@@ -104,7 +104,7 @@ def _peak_rss_mib() -> float:
 
 def run_one(method: str, args) -> dict:
     from sgp_lightning.plan import resolve_device
-    from sgp_lightning.planning import build_planner, build_problem, frozen
+    from sgp_lightning.planning import frozen, make_planner
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -113,15 +113,14 @@ def run_one(method: str, args) -> dict:
     env.num_tasks = args.tasks
     tasks = env.tasks().to(device)
     cfg = planners["ensemble" if method == "ensemble_loop_reference" else method]
-    settings = dict(cfg["optimizer"])
     if method == "cem":
-        settings.update(population=args.population)
-    planner = build_planner(cfg.get("algorithm", "gradient"), settings)
+        cfg = {**cfg, "optimizer": {**cfg["optimizer"], "population": args.population}}
+    planner = make_planner(cfg)
     with frozen(system):
         if method == "ensemble_loop_reference":
             problem = looped_ensemble_problem(system, env, cfg, env.horizon)
         else:
-            problem = build_problem(system, env, cfg, env.horizon)
+            problem = planner.problem(system, env, env.horizon)
         rss_before = _reset_peak_rss()  # after building the networks, before any planning
         planner.solve(problem, tasks.x0, tasks.goal, iterations=1)  # warm-up (allocator, kernels)
         if device.type == "cuda":

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sgp_lightning.models import SGPSystem, load_system
-from sgp_lightning.planning import MPC, GradientPlanner, build_problem, frozen
+from sgp_lightning.planning import Controller, make_planner
 from sgp_lightning.utils import machine_info
 
 STEPS_PER_RUN = 5
@@ -39,17 +39,18 @@ def time_mpc_step(system, planner_cfg, batch: int, repeats: int) -> list[float]:
     env = system.make_env()
     env.num_tasks = batch
     tasks = env.tasks()
-    mpc_cfg = planner_cfg["mpc"]
-    problem = build_problem(system, env, planner_cfg, mpc_cfg["horizon"])
-    planner = GradientPlanner(**{**planner_cfg["optimizer"], "iterations": mpc_cfg["iterations"]})
-    controller = MPC(planner, mpc_cfg["iterations"])
+    mpc_iterations = planner_cfg["mpc"]["iterations"]
+    # Every step (the first too) runs planner.mpc.iterations, as a warm-started re-plan does.
+    planner = make_planner(
+        {**planner_cfg, "optimizer": {**planner_cfg["optimizer"], "iterations": mpc_iterations}}
+    )
+    controller = Controller(system, planner, env)
     times = []
-    with frozen(system):
-        controller.run(problem, env, tasks.x0, tasks.goal, steps=1)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            controller.run(problem, env, tasks.x0, tasks.goal, steps=STEPS_PER_RUN)
-            times.append((time.perf_counter() - start) / STEPS_PER_RUN)
+    controller.run(env, tasks.x0, tasks.goal, steps=1)  # warm-up
+    for _ in range(repeats):
+        start = time.perf_counter()
+        controller.run(env, tasks.x0, tasks.goal, steps=STEPS_PER_RUN)
+        times.append((time.perf_counter() - start) / STEPS_PER_RUN)
     return times
 
 

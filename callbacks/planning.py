@@ -8,10 +8,8 @@ from collections.abc import Mapping
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
 
-from sgp_lightning.planning import plan_and_evaluate, rollout_part, validate_planner_config
-from sgp_lightning.utils import plain_config
+from sgp_lightning.planning import Planner, make_planner, plan_and_evaluate
 
 METRICS = ("cost_planned", "cost_achieved", "model_error")
 
@@ -37,35 +35,35 @@ def log_figure(trainer: L.Trainer, tag: str, fig) -> None:
 
 
 class PlanningCallback(L.Callback):
-    """Under DDP each rank plans its share of the tasks (tasks[rank::world]); sums are all-reduced."""
+    """Plans with `planner` during validation and logs plan/* metrics (and images) to the loggers.
+
+    Under DDP each rank plans its share of the tasks (tasks[rank::world]); sums are all-reduced."""
 
     def __init__(
         self,
-        planner: Mapping,
+        planner: Planner | Mapping,
         every_n_epochs: int = 5,
         mpc: bool = False,
         log_images: bool = True,
         episodes: int | None = None,
         episode_steps: int | None = None,
     ):
-        """`episodes` and `episode_steps` shorten the evaluation of episodic domains (D4RL), whose
-        validation runs MPC episodes instead of open-loop tasks (None: the domain's own settings)."""
+        """`planner`: a Planner or its config (conf/planner/). Plans every `every_n_epochs` validation
+        epochs (and after the last), open loop or with `mpc`. `episodes` and `episode_steps` shorten the
+        evaluation of episodic domains (D4RL), whose validation runs MPC episodes instead of open-loop tasks
+        (None: the domain's own settings)."""
         super().__init__()
-        self.planner = plain_config(planner)
-        validate_planner_config(self.planner)
+        self.planner = make_planner(planner)
         self.every_n_epochs, self.mpc, self.log_images = max(1, int(every_n_epochs)), mpc, log_images
         self.episodes, self.episode_steps = episodes, episode_steps
         self.last_metrics: dict[str, float] = {}
 
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        if stage == "fit":  # before the first epoch: a planner this system cannot serve fails now
+            self.planner.check(pl_module)
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         if not should_run(trainer, self.every_n_epochs):
-            return
-        if self.planner.get("algorithm") == "policy":
-            part = "policy"
-        else:
-            part = rollout_part(self.planner)
-        if getattr(pl_module, part) is None:
-            rank_zero_warn(f"PlanningCallback: the system has no {part} model, so nothing is planned.")
             return
         env = pl_module.make_env()
         if getattr(env, "episodic", False):

@@ -8,20 +8,42 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.models import load_system
-from sgp_lightning.planning import plan_and_evaluate, validate_planner_config
-from sgp_lightning.planning.evaluate import validate_for_system
+from sgp_lightning.models import load_system, read_checkpoint
+from sgp_lightning.planning import Planner, make_planner, plan_and_evaluate
+from sgp_lightning.planning.config import compose
 from sgp_lightning.report import episodes_table, methods_table
 from sgp_lightning.utils import set_threads, write_json
 
+FROM_CHECKPOINT = "checkpoint"  # plan.yaml's default planner_set: the one the checkpoint recorded
+
+
+def compose_plan_config(overrides: list[str]) -> DictConfig:
+    """conf/plan.yaml with `overrides`; the default planner_set (checkpoint) becomes the set recorded in
+    the checkpoint at training, so its planners plan with the experiment's tuned settings. Overrides of
+    planner settings (e.g. planners.sgp.beta=3) still come last."""
+    cfg = compose("plan", overrides)
+    if cfg.planner_set == FROM_CHECKPOINT:
+        recorded = read_checkpoint(cfg.ckpt_path)["hyper_parameters"].get("planner_set", "default")
+        cfg = compose("plan", [*overrides, f"planner_set={recorded}"])
+    return cfg
+
 
 def select_methods(cfg: DictConfig) -> dict[str, dict]:
+    """The configs of the planners named in `methods`, in order (method name → plain config)."""
     planners = OmegaConf.to_container(cfg.planners, resolve=True)
     methods = list(cfg.methods)
     require(len(methods) > 0, "methods is empty: name at least one planner, e.g. methods=[sgp,vanilla]")
     unknown = [m for m in methods if m not in planners]
     require(not unknown, f"unknown planner(s) {unknown} in methods; available: {sorted(planners)}")
     return {name: planners[name] for name in methods}
+
+
+def build_planners(methods: dict[str, dict], system) -> dict[str, Planner]:
+    """Each method's planner, named by its method key and checked against the system."""
+    planners = {name: make_planner({**config, "name": name}) for name, config in methods.items()}
+    for planner in planners.values():
+        planner.check(system)
+    return planners
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,7 +59,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def plan(cfg: DictConfig) -> dict:
-    """Returns the results payload that is also written to output_dir/results.json."""
+    """Returns the results payload that is also written to output_dir/results.json. `cfg` is plan.yaml
+    composed by `compose_plan_config` (or with an explicit planner_set)."""
     set_threads(cfg.get("num_threads"))
     methods = select_methods(cfg)
     system = load_system(cfg.ckpt_path).to(resolve_device(cfg.get("device", "cpu")))
@@ -47,15 +70,15 @@ def plan(cfg: DictConfig) -> dict:
             f"{cfg.ckpt_path} is a checkpoint of domain {system.domain!r}, but expected_domain="
             f"{cfg.expected_domain} was asked for",
         )
-    for name, planner_cfg in methods.items():
-        try:
-            validate_planner_config(planner_cfg)
-            validate_for_system(planner_cfg, system)
-        except SGPError as err:
-            raise SGPError(f"planners.{name}: {err}") from None
+    require(
+        cfg.get("planner_set") != FROM_CHECKPOINT or system.planner_set == "default",
+        f"{cfg.ckpt_path} records planner_set={system.planner_set}: compose the config with "
+        "sgp_lightning.plan.compose_plan_config (as plan.py does) or pass planner_set=NAME",
+    )
+    planners = build_planners(methods, system)
     env = system.make_env()
     if getattr(env, "episodic", False):
-        return _plan_episodes(cfg, system, env, methods)
+        return _plan_episodes(cfg, system, env, methods, planners)
     if cfg.get("num_tasks") is not None:
         require(int(cfg.num_tasks) > 0, f"num_tasks must be positive, got {cfg.num_tasks}")
         require(hasattr(env, "num_tasks"), f"domain {system.domain!r} has a fixed task set (no num_tasks)")
@@ -66,11 +89,11 @@ def plan(cfg: DictConfig) -> dict:
     tasks = env.tasks()
 
     evaluations = []
-    for name, planner_cfg in methods.items():
+    for name, planner in planners.items():
         torch.manual_seed(cfg.get("seed") or 0)
         evaluations.append(
             plan_and_evaluate(
-                system, env, tasks, planner_cfg, mpc=bool(cfg.mpc), method=name,
+                system, env, tasks, planner, mpc=bool(cfg.mpc), method=name,
                 track_true_cost_every=cfg.get("track_true_cost_every"),
             )
         )  # fmt: skip
@@ -103,7 +126,9 @@ def plan(cfg: DictConfig) -> dict:
     return payload
 
 
-def _plan_episodes(cfg: DictConfig, system, env, methods: dict[str, dict]) -> dict:
+def _plan_episodes(
+    cfg: DictConfig, system, env, methods: dict[str, dict], planners: dict[str, Planner]
+) -> dict:
     """Episodic domains (D4RL): each method controls the same seeded episodes (MPC, or the BC policy)."""
     from sgp_lightning.planning.episodes import run_episodes
 
@@ -112,10 +137,10 @@ def _plan_episodes(cfg: DictConfig, system, env, methods: dict[str, dict]) -> di
     if cfg.get("episode_steps") is not None:
         require(int(cfg.episode_steps) > 0, f"episode_steps must be positive, got {cfg.episode_steps}")
     evaluations = []
-    for name, planner_cfg in methods.items():
+    for name, planner in planners.items():
         torch.manual_seed(cfg.get("seed") or 0)
         evaluations.append(
-            run_episodes(system, env, planner_cfg, method=name, num_episodes=cfg.get("num_tasks"),
+            run_episodes(system, env, planner, method=name, num_episodes=cfg.get("num_tasks"),
                          max_steps=cfg.get("episode_steps"))
         )  # fmt: skip
     payload = {

@@ -14,7 +14,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sgp_lightning.analysis.common import run_record
 from sgp_lightning.errors import require
-from sgp_lightning.plan import plan
+from sgp_lightning.plan import compose_plan_config, plan
+from sgp_lightning.planning import make_planner
 from sgp_lightning.report import methods_table
 from sgp_lightning.train import train
 from sgp_lightning.utils import write_json
@@ -171,8 +172,7 @@ def _plan_checkpoint(
 ) -> dict:
     """plan.py on one seed's checkpoint with the entry's plan overrides, then `overrides`."""
     return plan(
-        _compose(
-            "plan",
+        compose_plan_config(
             [
                 *entry.plan_overrides,
                 *overrides,
@@ -181,7 +181,7 @@ def _plan_checkpoint(
                 f"output_dir='{plan_dir}'",
                 f"mpc={str(bool(entry.mpc)).lower()}",
                 threads,
-            ],
+            ]
         )
     )
 
@@ -226,10 +226,9 @@ def _check_tune(entry: DictConfig) -> dict[str, list[float]]:
     )
     planners = _compose("plan", [*entry.plan_overrides, "ckpt_path=unused"]).planners
     for name in tune.methods:
-        planner = planners[name]
         require(
-            planner.get("algorithm") != "policy" and planner.get("penalty", "score") != "none",
-            f"reproduce.tune.methods: {name} has no penalty weight to tune (penalty none or a policy)",
+            make_planner(planners[name]).has_penalty,
+            f"reproduce.tune.methods: {name} has no penalty weight to tune (no penalty, or a policy)",
         )
     return _tune_grid(entry, list(planners))
 

@@ -13,8 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.errors import SGPError, require
 from sgp_lightning.models import read_checkpoint
-from sgp_lightning.planning import parse_beta, validate_planner_config
-from sgp_lightning.planning.evaluate import validate_against_system
+from sgp_lightning.planning import parse_beta
 from sgp_lightning.schedules import NoiseSchedule
 from sgp_lightning.spaces import as_shape
 from sgp_lightning.utils import log, set_threads, write_json
@@ -38,18 +37,9 @@ PLAN_METRICS = ("plan/cost_planned", "plan/cost_achieved", "plan/model_error")
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Reject values that can never work before any data is generated or any epoch is trained."""
-    validate_planner_config(cfg.planner)
-    if OmegaConf.select(cfg, "callbacks.planning") is not None:
-        validate_against_system(
-            cfg.planner,
-            has_dynamics=cfg.model.get("dynamics") is not None,
-            has_reward=cfg.model.get("reward") is not None,
-            num_levels=cfg.model.score.num_levels if cfg.model.get("score") is not None else None,
-            num_members=cfg.model.ensemble.get("num_members", 5)
-            if cfg.model.get("ensemble") is not None
-            else None,
-        )
+    """Reject values that can never work before any data is generated or any epoch is trained. (The
+    planner checks itself: its settings when the PlanningCallback builds it, the system's parts when
+    fitting starts.)"""
     NoiseSchedule.build(
         cfg.domain.schedule, cfg.domain.sigma_max, cfg.domain.sigma_min, cfg.domain.num_levels
     )
@@ -100,7 +90,11 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
             f"planner {name.split('_')[0]}s have shape {list(env_shape)}",
         )
 
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [
+        hydra.utils.instantiate(c, _convert_="all")
+        for c in (cfg.get("callbacks") or {}).values()
+        if c is not None
+    ]
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

@@ -21,9 +21,9 @@ from sgp_lightning.plan import plan
 from sgp_lightning.planning import (
     CEMPlanner,
     DistancePenalty,
+    EnsemblePenalty,
+    GradientPlanner,
     ShootingProblem,
-    build_penalty,
-    plan_and_evaluate,
 )
 from sgp_lightning.train import train
 from tests.conftest import compose_config, hydra_list, run_cli
@@ -161,16 +161,18 @@ def test_distance_penalty_has_a_value_cem_can_use():
     states, actions = torch.zeros(3, 5, 4), torch.zeros(3, 4, 1)
     expected = 2.0 * estimator(estimator.normalize_pair(states[:, :-1], actions), 3).sum(1)
     assert torch.allclose(penalty(states[:, :-1], actions, None), expected)
-    with pytest.raises(SGPError, match="distance_level must be in"):
+    with pytest.raises(SGPError, match="DistancePenalty level must be in"):
         DistancePenalty(estimator, beta=1.0, level=7)
     env = CartPoleEnv(horizon=4)
     problem = ShootingProblem(env.step, env.cost, penalty, 4, env.neutral_action())
     tasks = env.tasks()
-    result = CEMPlanner(iterations=2, population=4, elites=2, std=5.0).solve(problem, tasks.x0, tasks.goal)
+    result = CEMPlanner(optimizer={"iterations": 2, "population": 4, "elites": 2, "std": 5.0}).solve(
+        problem, tasks.x0, tasks.goal
+    )
     assert result.actions.shape == (8, 4, 1)
     system = SGPSystem("cartpole", [4], [1], {}, dynamics={"hidden_dims": [8]})
-    with pytest.raises(SGPError, match="needs a distance estimator"):
-        build_penalty("distance", 1.0, system)
+    with pytest.raises(SGPError, match="needs the system's distance model, but model.distance is null"):
+        CEMPlanner(beta=1.0, penalty=DistancePenalty).check(system)
 
 
 TINY_CARTPOLE = [
@@ -215,18 +217,16 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
         # The last point is the returned plan, whose true cost is the achieved cost.
         assert curve["true_cost"][-1] == pytest.approx(result["cost_achieved"], rel=1e-5)
     saved = json.loads((tmp_path / "plan" / "results.json").read_text())
-    assert saved["methods"]["cem_distance"]["planner"]["penalty"] == "distance"
+    assert saved["methods"]["cem_distance"]["planner"]["penalty"]["_target_"].endswith("DistancePenalty")
     assert (tmp_path / "plan" / "convergence.png").is_file() and (tmp_path / "plan" / "plan.png").is_file()
 
     # sgp_ensemble plans through the ensemble's mean: its planned states are that model's rollout.
-    from sgp_lightning.planning.evaluate import build_problem
-
     system = load_system(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
     env, tasks = system.make_env(), system.make_env().tasks()
     actions = torch.randn(5, 6, 1, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for source, step in (("ensemble_mean", system.ensemble.mean_prediction), ("model", system.dynamics)):
-            states = build_problem(system, env, {"dynamics": source}, 6).rollout(tasks.x0, actions)
+            states = GradientPlanner(dynamics=source).problem(system, env, 6).rollout(tasks.x0, actions)
             expected = [tasks.x0]
             for t in range(6):
                 expected.append(step(expected[-1], actions[:, t]))
@@ -234,9 +234,9 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
     assert not torch.allclose(system.ensemble.mean_prediction(tasks.x0, actions[:, 0]),
                               system.dynamics(tasks.x0, actions[:, 0]))  # fmt: skip
     with pytest.raises(SGPError, match="planner.dynamics must be one of"):
-        plan_and_evaluate(system, env, tasks, {"dynamics": "ensemble"})
-    with pytest.raises(SGPError, match="penalty=ensemble always rolls out the ensemble's mean"):
-        plan_and_evaluate(system, env, tasks, {"penalty": "ensemble", "beta": 1.0, "dynamics": "model"})
+        GradientPlanner(dynamics="ensemble")
+    with pytest.raises(SGPError, match="always rolls out the ensemble's mean"):
+        GradientPlanner(penalty=EnsemblePenalty, beta=1.0, dynamics="model")
 
     # task_seed= draws a fresh set of start states (to check settings tuned on the default set).
     with open_dict(plan_cfg):

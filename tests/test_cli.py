@@ -22,7 +22,7 @@ def _error_lines(proc):
         ("domain.env.action_limit=inf", "NaN or infinite values in 'u'"),
         ("model.reward=null", "cost_source=learned needs a reward model"),
         ("planner.optimizer.start_level=8", "start_level must be in [0, 7]"),
-        ("planner.penalty=none", "silently ignore β"),
+        ("planner.penalty=null", "silently ignore β"),
     ],
     ids=[
         "negative-beta",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from sgp_lightning.planning import make_planner
 from sgp_lightning.reproduce import _check_tune
 from tests.conftest import CONF, compose_config, hydra_conf
 
@@ -36,6 +37,7 @@ def test_experiment_composes_and_resolves(experiment, tmp_path: Path):
     cfg = _resolved(compose_config("train", [f"experiment={experiment}"], tmp_path))
     assert cfg["domain"]["name"] and cfg["trainer"]["max_epochs"] != 0
     assert float(cfg["planner"]["beta"]) >= 0  # "inf" = data landing
+    make_planner(cfg["planner"])  # the validation planner builds with the experiment's planner set
 
 
 @pytest.mark.parametrize("planner_set", PLANNER_SETS)
@@ -45,7 +47,10 @@ def test_planner_set_composes_and_resolves(planner_set, tmp_path: Path):
         compose_config("plan", [f"planner_set={planner_set}", "ckpt_path=unused"], tmp_path)
     )["planners"]
     assert set(planners) == known, f"planner_set={planner_set} sets unknown planners {set(planners) - known}"
-    assert all(p.get("algorithm") == "policy" or float(p["beta"]) >= 0 for p in planners.values())
+    for config in planners.values():  # each one builds: its settings are valid for its planner class
+        make_planner(config)
+    tuned = {p.stem for p in (CONF / "planner_set" / planner_set).glob("*.yaml")}
+    assert tuned <= known, f"planner_set/{planner_set}/ has files for unknown planners {tuned - known}"
 
 
 @pytest.mark.parametrize("entry", ENTRIES)

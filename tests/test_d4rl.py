@@ -365,26 +365,23 @@ def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, hopper_random_file):
 
 def test_episodes_are_seeded(tmp_path, hopper_random_file):
     """The same seed gives the same episodes; the BC baseline needs a policy part."""
+    from sgp_lightning.planning import GradientPlanner, PolicyPlanner
     from sgp_lightning.planning.episodes import run_episodes
     from sgp_lightning.train import train
     from tests.conftest import compose_config
 
     _, trained = train(compose_config("train", [*TINY_HOPPER, "model.policy=null"], tmp_path / "run"))
     system, env = trained["system"], trained["env"]
-    planner = {
-        "cost_source": "learned",
-        "beta": 0.0,
-        "penalty": "none",
-        "horizon": 3,
-        "optimizer": {"iterations": 2, "lr": 0.1},
-    }
+    planner = GradientPlanner(
+        beta=0.0, cost_source="learned", mpc={"horizon": 3}, optimizer={"iterations": 2, "lr": 0.1}
+    )
     first = run_episodes(system, env, planner, num_episodes=2, max_steps=6, seed=5)
     again = run_episodes(system, env, planner, num_episodes=2, max_steps=6, seed=5)
     other = run_episodes(system, env, planner, num_episodes=2, max_steps=6, seed=6)
     np.testing.assert_array_equal(first.returns, again.returns)
     assert not np.array_equal(first.returns, other.returns)
-    with pytest.raises(SGPError, match="needs a BC policy, but model.policy is null"):
-        run_episodes(system, env, {"algorithm": "policy"}, num_episodes=1, max_steps=2)
+    with pytest.raises(SGPError, match="the BC policy needs model.policy, but it is null"):
+        run_episodes(system, env, PolicyPlanner(), num_episodes=1, max_steps=2)
 
 
 def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):

@@ -10,7 +10,7 @@ from omegaconf import open_dict
 from sgp_lightning import SGPError
 from sgp_lightning.models import load_system
 from sgp_lightning.plan import plan
-from sgp_lightning.planning import plan_and_evaluate
+from sgp_lightning.planning import GradientPlanner, plan_and_evaluate
 from sgp_lightning.train import train
 from tests.conftest import TINY, compose_config
 
@@ -121,13 +121,8 @@ def test_plan_with_learned_reward_as_cost(trained_run):
     system = load_system(f"{out}/checkpoints/last.ckpt")
     env = system.make_env()
     tasks = env.tasks()
-    cfg = {
-        "beta": 0.0,
-        "penalty": "none",
-        "cost_source": "learned",
-        "optimizer": {"iterations": 20, "lr": 0.02},
-    }
-    ev = plan_and_evaluate(system, env, tasks, cfg)
+    planner = GradientPlanner(beta=0.0, cost_source="learned", optimizer={"iterations": 20, "lr": 0.02})
+    ev = plan_and_evaluate(system, env, tasks, planner)
     with torch.no_grad():
         learned = -system.reward(ev.plan.states[:, :-1], ev.plan.actions).sum(1)
         true = -env.reward(ev.true_states[:, :-1], ev.plan.actions).sum(1)

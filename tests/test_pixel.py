@@ -1,5 +1,6 @@
 """Pixel single integrator: renderer/extractor, U-Nets, the vmap ensemble, CEM, and a tiny run end to end."""
 
+import functools
 import json
 
 import pytest
@@ -15,9 +16,11 @@ from sgp_lightning.plan import plan
 from sgp_lightning.planning import (
     CEMPlanner,
     EnsemblePenalty,
+    GradientPlanner,
     NoPenalty,
     ScorePenalty,
     ShootingProblem,
+    plan_and_evaluate,
 )
 from sgp_lightning.train import train
 from tests.conftest import compose_config, run_cli
@@ -159,7 +162,9 @@ def test_cem_improves_a_known_quadratic_and_refuses_the_score_penalty():
     problem = ShootingProblem(lambda x, u: x + u, cost, NoPenalty(), 4, torch.zeros(2))
     x0 = torch.zeros(2, 2)
     start = cost(problem.rollout(x0, problem.neutral_plan(x0)), problem.neutral_plan(x0), goal)
-    result = CEMPlanner(iterations=40, population=64, elites=8, std=0.5, seed=0).solve(problem, x0, goal)
+    result = CEMPlanner(
+        optimizer={"iterations": 40, "population": 64, "elites": 8, "std": 0.5, "seed": 0}
+    ).solve(problem, x0, goal)
     # The optimum puts the total displacement at the goal: cost 0.01·‖g‖²/4, far below the start's ‖g‖².
     optimum = 0.01 * goal.square().sum(-1) / 4
     assert (result.cost_planned < 0.05 * start).all()
@@ -173,15 +178,15 @@ def test_cem_improves_a_known_quadratic_and_refuses_the_score_penalty():
         return (states[:, -1] - goal).square().flatten(1).sum(1)
 
     images = ShootingProblem(lambda x, u: x + u, image_cost, NoPenalty(), 2, torch.zeros(1, 4, 4))
-    plan = CEMPlanner(iterations=50, population=64, elites=8, std=0.3, seed=1).solve(
-        images, torch.zeros(2, 1, 4, 4), target.expand(2, 1, 4, 4)
-    )
+    plan = CEMPlanner(
+        optimizer={"iterations": 50, "population": 64, "elites": 8, "std": 0.3, "seed": 1}
+    ).solve(images, torch.zeros(2, 1, 4, 4), target.expand(2, 1, 4, 4))
     assert plan.actions.shape == (2, 2, 1, 4, 4)
     assert (plan.cost_planned < 0.05).all()
     score = ScoreModel(2, 2, hidden_dims=[8], num_levels=2)
     scored = ShootingProblem(lambda x, u: x + u, cost, ScorePenalty(score, 1.0), 4, torch.zeros(2))
     with pytest.raises(SGPError, match="CEM needs a penalty with a value"):
-        CEMPlanner(iterations=1).solve(scored, x0, goal)
+        CEMPlanner(optimizer={"iterations": 1}).solve(scored, x0, goal)
 
 
 TINY_PIXEL = [
@@ -265,7 +270,6 @@ def test_ensemble_and_cem_planners_work_on_a_vector_domain():
     """The baselines are general planners: here on the pit domain with an (untrained) MLP ensemble."""
     from sgp_lightning.envs import IntegratorEnv
     from sgp_lightning.models import SGPSystem
-    from sgp_lightning.planning import plan_and_evaluate
 
     torch.manual_seed(0)
     env_cfg = {"_target_": "sgp_lightning.envs.IntegratorEnv", "num_tasks": 3, "horizon": 5}
@@ -279,19 +283,22 @@ def test_ensemble_and_cem_planners_work_on_a_vector_domain():
     )
     env = system.make_env()
     assert isinstance(env, IntegratorEnv)
+    cem = {"iterations": 3, "population": 8, "elites": 2}
     planners = {
-        "ensemble": {"beta": 0.5, "penalty": "ensemble", "optimizer": {"iterations": 5, "lr": 0.05}},
-        "cem": {"beta": 0.5, "penalty": "ensemble", "ensemble_members": 2, "algorithm": "cem",
-                "optimizer": {"iterations": 3, "population": 8, "elites": 2}},
-        "cem_score_free": {"beta": 0, "penalty": "none", "algorithm": "cem",
-                           "optimizer": {"iterations": 3, "population": 8, "elites": 2}},
+        "ensemble": GradientPlanner(beta=0.5, penalty=EnsemblePenalty, dynamics="ensemble_mean",
+                                    optimizer={"iterations": 5, "lr": 0.05}),
+        "cem": CEMPlanner(beta=0.5, penalty=functools.partial(EnsemblePenalty, num_members=2),
+                          dynamics="ensemble_mean", ensemble_members=2, optimizer=cem),
+        "cem_score_free": CEMPlanner(beta=0, penalty=EnsemblePenalty, dynamics="ensemble_mean", optimizer=cem),
     }  # fmt: skip
-    for name, cfg in planners.items():
-        evaluation = plan_and_evaluate(system, env, env.tasks(), cfg, method=name)
+    for name, planner in planners.items():
+        evaluation = plan_and_evaluate(system, env, env.tasks(), planner, method=name)
         assert evaluation.plan.actions.shape == (3, 5, 2), name
         assert torch.isfinite(evaluation.cost_achieved).all(), name
-    with pytest.raises(SGPError, match="cannot use the score penalty"):
-        plan_and_evaluate(system, env, env.tasks(), {"beta": 1, "penalty": "score", "algorithm": "cem"})
+    with pytest.raises(SGPError, match="ensemble_members must be in \\[2, 3\\]"):
+        plan_and_evaluate(
+            system, env, env.tasks(), CEMPlanner(beta=0, dynamics="ensemble_mean", ensemble_members=4)
+        )
 
 
 def test_action_images_are_normalized_before_they_act():
@@ -309,17 +316,15 @@ def test_action_images_are_normalized_before_they_act():
 def test_planner_setting_decides_whether_the_models_see_normalized_action_images(normalize_actions):
     """normalize_actions=true: the models see (and plans return) unit-intensity images; false: the models
     see the raw decision variables, as in the paper's pixel planner, and only the true env normalizes."""
-    from sgp_lightning.planning.evaluate import build_problem
-
     env = PixelIntegratorEnv(image_size=8)
     seen = []
 
     class Recorder:  # stands in for a trained system whose dynamics model records its inputs
-        def require_part(self, name):
-            return lambda y, u_image: seen.append(u_image) or y
+        dynamics = staticmethod(lambda y, u_image: seen.append(u_image) or y)
+        ensemble = score = reward = policy = distance = None
 
-    cfg = {"penalty": "none", "normalize_actions": normalize_actions}
-    problem = build_problem(Recorder(), env, cfg, horizon=2)
+    planner = GradientPlanner(beta=0, normalize_actions=normalize_actions)
+    problem = planner.problem(Recorder(), env, horizon=2)
     u = env.render_action(torch.tensor([[0.15, -0.1]]))
     decision = torch.stack([2.0 * u, 0.5 * u], 1)
     tasks = env.tasks()
@@ -332,16 +337,8 @@ def test_planner_setting_decides_whether_the_models_see_normalized_action_images
     assert torch.allclose(cost, normalized)
 
 
-def test_normalize_actions_must_be_a_boolean():
-    from sgp_lightning.planning import validate_planner_config
-
-    with pytest.raises(SGPError, match="normalize_actions must be true or false"):
-        validate_planner_config({"normalize_actions": "no"})
-
-
 def test_action_units_scale_the_optimiser_steps():
     """Adam in units of s with lr equals Adam in raw units with lr·s (Adam ignores the gradient's scale)."""
-    from sgp_lightning.planning import GradientPlanner
 
     def cost(states, actions, goal):
         return (states[:, -1] - goal).square().sum(-1)
@@ -351,7 +348,9 @@ def test_action_units_scale_the_optimiser_steps():
         lambda x, u: x + u, cost, NoPenalty(), 3, torch.zeros(2), action_scale=torch.tensor(4.0)
     )
     raw = ShootingProblem(lambda x, u: x + u, cost, NoPenalty(), 3, torch.zeros(2))
-    a = GradientPlanner(iterations=20, lr=0.01).solve(scaled, x0, goal)
-    b = GradientPlanner(iterations=20, lr=0.04).solve(raw, x0, goal)
+    a = GradientPlanner(optimizer={"iterations": 20, "lr": 0.01}).solve(scaled, x0, goal)
+    b = GradientPlanner(optimizer={"iterations": 20, "lr": 0.04}).solve(raw, x0, goal)
     assert torch.allclose(a.actions, b.actions, atol=1e-4)
-    assert not torch.allclose(a.actions, GradientPlanner(iterations=20, lr=0.01).solve(raw, x0, goal).actions)
+    assert not torch.allclose(
+        a.actions, GradientPlanner(optimizer={"iterations": 20, "lr": 0.01}).solve(raw, x0, goal).actions
+    )

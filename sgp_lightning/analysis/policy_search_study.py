@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sgp_lightning.analysis.common import planner_settings, provenance, run_record, train_run, write_report
-from sgp_lightning.planning import build_problem, frozen, plan_and_evaluate
+from sgp_lightning.planning import frozen, make_planner, plan_and_evaluate
 from sgp_lightning.planning.policy_search import PolicySearch, evaluate_feedback_policy
 
 
@@ -30,10 +30,10 @@ def reproduce_policy_search(cfg, compose) -> dict:
 
     evaluations, histories = [], {}
     for label, beta in (("policy search, SGP penalty", entry.beta), ("policy search, β = 0", 0.0)):
-        planner_cfg = {**planners["sgp"], "beta": beta, "penalty": "score" if beta > 0 else "none"}
+        planner = make_planner({**planners["sgp"], "beta": beta})  # β = 0: no penalty
         tic = time.perf_counter()
         with frozen(system):
-            problem = build_problem(system, env, planner_cfg, env.horizon)
+            problem = planner.problem(system, env, env.horizon)
             search = PolicySearch(**OmegaConf.to_container(entry.policy_search), seed=entry.seed)
             policy, history = search.train(problem, sample_x0, tasks.goal[0], torch.tensor(env.action_limit))
         seconds = time.perf_counter() - tic

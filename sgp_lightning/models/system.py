@@ -56,12 +56,14 @@ class SGPSystem(L.LightningModule):
         optimizer: OptimizerFactory | Mapping | None = None,
         lr_schedule: str = "constant",
         part_lr: Mapping[str, float] | None = None,
+        planner_set: str = "default",
     ):
         """Shapes are [n] for vectors or [C, H, W] for images. `optimizer` is a factory taking `params`, or
         its Hydra config (`_partial_: true`), which is saved. `lr_schedule`: constant, or cosine (the
         learning rate decays to 0 over the run's optimiser steps). `part_lr` (part → learning rate) gives
         some parts their own learning rate instead of the optimizer's, e.g. small dynamics MLPs that
-        tolerate a larger one than a wide score network."""
+        tolerate a larger one than a wide score network. `planner_set` names the experiment's planner
+        settings (conf/planner_set/), which plan.py and the Controller use by default."""
         super().__init__()
         env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape = (
             plain_config(c)
@@ -84,7 +86,7 @@ class SGPSystem(L.LightningModule):
             self.hparams["optimizer"] = plain_config(optimizer)
             optimizer = hydra.utils.instantiate(optimizer)
         self.optimizer_factory = optimizer or default_optimizer()
-        self.domain = domain
+        self.domain, self.planner_set = domain, str(planner_set)
         configs = {
             "dynamics": dynamics, "ensemble": ensemble, "reward": reward, "score": score, "distance": distance,
             "policy": policy

@@ -1,43 +1,47 @@
-"""Planning: problem → penalty → optimizer → MPC, and evaluation on the true env."""
+"""Planning: planner objects (built from conf/planner/ with `_target_`) → shooting problem → penalty;
+the Controller for receding-horizon control; evaluation on the true env."""
 
-from sgp_lightning.planning.evaluate import (
-    Evaluation,
-    build_problem,
-    plan_and_evaluate,
-    rollout_part,
-    validate_planner_config,
-)
-from sgp_lightning.planning.mpc import MPC
-from sgp_lightning.planning.optimizers import CEMPlanner, GradientPlanner, build_planner
+from sgp_lightning.planning.controller import Controller
+from sgp_lightning.planning.evaluate import Evaluation, plan_and_evaluate
 from sgp_lightning.planning.penalties import (
     DistancePenalty,
     EnsemblePenalty,
     NoPenalty,
     Penalty,
     ScorePenalty,
-    build_penalty,
     parse_beta,
+)
+from sgp_lightning.planning.planners import (
+    AdamSettings,
+    CEMPlanner,
+    CEMSettings,
+    GradientPlanner,
+    MPCSettings,
+    Planner,
+    PolicyPlanner,
+    make_planner,
 )
 from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
 
 __all__ = [
-    "MPC",
+    "AdamSettings",
     "CEMPlanner",
+    "CEMSettings",
+    "Controller",
     "DistancePenalty",
     "EnsemblePenalty",
     "Evaluation",
     "GradientPlanner",
+    "MPCSettings",
     "NoPenalty",
     "Penalty",
     "PlanResult",
+    "Planner",
+    "PolicyPlanner",
     "ScorePenalty",
     "ShootingProblem",
-    "build_penalty",
-    "build_planner",
-    "build_problem",
     "frozen",
+    "make_planner",
     "parse_beta",
     "plan_and_evaluate",
-    "rollout_part",
-    "validate_planner_config",
 ]

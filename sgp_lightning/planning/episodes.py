@@ -2,7 +2,7 @@
 
 A planner runs as MPC: every step it plans T = planner.mpc.horizon actions from the current observations of all episodes in
 one batch (warm-started by the previous plan shifted by one), and the first action is executed. The BC
-baseline (`algorithm: policy`) acts with the system's behaviour-cloning policy. The episodes run as one
+baseline (PolicyPlanner) acts with the system's behaviour-cloning policy. The episodes run as one
 batch in a SyncVectorEnv; an episode's return stops counting when it ends (the copy's automatic reset
 starts an episode that is ignored), and the loop stops when every episode has ended.
 """
@@ -17,11 +17,9 @@ import numpy as np
 import torch
 
 from sgp_lightning.envs.mujoco import MujocoEnv
-from sgp_lightning.planning.evaluate import build_problem, validate_for_system, validate_planner_config
-from sgp_lightning.planning.mpc import MPC
-from sgp_lightning.planning.optimizers import build_planner
+from sgp_lightning.planning.controller import Controller
+from sgp_lightning.planning.planners import Planner
 from sgp_lightning.planning.problem import frozen
-from sgp_lightning.utils import plain_config
 
 
 @dataclass
@@ -52,22 +50,20 @@ class EpisodeEvaluation:
 def run_episodes(
     system,
     env: MujocoEnv,
-    cfg: Mapping,
+    planner: Planner | Mapping,
     method: str = "",
     num_episodes: int | None = None,
     max_steps: int | None = None,
     seed: int | None = None,
 ) -> EpisodeEvaluation:
-    """Run `num_episodes` seeded episodes (default: the env's) of at most `max_steps` steps."""
+    """Run `num_episodes` seeded episodes (default: the env's) of at most `max_steps` steps with a
+    Controller of `planner` (a Planner or its config)."""
     from sgp_lightning.data.rollout import make_vector_env
 
-    cfg = plain_config(cfg)
-    validate_planner_config(cfg)
-    validate_for_system(cfg, system)
+    controller = Controller(system, planner, env)
     episodes = int(num_episodes or env.num_episodes)
     max_steps = int(max_steps or env.episode_steps)
     seed = env.episode_seed if seed is None else int(seed)
-    act = _controller(system, env, cfg)
     envs = make_vector_env(env.task, episodes)
     obs, _ = envs.reset(seed=seed)
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=int)
@@ -76,7 +72,9 @@ def run_episodes(
     with frozen(system):
         for steps in range(1, max_steps + 1):  # noqa: B007 (steps is reported)
             x = torch.as_tensor(obs, dtype=torch.float32, device=system.device)
-            u = env.normalize_action(act(x))
+            u = env.normalize_action(
+                controller.step(x, torch.zeros_like(x))
+            )  # the learned reward has no goal
             obs, reward, terminated, truncated, _ = envs.step(u.detach().cpu().double().numpy())
             returns += reward * alive
             lengths += alive
@@ -85,21 +83,10 @@ def run_episodes(
                 break
     envs.close()
     return EpisodeEvaluation(
-        method or cfg.get("name", "planner"),
+        method or controller.planner.name,
         returns,
         env.task.normalized_score(returns),
         lengths,
         time.perf_counter() - start,
         steps,
     )
-
-
-def _controller(system, env: MujocoEnv, cfg: dict):
-    """A function from observations (B, n) to actions (B, m): the BC policy, or one MPC step."""
-    if cfg.get("algorithm") == "policy":
-        return system.require_part("policy")
-    planner = build_planner(cfg.get("algorithm", "gradient"), cfg.get("optimizer"))
-    mpc = cfg.get("mpc") or {}
-    problem = build_problem(system, env, cfg, int(mpc.get("horizon") or env.horizon))
-    controller = MPC(planner, mpc.get("iterations"), mpc.get("warm_start", True))
-    return lambda x: controller.act(problem, x, torch.zeros_like(x))  # the learned reward has no goal

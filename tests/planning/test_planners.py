@@ -1,8 +1,10 @@
-"""Planner internals: the B.1 surrogate's gradient, β handling, batching, frozen networks, MPC, the pit."""
+"""Planner internals: the B.1 surrogate's gradient, β handling, batching, frozen networks, the Controller's
+MPC, the pit; planners built from conf/planner/ and checked against a system."""
 
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,13 +13,15 @@ from sgp_lightning.distance import ExactScoreModel
 from sgp_lightning.envs import IntegratorEnv
 from sgp_lightning.models import DynamicsModel, ScoreModel
 from sgp_lightning.planning import (
-    MPC,
+    CEMPlanner,
+    Controller,
+    EnsemblePenalty,
     GradientPlanner,
     NoPenalty,
     ScorePenalty,
     ShootingProblem,
-    build_penalty,
     frozen,
+    make_planner,
     parse_beta,
 )
 from sgp_lightning.schedules import NoiseSchedule
@@ -82,17 +86,24 @@ def test_bad_beta_is_rejected(beta):
         parse_beta(beta)
 
 
-def _system(score=None, ensemble=None):
-    """The parts build_penalty reads from an SGPSystem."""
-    return SimpleNamespace(score=score, ensemble=ensemble)
+def _system(score=None, ensemble=None, dynamics=None, reward=None):
+    """The parts a planner reads from an SGPSystem."""
+    return SimpleNamespace(
+        score=score, ensemble=ensemble, dynamics=dynamics, reward=reward, policy=None, distance=None, parts={}
+    )
+
+
+def _adam(**settings) -> GradientPlanner:
+    return GradientPlanner(optimizer=settings)
 
 
 def test_beta_zero_is_vanilla_and_inf_drops_the_cost():
     _, score = _random_models()
-    assert isinstance(build_penalty("score", 0, _system(score)), NoPenalty)
+    vanilla = GradientPlanner(beta=0, penalty=ScorePenalty)
+    assert isinstance(vanilla.make_penalty(_system(score)), NoPenalty)
     for spelling in ("inf", ".inf", math.inf):
         assert parse_beta(spelling) == math.inf
-    landing = build_penalty("score", "inf", _system(score))
+    landing = GradientPlanner(beta="inf", penalty=ScorePenalty).make_penalty(_system(score))
     assert landing.drops_cost
     dynamics, _ = _random_models()
     x0, actions = torch.zeros(2, 2), torch.randn(2, 3, 2)
@@ -108,8 +119,9 @@ def test_beta_zero_is_vanilla_and_inf_drops_the_cost():
 
 
 def test_beta_positive_without_score_model_is_a_clear_error():
-    with pytest.raises(SGPError, match="needs a score model"):
-        build_penalty("score", 0.1, _system(None))
+    dynamics, _ = _random_models()
+    with pytest.raises(SGPError, match="planner sgp: ScorePenalty needs the system's score model"):
+        GradientPlanner(name="sgp", beta=0.1, penalty=ScorePenalty).check(_system(None, dynamics=dynamics))
 
 
 @pytest.mark.parametrize("horizon", [0, -3])
@@ -123,7 +135,7 @@ def test_batch_planning_equals_planning_each_task_alone():
     env = IntegratorEnv(horizon=5, num_tasks=3)
     tasks = env.tasks()
     problem = ShootingProblem(dynamics, env.cost, ScorePenalty(score, 0.5), 5, torch.zeros(2))
-    planner = GradientPlanner(iterations=25, lr=0.05)
+    planner = _adam(iterations=25, lr=0.05)
     with frozen(dynamics, score):
         batch = planner.solve(problem, tasks.x0, tasks.goal)
         for i in range(3):
@@ -139,7 +151,7 @@ def test_planning_freezes_network_parameters_and_restores_them():
     tasks = IntegratorEnv(num_tasks=2).tasks()
     with frozen(dynamics, score):
         assert not any(p.requires_grad for p in dynamics.parameters())
-        GradientPlanner(iterations=5).solve(problem, tasks.x0, tasks.goal)
+        _adam(iterations=5).solve(problem, tasks.x0, tasks.goal)
     assert all(p.grad is None and p.requires_grad for p in dynamics.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, dynamics.parameters(), strict=True))
     assert dynamics.training
@@ -165,7 +177,7 @@ def _evaluate(env, problem, actions, tasks):
 def test_sgp_with_exact_score_goes_around_the_pit_and_vanilla_does_not():
     env, score = _pit_setup()
     tasks = env.tasks()
-    planner = GradientPlanner(iterations=200, lr=0.01)
+    planner = _adam(iterations=200, lr=0.01)
     results = {}
     for name, penalty in (("vanilla", NoPenalty()), ("sgp", ScorePenalty(score, 1.0))):
         problem = ShootingProblem(lambda x, u: x + u, env.cost, penalty, env.horizon, torch.zeros(2))
@@ -180,13 +192,27 @@ def test_sgp_with_exact_score_goes_around_the_pit_and_vanilla_does_not():
     assert gap["sgp"] < 0.25 * gap["vanilla"]
 
 
-def test_mpc_executes_steps_on_true_env_with_warm_start():
+class _ExactSystem(torch.nn.Module):
+    """A 'trained' system whose dynamics model is the true integrator x' = x + u."""
+
+    class _Integrator(torch.nn.Module):
+        def forward(self, x, u):
+            return x + u
+
+    def __init__(self):
+        super().__init__()
+        self.dynamics = self._Integrator()
+        self.score = self.ensemble = self.reward = self.policy = self.distance = None
+        self.device = torch.device("cpu")
+
+
+def test_controller_runs_mpc_on_the_true_env_with_warm_start():
     env = IntegratorEnv(horizon=6, num_tasks=2)
     tasks = env.tasks()
-    problem = ShootingProblem(lambda x, u: x + u, env.cost, NoPenalty(), 3, torch.zeros(2))
-    result = MPC(GradientPlanner(iterations=30, lr=0.05), iterations=10).run(
-        problem, env, tasks.x0, tasks.goal, 6
+    planner = GradientPlanner(
+        beta=0, optimizer={"iterations": 30, "lr": 0.05}, mpc={"horizon": 3, "iterations": 10}
     )
+    result = Controller(_ExactSystem(), planner, env).run(env, tasks.x0, tasks.goal, 6)
     assert result.actions.shape == (2, 6, 2)
     # The model is exact here, so the model's prediction of the executed actions equals the truth.
     assert torch.allclose(result.states, result.history["true_states"], atol=1e-6)
@@ -194,20 +220,106 @@ def test_mpc_executes_steps_on_true_env_with_warm_start():
     assert torch.all(result.cost_planned < start)
 
 
+def test_controller_act_takes_numpy_or_torch_single_or_batched():
+    env = IntegratorEnv(horizon=6, num_tasks=3)
+    tasks = env.tasks()
+    planner = GradientPlanner(
+        beta=0, optimizer={"iterations": 20, "lr": 0.05}, mpc={"horizon": 3, "iterations": 5}
+    )
+    controller = Controller(_ExactSystem(), planner, env)
+    batch = controller.act(tasks.x0, goal=tasks.goal)
+    assert isinstance(batch, torch.Tensor) and batch.shape == (3, 2)
+    controller.reset()
+    single = controller.act(tasks.x0[0].numpy(), goal=tasks.goal[0].numpy())
+    assert single.shape == (2,) and single.dtype == np.float32
+    # Batched planning equals planning each observation alone (tasks are independent).
+    assert np.allclose(single, batch[0].numpy(), atol=1e-5)
+    # The next act is warm-started and runs mpc.iterations, not the planner's own.
+    calls = []
+    solve = controller.planner.solve
+    controller.planner.solve = lambda *a, **k: calls.append(k["iterations"]) or solve(*a, **k)
+    controller.act(tasks.x0[0].numpy(), goal=tasks.goal[0].numpy())
+    assert calls == [5]
+    with pytest.raises(SGPError, match="observations must have shape"):
+        controller.act(np.zeros((2, 3)))
+
+
 def test_grad_clip_is_per_task_and_must_be_positive():
     dynamics, score = _random_models(2)
     env = IntegratorEnv(horizon=4, num_tasks=3)
     tasks = env.tasks()
     problem = ShootingProblem(dynamics, env.cost, ScorePenalty(score, 5.0), 4, torch.zeros(2))
-    planner = GradientPlanner(iterations=10, lr=0.05, grad_clip=1e-3)
+    planner = _adam(iterations=10, lr=0.05, grad_clip=1e-3)
     with frozen(dynamics, score):
         batch = planner.solve(problem, tasks.x0, tasks.goal)
         alone = planner.solve(problem, tasks.x0[:1], tasks.goal[:1])
     assert torch.allclose(alone.actions, batch.actions[:1], atol=1e-6)
     with pytest.raises(SGPError, match="grad_clip"):
-        GradientPlanner(grad_clip=-1.0)
+        _adam(grad_clip=-1.0)
 
 
 def test_penalty_none_with_positive_beta_is_refused():
     with pytest.raises(SGPError, match="silently ignore"):
-        build_penalty("none", 0.5, _system(None))
+        GradientPlanner(beta=0.5, penalty=None)
+
+
+def test_cem_refuses_the_score_penalty():
+    with pytest.raises(SGPError, match="cannot use the score penalty"):
+        CEMPlanner(beta=1.0, penalty=ScorePenalty)
+    CEMPlanner(beta=0.0, penalty=ScorePenalty)  # β = 0 plans without it
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"cost_source": "oracle"}, "cost_source"),
+        ({"action_units": "cm"}, "action_units"),
+        ({"dynamics": "truth"}, "dynamics"),
+        ({"normalize_actions": "no"}, "normalize_actions"),
+        ({"horizon": 0}, "horizon"),
+        ({"mpc": {"horizon": -1}}, "mpc.horizon"),
+        ({"mpc": {"window": 3}}, "unknown planner.mpc settings"),
+        ({"optimizer": {"lr": 0}}, "lr must be positive"),
+        ({"optimizer": {"momentum": 0.9}}, "unknown planner.optimizer settings"),
+        ({"beta": -1}, "beta must be ≥ 0"),
+        ({"penalty": EnsemblePenalty, "dynamics": "model"}, "always rolls out the ensemble's mean"),
+    ],
+)
+def test_bad_planner_settings_fail_in_the_constructor(settings, match):
+    with pytest.raises(SGPError, match=match):
+        GradientPlanner(**settings)
+
+
+def test_checks_against_the_system_name_the_missing_part():
+    dynamics, score = _random_models()
+    with pytest.raises(SGPError, match="planner p: planning needs the ensemble model"):
+        GradientPlanner(name="p", dynamics="ensemble_mean").check(_system(score, dynamics=dynamics))
+    with pytest.raises(SGPError, match="cost_source=learned needs a reward model"):
+        GradientPlanner(cost_source="learned").check(_system(score, dynamics=dynamics))
+    planner = GradientPlanner(beta=1.0, penalty=ScorePenalty, optimizer={"start_level": 4})
+    with pytest.raises(SGPError, match=r"start_level must be in \[0, 3\]"):
+        planner.check(_system(score, dynamics=dynamics))
+
+
+def test_every_conf_planner_builds_from_its_config():
+    """Each conf/planner/ entry instantiates with `_target_` to the planner class it names, and a bad value
+    in a config is one clear error."""
+    from sgp_lightning.planning.config import planner_config
+
+    expected = {
+        "sgp": (GradientPlanner, ScorePenalty, 1.0),
+        "vanilla": (GradientPlanner, NoPenalty, 0.0),
+        "data_landing": (GradientPlanner, ScorePenalty, math.inf),
+        "ensemble": (GradientPlanner, EnsemblePenalty, 0.5),
+        "sgp_ensemble": (GradientPlanner, ScorePenalty, 1.0),
+        "cem": (CEMPlanner, EnsemblePenalty, 0.5),
+    }
+    for name, (cls, penalty, beta) in expected.items():
+        planner = make_planner(planner_config(name))
+        assert type(planner) is cls and planner.penalty_class is penalty and planner.beta == beta
+    assert make_planner(planner_config("sgp_ensemble")).rollout_part == "ensemble"
+    assert make_planner(planner_config("cem_distance")).optimizer.population == 10
+    with pytest.raises(SGPError, match="planner sgp: planner.beta must be ≥ 0"):
+        make_planner(planner_config("sgp", overrides={"beta": -1}))
+    with pytest.raises(SGPError, match="needs a _target_"):
+        make_planner({"beta": 1.0})

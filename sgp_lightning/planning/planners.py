@@ -1,0 +1,519 @@
+"""Planners as objects built from config: first-order (Adam with noise annealing, paper B.2), zeroth-order
+(the cross-entropy method) and the behaviour-cloning policy baseline.
+
+`conf/planner/<name>.yaml` instantiates one with `_target_`, e.g.
+
+    _target_: sgp_lightning.planning.GradientPlanner
+    penalty: {_target_: sgp_lightning.planning.ScorePenalty, _partial_: true}
+    beta: 1.0
+    optimizer: {iterations: 300, lr: 0.01}
+
+A planner checks its own settings in its constructor and, once, against the system it plans with
+(`check(system)`, called by `problem(system, env)`). No other module inspects planner settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+
+from sgp_lightning.errors import SGPError, require
+from sgp_lightning.planning.penalties import EnsemblePenalty, NoPenalty, Penalty, check_members, parse_beta
+from sgp_lightning.planning.problem import PlanResult, ShootingProblem
+
+COST_SOURCES = ("env", "learned")  # env: the domain's known differentiable cost | learned: −Σ reward model
+DYNAMICS_SOURCES = ("model", "ensemble_mean")  # what planned rollouts follow
+ACTION_UNITS = ("raw", "normalized")
+
+# Called as monitor(iteration, decision) with the current plan's decision variables (e.g. to record the
+# true cost of the plan during the solve, paper Fig. 2F); never changes the solve.
+Monitor = Callable[[int, torch.Tensor], None]
+
+
+def _settings(cls, values: Mapping | None, where: str):
+    """A settings dataclass from a mapping, with one clear error for unknown keys."""
+    if isinstance(values, cls):
+        return values
+    require(values is None or isinstance(values, Mapping), f"{where} must be a mapping of settings")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values or {}) - known)
+    require(not unknown, f"unknown {where} settings {unknown}; known: {sorted(known)}")
+    return cls(**dict(values or {}))
+
+
+@dataclass(frozen=True)
+class MPCSettings:
+    """Receding-horizon settings: `horizon` planning steps per re-plan (None: the domain's task horizon),
+    `iterations` per re-plan after the first solve (None: the planner's own), and `warm_start` from the
+    previous plan shifted by one step."""
+
+    horizon: int | None = None
+    iterations: int | None = None
+    warm_start: bool = True
+
+    def __post_init__(self):
+        require(
+            self.horizon is None or (int(self.horizon) == self.horizon and self.horizon > 0),
+            f"planner.mpc.horizon must be > 0, got {self.horizon}",
+        )
+        require(
+            self.iterations is None or self.iterations > 0,
+            f"mpc iterations must be positive, got {self.iterations}",
+        )
+
+
+class Planner:
+    """Plans actions for a batch of tasks through a trained SGPSystem.
+
+    Args:
+        name: label in logs and results.
+        beta: penalty weight β ≥ 0 (0: vanilla MBRL, inf: pure data landing, the task cost dropped).
+        penalty: a factory `penalty(system, beta) → Penalty` (a `_partial_` config such as ScorePenalty);
+            ignored (no penalty) when β = 0. None: NoPenalty.
+        cost_source: "env" (the domain's known differentiable cost) or "learned" (−Σ reward model).
+        horizon: planning steps T of an open-loop plan (None: the domain's task horizon).
+        action_units: "raw" or "normalized": step sizes (lr, init_std, CEM std) in units of the data's
+            action std.
+        normalize_actions: whether the models see `env.normalize_action` of the plan (false: the raw decision
+            variables; the true env normalizes either way).
+        dynamics: "model" (the dynamics model) or "ensemble_mean" (the mean of the ensemble's members).
+        ensemble_members: use only the first K members of the ensemble (None: all).
+        mpc: receding-horizon settings (MPCSettings or its mapping).
+    """
+
+    uses_model = True  # False for planners that act without a model (the BC policy)
+
+    def __init__(
+        self,
+        name: str = "planner",
+        beta: float | str = 0.0,
+        penalty: Callable[..., Penalty] | None = None,
+        cost_source: str = "env",
+        horizon: int | None = None,
+        action_units: str = "raw",
+        normalize_actions: bool = True,
+        dynamics: str = "model",
+        ensemble_members: int | None = None,
+        mpc: MPCSettings | Mapping | None = None,
+    ):
+        self.name, self.beta = str(name), parse_beta(beta)
+        self.penalty_factory = penalty or NoPenalty
+        require(cost_source in COST_SOURCES, f"planner.cost_source must be one of {COST_SOURCES}")
+        require(
+            action_units in ACTION_UNITS,
+            f"planner.action_units must be raw or normalized, got {action_units!r}",
+        )
+        require(
+            dynamics in DYNAMICS_SOURCES,
+            f"planner.dynamics must be one of {DYNAMICS_SOURCES}, got {dynamics!r}",
+        )
+        require(
+            isinstance(normalize_actions, bool),
+            f"planner.normalize_actions must be true or false, got {normalize_actions!r}",
+        )
+        require(
+            horizon is None or (int(horizon) == horizon and horizon > 0),
+            f"planner.horizon must be > 0, got {horizon}",
+        )
+        self.cost_source, self.action_units, self.normalize_actions = (
+            cost_source,
+            action_units,
+            normalize_actions,
+        )
+        self.dynamics, self.ensemble_members = dynamics, ensemble_members
+        self.horizon = None if horizon is None else int(horizon)
+        self.mpc = _settings(MPCSettings, mpc, "planner.mpc")
+        penalty_class = self.penalty_class
+        require(
+            not (penalty_class is NoPenalty and self.beta > 0),
+            f"penalty NoPenalty with beta={self.beta} would silently ignore β; use beta=0 or ScorePenalty "
+            "(or EnsemblePenalty)",
+        )
+        require(
+            not (issubclass(penalty_class, EnsemblePenalty) and dynamics == "model"),
+            "EnsemblePenalty always rolls out the ensemble's mean: use dynamics=ensemble_mean",
+        )
+
+    # ---------------------------------------------------------------- settings
+    @property
+    def penalty_class(self) -> type:
+        """The class the penalty factory builds (a partial's function)."""
+        return getattr(self.penalty_factory, "func", self.penalty_factory)
+
+    @property
+    def rollout_part(self) -> str:
+        """The system part planned rollouts follow: "ensemble" (the members' mean) with an ensemble penalty
+        or dynamics=ensemble_mean, otherwise "dynamics"."""
+        ensemble = self.dynamics == "ensemble_mean" or self.penalty_class.rollout_part == "ensemble"
+        return "ensemble" if ensemble else "dynamics"
+
+    @property
+    def has_penalty(self) -> bool:
+        """Whether β weighs an uncertainty penalty (False for vanilla's NoPenalty and the BC policy)."""
+        return self.uses_model and self.penalty_class is not NoPenalty
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, beta={self.beta}, penalty={self.penalty_class.__name__})"
+
+    # ---------------------------------------------------------------- binding to a system
+    def check(self, system) -> None:
+        """Refuse, with one clear error, a system this planner cannot plan with (a missing part, a noise
+        level outside the score's schedule, more ensemble members than were trained)."""
+        try:
+            self._check(system)
+        except SGPError as err:
+            raise SGPError(f"planner {self.name}: {err}") from None
+
+    def _check(self, system) -> None:
+        part = self.rollout_part
+        require(
+            getattr(system, part) is not None, f"planning needs the {part} model, but model.{part} is null"
+        )
+        if part == "ensemble":
+            check_members(self.ensemble_members, system.ensemble)
+        require(
+            self.cost_source != "learned" or system.reward is not None,
+            "cost_source=learned needs a reward model, but model.reward is null",
+        )
+        self.make_penalty(system)
+
+    def make_penalty(self, system) -> Penalty:
+        """The penalty on this system (NoPenalty when β = 0)."""
+        if self.beta == 0:
+            return NoPenalty()
+        try:
+            return self.penalty_factory(system, self.beta)
+        except TypeError as err:
+            raise SGPError(f"penalty {self.penalty_class.__name__}: {err}") from None
+
+    def problem(self, system, env, horizon: int | None = None) -> ShootingProblem:
+        """The shooting problem of `horizon` steps (None: planner.horizon, else the env's) on the system's
+        learned models; the rollout follows `rollout_part`."""
+        self.check(system)
+        penalty = self.make_penalty(system)
+        plan_cost = _cost_functions(system, env, self.cost_source)[0]
+        if self.rollout_part == "ensemble":  # (the BC policy's prediction follows the dynamics model)
+            model = system.ensemble
+            dynamics = functools.partial(model.mean_prediction, num_members=self.ensemble_members)
+        else:
+            model = dynamics = system.dynamics
+        # normalized: steps (lr, init_std, CEM std) are in units of the data's action std, as the paper's are
+        scale = model.action_norm.std.detach() if self.action_units == "normalized" else None
+        # Without normalize_actions the models see the raw decision variables, which a plan can push off the
+        # data (the failure mode the paper's pixel experiment shows); the true env still normalizes them.
+        action_map = env.normalize_action if self.normalize_actions else None
+        steps = int(horizon or self.horizon or env.horizon)
+        return ShootingProblem(
+            dynamics, plan_cost, penalty, steps, env.neutral_action(), scale, action_map=action_map
+        )
+
+    def true_cost(self, system, env):
+        """The cost of true trajectories, (states (B, T+1, …), actions (B, T, …), goal) → (B,)."""
+        return _cost_functions(system, env, self.cost_source)[1]
+
+    # ---------------------------------------------------------------- solving
+    @property
+    def iterations(self) -> int:
+        raise NotImplementedError
+
+    def solve(
+        self,
+        problem: ShootingProblem,
+        x0: torch.Tensor,
+        goal: torch.Tensor,
+        init_actions: torch.Tensor | None = None,
+        iterations: int | None = None,
+        monitor: Monitor | None = None,
+    ) -> PlanResult:
+        """Plan from start states x0 (B, *state_shape) towards goal (B, *state_shape).
+
+        `init_actions` (B, T, *action_shape) warm-starts the solve; `iterations` (None: the planner's own);
+        `monitor(iteration, decision)` is called before every iteration. Returns the plan's actions, the
+        learned model's states (B, T+1, …) and its task cost (B,)."""
+        raise NotImplementedError
+
+
+def _cost_functions(system, env, cost_source: str):
+    """(planning cost on model states, true cost on env states): both (states, actions, goal) -> (B,)."""
+    if cost_source == "env":
+        return env.cost, env.cost
+    reward_model = system.require_part("reward")
+
+    def learned_cost(states, actions, goal):
+        return -reward_model(states[:, :-1], actions).sum(1)
+
+    def true_cost(states, actions, goal):
+        return -env.reward(states[:, :-1], actions).sum(1)
+
+    return learned_cost, true_cost
+
+
+def _final_plan(problem: ShootingProblem, x0, goal, decision, history) -> PlanResult:
+    with torch.no_grad():
+        actions = problem.actions_of(decision.detach())
+        states = problem.rollout(x0, actions)
+        cost_planned = problem.cost(states, actions, goal)
+    return PlanResult(actions, states, cost_planned, history)
+
+
+def _starting_plan(problem: ShootingProblem, init_actions: torch.Tensor | None, default) -> torch.Tensor:
+    """A copy of the warm start, or `default()` without one; its horizon must be the problem's."""
+    actions = default() if init_actions is None else init_actions.detach().clone()
+    require(
+        actions.shape[1] == problem.horizon,
+        f"initial actions have horizon {actions.shape[1]}, the problem {problem.horizon}",
+    )
+    return actions
+
+
+def _per_task(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) → broadcastable against (B, …) `like`."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """`iterations` Adam steps per solve at learning rate `lr` on the actions; the score's noise level walks
+    from `start_level` (0 = σ_max) to the last level over the iterations (B.2); initial actions are the
+    neutral plan plus `init_std` × N(0, 1) noise (seeded by `seed`); `grad_clip` clips each task's
+    gradient norm (None: off)."""
+
+    iterations: int = 300
+    lr: float = 0.01
+    start_level: int = 0
+    init_std: float = 0.0
+    grad_clip: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        require(self.iterations > 0, f"planner iterations must be positive, got {self.iterations}")
+        require(self.lr > 0, f"planner lr must be positive, got {self.lr}")
+        require(self.init_std >= 0, f"init_std must be ≥ 0, got {self.init_std}")
+        require(
+            self.grad_clip is None or self.grad_clip > 0,
+            f"grad_clip must be > 0 or null, got {self.grad_clip}",
+        )
+
+
+class GradientPlanner(Planner):
+    """Adam on the action sequence, minimising cost + penalty with σ annealed (SGP when the penalty is the
+    score's, paper Alg. 1; vanilla MBRL when β = 0; ensembles + Adam with EnsemblePenalty).
+
+    Args: those of Planner, and `optimizer`: AdamSettings or its mapping."""
+
+    def __init__(self, optimizer: AdamSettings | Mapping | None = None, **settings):
+        super().__init__(**settings)
+        self.optimizer = _settings(AdamSettings, optimizer, "planner.optimizer")
+
+    @property
+    def iterations(self) -> int:
+        return self.optimizer.iterations
+
+    def _check(self, system) -> None:
+        super()._check(system)
+        penalty = self.make_penalty(system)
+        if penalty.uses_levels:
+            num_levels = penalty.schedule.num_levels
+            start = self.optimizer.start_level
+            require(
+                0 <= start < num_levels,
+                f"optimizer.start_level must be in [0, {num_levels - 1}] for the score's {num_levels} "
+                f"noise levels, got {start}",
+            )
+
+    def initial_actions(self, problem: ShootingProblem, x0: torch.Tensor) -> torch.Tensor:
+        actions = problem.neutral_plan(x0)
+        if self.optimizer.init_std == 0:
+            return actions
+        generator = torch.Generator(device=x0.device).manual_seed(self.optimizer.seed)
+        noise = torch.randn(actions.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return actions + self.optimizer.init_std * noise * problem.scale_like(actions)
+
+    def solve(self, problem, x0, goal, init_actions=None, iterations=None, monitor=None) -> PlanResult:
+        settings = self.optimizer
+        iterations = int(iterations or settings.iterations)
+        actions = _starting_plan(problem, init_actions, lambda: self.initial_actions(problem, x0))
+        # Adam steps in the problem's action units: optimise actions / scale (equal in raw units).
+        scale = problem.scale_like(actions)
+        steps = (actions / scale).requires_grad_(True)
+        optimizer = torch.optim.Adam([steps], lr=settings.lr)
+        schedule = problem.penalty.schedule if problem.penalty.uses_levels else None
+        costs, levels = [], []
+        for i in range(iterations):
+            level = schedule.level_at(i, iterations, settings.start_level) if schedule is not None else None
+            if monitor is not None:
+                monitor(i, steps.detach() * scale)
+            objective, cost, _ = problem.objective(x0, goal, steps * scale, level)
+            optimizer.zero_grad(set_to_none=True)
+            # Tasks are independent, so the sum's gradient is each task's own gradient.
+            objective.sum().backward()
+            if settings.grad_clip:
+                # Per task, so a task's step never depends on the others in the batch.
+                norms = steps.grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+                steps.grad.mul_(_per_task((settings.grad_clip / norms).clamp(max=1.0), steps))
+            optimizer.step()
+            costs.append(cost.detach())
+            levels.append(-1 if level is None else level)
+        history = {"cost": torch.stack(costs), "level": torch.tensor(levels)}
+        return _final_plan(problem, x0, goal, steps.detach() * scale, history)
+
+
+@dataclass(frozen=True)
+class CEMSettings:
+    """`iterations` CEM iterations per solve; `population` candidate plans per task and iteration, the
+    `elites` best refit the Gaussian; sampling `std` per action coordinate (refit to the elites too with
+    `update_std`, floored at `min_std`); at most `max_batch` candidate plans evaluated at once (None: all);
+    `seed` seeds the samples."""
+
+    iterations: int = 100
+    population: int = 64
+    elites: int = 8
+    std: float = 0.05
+    update_std: bool = True
+    min_std: float = 0.0
+    max_batch: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        require(self.iterations > 0, f"CEM iterations must be positive, got {self.iterations}")
+        require(self.population >= 2, f"CEM population must be ≥ 2, got {self.population}")
+        require(
+            0 < self.elites <= self.population,
+            f"CEM elites must be in [1, population={self.population}], got {self.elites}",
+        )
+        require(
+            self.std > 0 and self.min_std >= 0,
+            f"CEM std must be > 0 and min_std ≥ 0, got {self.std}, {self.min_std}",
+        )
+        require(
+            self.max_batch is None or self.max_batch > 0,
+            f"CEM max_batch must be > 0 or null, got {self.max_batch}",
+        )
+
+
+class CEMPlanner(Planner):
+    """Cross-entropy method: sample `population` plans around a Gaussian per task, keep the `elites` with
+    the lowest objective, refit the mean (and, with `update_std`, the std) to them. The current mean is
+    one of the candidates (so a good mean can survive). Zeroth order: the penalty must have a value
+    (EnsemblePenalty, DistancePenalty or none); the score's surrogate only has a gradient.
+
+    Args: those of Planner, and `optimizer`: CEMSettings or its mapping."""
+
+    def __init__(self, optimizer: CEMSettings | Mapping | None = None, **settings):
+        super().__init__(**settings)
+        self.optimizer = _settings(CEMSettings, optimizer, "planner.optimizer")
+        require(
+            not (self.beta > 0 and self.penalty_class.gradient_only),
+            "CEMPlanner cannot use the score penalty (its surrogate has a gradient but no value); use "
+            "EnsemblePenalty, DistancePenalty or none with CEM",
+        )
+
+    @property
+    def iterations(self) -> int:
+        return self.optimizer.iterations
+
+    @torch.no_grad()
+    def _objective(self, problem: ShootingProblem, x0, goal, candidates):
+        """Objective and task cost of (B, P, T, …) candidates, evaluated in chunks of ≤ max_batch plans."""
+        batch, population = candidates.shape[:2]
+        flat = candidates.flatten(0, 1)
+        x0 = x0.repeat_interleave(population, 0)
+        goal = goal.repeat_interleave(population, 0)
+        chunk = self.optimizer.max_batch or flat.shape[0]
+        parts = [
+            problem.objective(x0[i : i + chunk], goal[i : i + chunk], flat[i : i + chunk], None)[:2]
+            for i in range(0, flat.shape[0], chunk)
+        ]
+        objective = torch.cat([p[0] for p in parts]).view(batch, population)
+        cost = torch.cat([p[1] for p in parts]).view(batch, population)
+        return objective, cost
+
+    def solve(self, problem, x0, goal, init_actions=None, iterations=None, monitor=None) -> PlanResult:
+        require(  # a problem built by hand can still carry one
+            not problem.penalty.gradient_only,
+            "CEM needs a penalty with a value (EnsemblePenalty, DistancePenalty or none); the score penalty "
+            "only provides gradients, so plan with GradientPlanner instead",
+        )
+        settings = self.optimizer
+        iterations = int(iterations or settings.iterations)
+        mean = _starting_plan(problem, init_actions, lambda: problem.neutral_plan(x0))
+        std = torch.full_like(mean, settings.std) * problem.scale_like(
+            mean
+        )  # `std` is in the problem's units
+        generator = torch.Generator(device=x0.device).manual_seed(settings.seed)
+        costs, best_objectives = [], []
+        for i in range(iterations):
+            if monitor is not None:
+                monitor(i, mean)
+            noise = torch.randn(
+                (mean.shape[0], settings.population - 1, *mean.shape[1:]),
+                generator=generator, device=mean.device, dtype=mean.dtype,
+            )  # fmt: skip
+            candidates = torch.cat([mean.unsqueeze(1), mean.unsqueeze(1) + std.unsqueeze(1) * noise], 1)
+            objective, cost = self._objective(problem, x0, goal, candidates)
+            order = objective.argsort(dim=1)[:, : settings.elites]
+            index = order.view(*order.shape, *([1] * (mean.dim() - 1))).expand(-1, -1, *mean.shape[1:])
+            elites = candidates.gather(1, index)
+            costs.append(cost.gather(1, order[:, :1]).squeeze(1))
+            best_objectives.append(objective.gather(1, order[:, :1]).squeeze(1))
+            mean = elites.mean(1)
+            if settings.update_std:
+                std = torch.maximum(
+                    elites.std(1, unbiased=False), settings.min_std * problem.scale_like(mean)
+                )
+        history = {"cost": torch.stack(costs), "objective": torch.stack(best_objectives)}
+        return _final_plan(problem, x0, goal, mean, history)
+
+
+class PolicyPlanner(Planner):
+    """Behaviour cloning (the D4RL baseline): acts with the system's BC policy (model.policy) step by step;
+    nothing is planned. Its `problem` only predicts, with the dynamics model, where executed actions lead
+    (cost_planned of a closed-loop run)."""
+
+    uses_model = False
+
+    def __init__(self, name: str = "bc", cost_source: str = "env"):
+        super().__init__(name=name, cost_source=cost_source)
+
+    @property
+    def rollout_part(self) -> str:
+        return "policy"
+
+    def _check(self, system) -> None:
+        require(system.policy is not None, "the BC policy needs model.policy, but it is null")
+
+    def problem(self, system, env, horizon=None) -> ShootingProblem:
+        require(
+            system.dynamics is not None, f"planner {self.name}: predicting its actions needs model.dynamics"
+        )
+        return super().problem(system, env, horizon)
+
+
+def make_planner(config) -> Planner:
+    """A Planner from its config (a mapping with `_target_`, as in conf/planner/), or the planner itself."""
+    if isinstance(config, Planner):
+        return config
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    require(
+        isinstance(config, Mapping) and "_target_" in config,
+        f"a planner config needs a _target_ (e.g. sgp_lightning.planning.GradientPlanner), got {config!r}",
+    )
+    try:
+        planner = hydra.utils.instantiate(config, _convert_="all")
+    except Exception as err:  # noqa: BLE001 - Hydra wraps the constructor's error; report the cause
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, SGPError):
+            raise SGPError(f"planner {config.get('name', '')}: {cause}") from None
+        raise SGPError(f"planner {config.get('name', '')} ({config['_target_']}): {cause}") from None
+    require(isinstance(planner, Planner), f"{config['_target_']} is not a Planner")
+    return planner
