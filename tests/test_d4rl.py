@@ -465,3 +465,25 @@ def test_behaviour_training_snapshots_chooses_and_logs(tmp_path, capsys):
     behaviour_main(["env=hopper", "choose_only=true", "eval_episodes=2", f"output_dir={tmp_path}"])
     again = json.loads((tmp_path / "training_log.jsonl").read_text().splitlines()[-1])
     assert again == {"env": "hopper", "chosen": log[-1]["chosen"]}
+
+
+def test_readme_controller_example_closes_the_loop_on_gymnasium(tmp_path, hopper_random_file):
+    """The README's Controller example, on a tiny hopper checkpoint, with short solves and episodes."""
+    import re
+
+    from sgp_lightning.train import train
+    from tests.conftest import ROOT, compose_config
+
+    train(compose_config("train", TINY_HOPPER, tmp_path / "run"))
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Use a trained planner in your own control loop", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    code = example.replace("logs/train/runs/RUN/checkpoints/last.ckpt", ckpt)
+    code = code.replace('planner="sgp")', 'planner="sgp", optimizer={"iterations": 2}, mpc={"iterations": 2})')
+    code = code.replace("max_episode_steps=1000", "max_episode_steps=5")
+    assert code.count(ckpt) == 1 and "max_episode_steps=5" in code and '"iterations": 2' in code
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert np.isfinite(scope["episode_return"]) and scope["done"]
+    assert scope["controller"].planner.beta == 10000.0  # the checkpoint's planner set (d4rl)
