@@ -15,12 +15,13 @@ import argparse
 import json
 from pathlib import Path
 
+import hydra
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sgp_lightning.models import SGPSystem
 from sgp_lightning.planning.episodes import run_episodes
+from sgp_lightning.train import instantiate_system
 from sgp_lightning.utils import machine_info
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -30,10 +31,9 @@ def build(env: str, size: str):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment=d4rl/{env}_medium", f"d4rl_size={size}"])
         plan_cfg = compose("plan", overrides=["planner_set=d4rl", "ckpt_path=unused"])
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("_target_"), model.pop("_recursive_")
     planners = OmegaConf.to_container(plan_cfg.planners, resolve=True)
-    return SGPSystem(**model).eval(), planners
+    env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
+    return instantiate_system(cfg, env).eval(), planners
 
 
 def main() -> None:

@@ -30,19 +30,19 @@ METHODS = ("sgp", "vanilla", "ensemble", "ensemble_loop_reference", "cem")
 
 
 def build(experiment: str, device: torch.device):
+    import hydra
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from sgp_lightning.models import SGPSystem
+    from sgp_lightning.train import instantiate_system
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             config_name="train", overrides=[f"experiment={experiment}", "paths.output_dir=/tmp/unused"]
         )
         plan_cfg = compose(config_name="plan", overrides=[f"planner_set={experiment}", "ckpt_path=unused"])
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("_target_"), model.pop("_recursive_")
-    system = SGPSystem(**model).to(device).eval()
+    env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
+    system = instantiate_system(cfg, env).to(device).eval()
     return system, OmegaConf.to_container(plan_cfg.planners, resolve=True)
 
 

@@ -14,12 +14,14 @@ import json
 import statistics
 import time
 
+import hydra
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sgp_lightning.models import SGPSystem, load_system
 from sgp_lightning.planning import Controller, make_planner
+from sgp_lightning.train import instantiate_system
 from sgp_lightning.utils import machine_info
 
 STEPS_PER_RUN = 5
@@ -30,9 +32,8 @@ def default_system() -> SGPSystem:
     """The default domain's system at its configured sizes, randomly initialised (timing only)."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="train", overrides=["paths.output_dir=/tmp/unused"])
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model.pop("_target_"), model.pop("_recursive_")
-    return SGPSystem(**model).eval(), OmegaConf.to_container(cfg.planner, resolve=True)
+    env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
+    return instantiate_system(cfg, env).eval(), OmegaConf.to_container(cfg.planner, resolve=True)
 
 
 def time_mpc_step(system, planner_cfg, batch: int, repeats: int) -> list[float]:

@@ -11,11 +11,11 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from sgp_lightning.envs import Env
 from sgp_lightning.errors import SGPError, require
 from sgp_lightning.models import read_checkpoint
 from sgp_lightning.planning import parse_beta
 from sgp_lightning.schedules import NoiseSchedule
-from sgp_lightning.spaces import as_shape
 from sgp_lightning.utils import log, set_threads, write_json
 
 # Lightning-internal deprecation noise that a user cannot act on.
@@ -72,6 +72,16 @@ def instantiate_env_and_data(cfg: DictConfig):
     return env, datamodule
 
 
+def instantiate_system(cfg: DictConfig, env: Env):
+    """The SGPSystem of `cfg.model`, with its state and action shapes taken from the instantiated env (the
+    one place a domain writes them)."""
+    system = hydra.utils.instantiate(
+        cfg.model, state_shape=list(env.state_shape), action_shape=list(env.action_shape)
+    )
+    require(system.domain == env.name, f"model.domain {system.domain!r} != domain.env.name {env.name!r}")
+    return system
+
+
 def train(cfg: DictConfig) -> tuple[dict, dict]:
     """Train an SGPSystem; return (metrics, objects). Metrics include the last plan/* values."""
     set_threads(cfg.get("num_threads"))
@@ -81,14 +91,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
 
     log.info(f"Domain {cfg.domain.name}: building env and datamodule")
     env, datamodule = instantiate_env_and_data(cfg)
-    system = hydra.utils.instantiate(cfg.model)
-    require(system.domain == env.name, f"model.domain {system.domain!r} != domain.env.name {env.name!r}")
-    for name, env_shape in (("state_shape", env.state_shape), ("action_shape", env.action_shape)):
-        require(
-            as_shape(system.hparams[name]) == tuple(env_shape),
-            f"model.{name} {list(as_shape(system.hparams[name]))} does not match the domain's env, whose "
-            f"planner {name.split('_')[0]}s have shape {list(env_shape)}",
-        )
+    system = instantiate_system(cfg, env)
 
     callbacks = [
         hydra.utils.instantiate(c, _convert_="all")

@@ -58,6 +58,7 @@ class MujocoEnv(Env):
     """
 
     episodic = True  # evaluated by episodes in the gymnasium env, not by open-loop tasks
+    # Open-loop methods (step, tasks, costs, nominal_goal) raise SGPError saying to use episodes.
 
     def __init__(
         self,
@@ -80,11 +81,32 @@ class MujocoEnv(Env):
         """MuJoCo clamps controls to the actuators' range [−1, 1]; planners see the same clamp."""
         return actions.clamp(-1.0, 1.0)
 
-    def step(self, x, u):
-        raise SGPError(
-            f"{self.name}: the true system is the gymnasium env {self.task.gym_id}; evaluate with episodes "
-            "(plan.py runs MPC episodes for this domain), not with open-loop tasks"
+    def _episodes_only(self, what: str) -> SGPError:
+        return SGPError(
+            f"{self.name} is an episodic domain (MujocoEnv): it has no {what}; its true system is the "
+            f"gymnasium env {self.task.gym_id} and its reward is learned. Evaluate it with episodes: plan.py "
+            "and the PlanningCallback run MPC episodes for it (sgp_lightning.planning.episodes.run_episodes), "
+            "and its planners plan with the learned reward (cost_source: learned)"
         )
 
+    def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Raises `SGPError`: the true system is a gymnasium env stepped inside episodes, not batched torch
+        code (`sgp_lightning.planning.episodes.run_episodes` steps it)."""
+        raise self._episodes_only("batched torch step")
+
     def tasks(self):
-        self.step(None, None)
+        """Raises `SGPError`: an episodic domain has no open-loop tasks; it is evaluated by `num_episodes`
+        seeded episodes of up to `episode_steps` steps (seeds from `episode_seed`)."""
+        raise self._episodes_only("open-loop tasks")
+
+    def stage_cost(self, x: torch.Tensor, u: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Raises `SGPError`: the reward is the gymnasium env's, known only inside episodes."""
+        raise self._episodes_only("differentiable cost")
+
+    def terminal_cost(self, x: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Raises `SGPError`, as `stage_cost`."""
+        raise self._episodes_only("differentiable cost")
+
+    def nominal_goal(self) -> torch.Tensor:
+        """Raises `SGPError`: locomotion has no goal state (the dataset's rewards are the env's own)."""
+        raise self._episodes_only("goal state")
