@@ -6,7 +6,7 @@ from sgp_lightning.models.ensemble import EnsembleDynamicsModel
 from sgp_lightning.models.policy import PolicyModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
-from sgp_lightning.models.system import SGPSystem, load_system, read_checkpoint
+from sgp_lightning.models.system import SGPSystem, load_system, read_checkpoint, read_hparams
 
 __all__ = [
     "DistanceEstimator",
@@ -18,4 +18,5 @@ __all__ = [
     "ScoreModel",
     "load_system",
     "read_checkpoint",
+    "read_hparams",
 ]
