@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.models import load_system
+from sgp_lightning.models import SGPSystem
 from sgp_lightning.planning import plan_and_evaluate, validate_planner_config
 from sgp_lightning.planning.evaluate import validate_for_system
 from sgp_lightning.report import episodes_table, methods_table
@@ -40,7 +40,7 @@ def plan(cfg: DictConfig) -> dict:
     """Returns the results payload that is also written to output_dir/results.json."""
     set_threads(cfg.get("num_threads"))
     methods = select_methods(cfg)
-    system = load_system(cfg.ckpt_path).to(resolve_device(cfg.get("device", "cpu")))
+    system = SGPSystem.load_from_checkpoint(cfg.ckpt_path).to(resolve_device(cfg.get("device", "cpu")))
     if cfg.get("expected_domain"):
         require(
             cfg.expected_domain == system.domain,

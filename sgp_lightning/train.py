@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.models import read_checkpoint
+from sgp_lightning.models import read_hparams
 from sgp_lightning.planning import parse_beta, validate_planner_config
 from sgp_lightning.planning.evaluate import validate_against_system
 from sgp_lightning.schedules import NoiseSchedule
@@ -57,7 +57,7 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.domain.env.get("horizon", 1) > 0, f"domain.env.horizon must be > 0, got {cfg.domain.env.horizon}"
     )
     if cfg.get("ckpt_path") is not None:
-        domain = read_checkpoint(cfg.ckpt_path)["hyper_parameters"]["domain"]
+        domain = read_hparams(cfg.ckpt_path)["domain"]
         require(
             domain == cfg.domain.name,
             f"cannot resume: {cfg.ckpt_path} is a checkpoint of domain {domain!r}, this run is {cfg.domain.name!r}",
