@@ -19,7 +19,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sgp_lightning.models import SGPSystem, load_system
+from sgp_lightning.models import SGPSystem
 from sgp_lightning.planning import Controller, make_planner
 from sgp_lightning.train import instantiate_system
 from sgp_lightning.utils import machine_info
@@ -66,7 +66,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.ckpt:
-        system = load_system(args.ckpt)
+        system = SGPSystem.load_from_checkpoint(args.ckpt)
         _, planner_cfg = default_system()
     else:
         system, planner_cfg = default_system()

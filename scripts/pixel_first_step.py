@@ -18,7 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sgp_lightning.models import load_system
+from sgp_lightning.models import SGPSystem
 from sgp_lightning.planning import plan_and_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def main() -> None:
             config_name="plan", overrides=[f"planner_set={args.planner_set}", f"ckpt_path={args.ckpt}"]
         )
     planners = OmegaConf.to_container(cfg.planners, resolve=True)
-    system = load_system(args.ckpt)
+    system = SGPSystem.load_from_checkpoint(args.ckpt)
     env = system.make_env()
     tasks = env.tasks()
     report = {}

@@ -8,7 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.models import load_system, read_checkpoint
+from sgp_lightning.models import SGPSystem, read_hparams
 from sgp_lightning.planning import Planner, make_planner, plan_and_evaluate
 from sgp_lightning.planning.config import compose
 from sgp_lightning.report import episodes_table, methods_table
@@ -23,7 +23,7 @@ def compose_plan_config(overrides: list[str]) -> DictConfig:
     planner settings (e.g. planners.sgp.beta=3) still come last."""
     cfg = compose("plan", overrides)
     if cfg.planner_set == FROM_CHECKPOINT:
-        recorded = read_checkpoint(cfg.ckpt_path)["hyper_parameters"].get("planner_set", "default")
+        recorded = read_hparams(cfg.ckpt_path).get("planner_set", "default")
         cfg = compose("plan", [*overrides, f"planner_set={recorded}"])
     return cfg
 
@@ -63,7 +63,7 @@ def plan(cfg: DictConfig) -> dict:
     composed by `compose_plan_config` (or with an explicit planner_set)."""
     set_threads(cfg.get("num_threads"))
     methods = select_methods(cfg)
-    system = load_system(cfg.ckpt_path).to(resolve_device(cfg.get("device", "cpu")))
+    system = SGPSystem.load_from_checkpoint(cfg.ckpt_path).to(resolve_device(cfg.get("device", "cpu")))
     if cfg.get("expected_domain"):
         require(
             cfg.expected_domain == system.domain,

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.envs import Env
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.models import read_checkpoint
+from sgp_lightning.models import read_hparams
 from sgp_lightning.planning import parse_beta
 from sgp_lightning.schedules import NoiseSchedule
 from sgp_lightning.utils import log, set_threads, write_json
@@ -47,7 +47,7 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.domain.env.get("horizon", 1) > 0, f"domain.env.horizon must be > 0, got {cfg.domain.env.horizon}"
     )
     if cfg.get("ckpt_path") is not None:
-        domain = read_checkpoint(cfg.ckpt_path)["hyper_parameters"]["domain"]
+        domain = read_hparams(cfg.ckpt_path)["domain"]
         require(
             domain == cfg.domain.name,
             f"cannot resume: {cfg.ckpt_path} is a checkpoint of domain {domain!r}, this run is {cfg.domain.name!r}",
@@ -112,7 +112,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config.yaml", resolve=False)
 
-    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:

@@ -15,7 +15,7 @@ from sgp_lightning.analysis.box_pushing import stabilise
 from sgp_lightning.data.box_pushing import demonstrate, load_log, main, save_log
 from sgp_lightning.envs import BoxPushingEnv
 from sgp_lightning.errors import SGPError
-from sgp_lightning.models import DynamicsModel, ScoreModel, load_system
+from sgp_lightning.models import DynamicsModel, ScoreModel, SGPSystem
 from sgp_lightning.plan import plan
 from sgp_lightning.train import train
 from tests.conftest import compose_config, hydra_list, run_cli
@@ -257,7 +257,7 @@ def test_tiny_box_pushing_run_trains_and_plans_with_mpc(tmp_path):
     metrics, objects = train(compose_config("train", overrides, tmp_path / "run"))
     assert {"val/dynamics_loss", "val/score_loss", "plan/cost_achieved"} <= set(metrics)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    system = load_system(str(ckpt))
+    system = SGPSystem.load_from_checkpoint(ckpt)
     assert system.dynamics.known_state == [10, 11] and system.domain == "box_pushing"
     x, u = system.make_env().tasks().x0[:3], torch.randn(3, 2)
     with torch.no_grad():  # the reloaded model predicts what the trained one did

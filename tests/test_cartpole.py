@@ -16,7 +16,7 @@ from datamodules import CartPoleDataModule
 from sgp_lightning.distance import softmin
 from sgp_lightning.envs import CartPoleEnv
 from sgp_lightning.errors import SGPError
-from sgp_lightning.models import DistanceEstimator, SGPSystem, load_system
+from sgp_lightning.models import DistanceEstimator, SGPSystem
 from sgp_lightning.plan import plan
 from sgp_lightning.planning import (
     CEMPlanner,
@@ -221,7 +221,7 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
     assert (tmp_path / "plan" / "convergence.png").is_file() and (tmp_path / "plan" / "plan.png").is_file()
 
     # sgp_ensemble plans through the ensemble's mean: its planned states are that model's rollout.
-    system = load_system(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    system = SGPSystem.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     env, tasks = system.make_env(), system.make_env().tasks()
     actions = torch.randn(5, 6, 1, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

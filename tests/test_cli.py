@@ -133,12 +133,12 @@ def test_ddp_sim_two_cpu_processes(tmp_path):
     # process planning all tasks with the final weights.
     import torch
 
-    from sgp_lightning.models import load_system
+    from sgp_lightning.models import SGPSystem
     from sgp_lightning.planning import plan_and_evaluate
     from tests.conftest import compose_config
 
     torch.set_num_threads(1)
-    system = load_system(str(tmp_path / "checkpoints" / "last.ckpt"))
+    system = SGPSystem.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     planner = compose_config("train", list(TINY), tmp_path).planner
     ev = plan_and_evaluate(system, system.make_env(), system.make_env().tasks(), planner)
     for name in ("cost_planned", "cost_achieved", "model_error"):

@@ -480,7 +480,9 @@ def test_readme_controller_example_closes_the_loop_on_gymnasium(tmp_path, hopper
     (example,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     code = example.replace("logs/train/runs/RUN/checkpoints/last.ckpt", ckpt)
-    code = code.replace('planner="sgp")', 'planner="sgp", optimizer={"iterations": 2}, mpc={"iterations": 2})')
+    code = code.replace(
+        'planner="sgp")', 'planner="sgp", optimizer={"iterations": 2}, mpc={"iterations": 2})'
+    )
     code = code.replace("max_episode_steps=1000", "max_episode_steps=5")
     assert code.count(ckpt) == 1 and "max_episode_steps=5" in code and '"iterations": 2' in code
     scope: dict = {}

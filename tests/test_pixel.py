@@ -10,7 +10,7 @@ from omegaconf import open_dict
 from datamodules import PixelDataModule
 from sgp_lightning import SGPError
 from sgp_lightning.envs import PixelIntegratorEnv
-from sgp_lightning.models import EnsembleDynamicsModel, ScoreModel, load_system
+from sgp_lightning.models import EnsembleDynamicsModel, ScoreModel, SGPSystem
 from sgp_lightning.nets import MLP, Ensemble, NoiseConditionedUNet, UNet
 from sgp_lightning.plan import plan
 from sgp_lightning.planning import (
@@ -216,7 +216,7 @@ def test_tiny_pixel_run_trains_and_plans_every_method(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     # The checkpoint rebuilds the same networks, ensemble included.
-    reloaded = load_system(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    reloaded = SGPSystem.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     trained = objects["system"].cpu().eval()
     size = cfg.domain.env.image_size
     y, u = torch.rand(2, 1, size, size), torch.rand(2, 1, size, size)

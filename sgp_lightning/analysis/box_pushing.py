@@ -24,7 +24,7 @@ from sgp_lightning.analysis.common import planner_settings, provenance, run_reco
 from sgp_lightning.analysis.score_check import anneal_ascent
 from sgp_lightning.distance import ExactScoreModel
 from sgp_lightning.errors import require
-from sgp_lightning.models import load_system
+from sgp_lightning.models import SGPSystem
 from sgp_lightning.planning import plan_and_evaluate
 
 METHOD_LABELS = {"sgp": "SGP", "vanilla": "vanilla MBRL"}
@@ -97,7 +97,7 @@ def reproduce_box_pushing(cfg, compose) -> dict:
         trained["ckpt_path"] is not None,
         "box_pushing plans from the run's last checkpoint; keep callbacks.model_checkpoint on",
     )
-    system = load_system(str(trained["ckpt_path"]))
+    system = SGPSystem.load_from_checkpoint(trained["ckpt_path"])
     require(
         system.score is not None and system.dynamics is not None,
         "box_pushing needs dynamics and score models",

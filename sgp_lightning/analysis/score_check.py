@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         set_threads(cfg.threads)
         require(cfg.ckpt_path is not None, "ckpt_path= is required (an SGPSystem checkpoint)")
         require(0 <= cfg.threshold <= 1 and cfg.epsilon > 0, "threshold must be in [0, 1] and epsilon > 0")
-        from sgp_lightning.models import load_system
+        from sgp_lightning.models import SGPSystem
 
         ckpt = Path(cfg.ckpt_path)
-        system = load_system(str(ckpt))
+        system = SGPSystem.load_from_checkpoint(ckpt)
         score = system.require_part("score").eval()
         require(len(score.pair_shape) == 1, "the score check works on vector (x, u) pairs, not images")
         data = _training_pairs(ckpt, system)

@@ -6,7 +6,7 @@ from sgp_lightning.models.ensemble import EnsembleDynamicsModel
 from sgp_lightning.models.policy import PolicyModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
-from sgp_lightning.models.system import SGPSystem, load_system, read_checkpoint
+from sgp_lightning.models.system import SGPSystem, read_checkpoint, read_hparams
 
 __all__ = [
     "DistanceEstimator",
@@ -16,6 +16,6 @@ __all__ = [
     "RewardModel",
     "SGPSystem",
     "ScoreModel",
-    "load_system",
     "read_checkpoint",
+    "read_hparams",
 ]

@@ -8,12 +8,17 @@ checkpoint (`frozen={"score": "path/to/last.ckpt"}`), e.g. to reuse one score mo
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import os
+import pickle
+import re
 from collections.abc import Mapping
 
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 
 from sgp_lightning.envs import Env
 from sgp_lightning.errors import SGPError, require
@@ -103,6 +108,19 @@ class SGPSystem(L.LightningModule):
             )
         self._frozen_loaded = False
 
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides
+    ) -> SGPSystem:
+        """Rebuild a system from its checkpoint alone, in eval mode, with its frozen parts inside.
+
+        The file is read with `torch.load(weights_only=True)` only: a checkpoint that would need unsafe
+        unpickling is refused, never loaded otherwise. `overrides` replace saved hyperparameters (they must
+        be SGPSystem arguments, and not `frozen`). Every bad file or value raises one SGPError naming it.
+        """
+        return _load_from_checkpoint(cls, checkpoint_path, map_location, overrides)
+
     # ---------------------------------------------------------------- composition
     @property
     def parts(self) -> dict[str, torch.nn.Module]:
@@ -124,7 +142,10 @@ class SGPSystem(L.LightningModule):
     def load_frozen_parts(self) -> None:
         """Load each frozen part's weights from its checkpoint and stop its gradients."""
         for name, path in self.hparams.frozen.items():
-            other = load_system(path)
+            try:
+                other = type(self).load_from_checkpoint(path)
+            except SGPError as err:
+                raise SGPError(f"model.frozen.{name}: {err}") from err
             require(
                 other.domain == self.domain,
                 f"frozen {name} comes from a {other.domain!r} checkpoint but this system is {self.domain!r}",
@@ -214,35 +235,175 @@ def _head(values: torch.Tensor) -> str:
     return "[" + ", ".join(f"{v:.3g}" for v in values.tolist()[:3]) + (", …]" if values.numel() > 3 else "]")
 
 
-def read_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:
-    """An SGPSystem checkpoint's contents on any device, with a clear error for files that are not one."""
-    import os
+# ------------------------------------------------------------------ checkpoints
+# A checkpoint is read with torch.load(weights_only=True) and nothing allow-listed: only dicts, lists, numbers,
+# strings and tensors come back, so no file can run code while it is read. Its hyperparameters are Hydra
+# configs, though, and two of them are instantiated (the optimizer factory on construction, the env in
+# make_env); their `_target_`s are checked against these classes before anything is built.
+TARGETS = {"env": ("sgp_lightning.envs.", Env), "optimizer": ("torch.optim.", torch.optim.Optimizer)}
+# What torch's weights-only unpickler says when it refuses to import or call something (the text after
+# "WeightsUnpickler error:"); its other refusals (an unknown opcode, a bad string) mean a corrupt or foreign file.
+_RUNS_CODE = re.compile(r"GLOBAL|unrecognized function|Can only (create new object|build)")
 
-    require(os.path.isfile(path), f"checkpoint not found: {path}")
+
+def _load_file(path: str, map_location) -> object:
+    require(os.path.exists(path), f"checkpoint not found: {path}")
+    require(os.path.isfile(path), f"checkpoint {path} is a directory, not a file")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise SGPError(f"cannot read checkpoint {path}: {err}") from err
-    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = str(err).split("WeightsUnpickler error:", 1)[-1].strip()
+        if _RUNS_CODE.search(detail):
+            found = re.search(r"GLOBAL ([\w.]+)", detail)
+            what = f" (it pickles {found.group(1)})" if found else ""
+            raise SGPError(
+                f"refused to load checkpoint {path}: loading it would run code{what}; checkpoints are read "
+                "with weights_only=True and may hold only plain values and tensors"
+            ) from err
+        raise SGPError(_unreadable(path, type(err).__name__, detail)) from err
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file fails in many ways; one message
+        raise SGPError(_unreadable(path, type(err).__name__, str(err))) from err
+
+
+def _unreadable(path: str, kind: str, detail: str) -> str:
+    reason = (detail.strip().splitlines() or [""])[0][:200]
+    return (
+        f"cannot read checkpoint {path}: it is truncated or not a file written by torch.save "
+        f"({kind}{': ' + reason if reason else ''})"
+    )
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """An SGPSystem checkpoint's contents (read weights-only), with one clear SGPError for any other file."""
+    path = os.fspath(path)
+    checkpoint = _load_file(path, map_location)
     require(
-        "domain" in hparams and "state_dict" in checkpoint,
-        f"{path} is not an sgp-lightning SGPSystem checkpoint (no domain in its hyperparameters)",
+        isinstance(checkpoint, dict),
+        f"{path} is not an sgp-lightning SGPSystem checkpoint: it holds a {type(checkpoint).__name__}, "
+        "not a dict",
+    )
+    missing = [key for key in ("hyper_parameters", "state_dict") if key not in checkpoint]
+    require(
+        not missing, f"{path} is not an sgp-lightning SGPSystem checkpoint: it has no {' or '.join(missing)}"
+    )
+    hparams, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
+    require(
+        isinstance(hparams, dict) and "domain" in hparams,
+        f"{path} is not an sgp-lightning SGPSystem checkpoint: its hyper_parameters name no domain",
+    )
+    require(
+        isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()),
+        f"{path} is not an sgp-lightning SGPSystem checkpoint: its state_dict is not a dict of tensors",
     )
     return checkpoint
 
 
-def load_system(path: str, map_location: str | torch.device = "cpu") -> SGPSystem:
-    """Load an SGPSystem checkpoint on any device."""
+def read_hparams(path: str | os.PathLike) -> dict:
+    """Only the hyperparameters of an SGPSystem checkpoint (read weights-only), e.g. to check its domain."""
+    return dict(read_checkpoint(path)["hyper_parameters"])
+
+
+def _check_targets(hparams: Mapping, path: str) -> None:
+    """Refuse hyperparameters whose Hydra `_target_`s would build anything but an env and an optimizer."""
+    for key, target in _targets(hparams):
+        allowed = TARGETS.get(key)
+        require(
+            allowed is not None,
+            f"refused to load checkpoint {path}: its hyperparameter {key or '(top level)'} names a _target_ "
+            f"({target!r}); only {' and '.join(TARGETS)} may",
+        )
+        prefix, base = allowed
+        cls = None
+        if isinstance(target, str) and target.startswith(prefix):
+            try:
+                cls = hydra.utils.get_class(target)
+            except Exception:  # noqa: BLE001 - not found or not a class: refused below
+                cls = None
+        require(
+            isinstance(cls, type) and issubclass(cls, base),
+            f"refused to load checkpoint {path}: its {key} _target_ {target!r} is not a subclass of "
+            f"{base.__name__} under {prefix}",
+        )
+
+
+def _targets(value, key: str = ""):
+    if isinstance(value, Mapping):
+        if "_target_" in value:
+            yield key, value["_target_"]
+        for name, item in value.items():
+            yield from _targets(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _targets(item, f"{key}[{i}]")
+
+
+def _state_dict_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
+    """What differs between the model's state_dict and a checkpoint's, in one line."""
+
+    def listed(items: list[str]) -> str:
+        return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} is {list(found[k].shape)} in the file, {list(expected[k].shape)} in the model"
+        for k in expected
+        if k in found and found[k].shape != expected[k].shape
+    ]
+    parts = [
+        f"{label}: {listed(items)}"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shapes differ", shapes))
+        if items
+    ]
+    return "; ".join(parts)
+
+
+def _load_from_checkpoint(
+    cls: type[SGPSystem], checkpoint_path: str | os.PathLike, map_location, overrides: dict
+) -> SGPSystem:
+    path = os.fspath(checkpoint_path)
     checkpoint = read_checkpoint(path, map_location)
-    hparams = {
-        **checkpoint["hyper_parameters"],
-        "frozen": {},
-    }  # frozen weights are already inside the checkpoint
-    for old, new in (("state_dim", "state_shape"), ("action_dim", "action_shape")):
-        if old in hparams:  # checkpoints written before image domains named vector sizes *_dim
-            hparams[new] = [int(hparams.pop(old))]
-    system = SGPSystem(**hparams)
-    system.load_state_dict(checkpoint["state_dict"])
-    system.hparams.frozen = checkpoint["hyper_parameters"].get("frozen", {})
+    arguments = {name: p for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
+    unknown = sorted(set(overrides) - set(arguments))
+    require(
+        not unknown,
+        f"cannot load {path} with {unknown}: not SGPSystem arguments (they are {sorted(arguments)})",
+    )
+    require(
+        "frozen" not in overrides,
+        f"cannot load {path} with frozen=: the frozen parts' weights are already inside the checkpoint",
+    )
+    saved = dict(checkpoint["hyper_parameters"])
+    unknown = sorted(set(saved) - set(arguments))
+    require(not unknown, f"{path} has hyper_parameters that SGPSystem does not take: {unknown}")
+    hparams = {**saved, **overrides, "frozen": {}}  # frozen weights are already inside the checkpoint
+    required = [name for name, p in arguments.items() if p.default is inspect.Parameter.empty]
+    missing = [name for name in required if name not in hparams]
+    require(
+        not missing,
+        f"{path} is not an sgp-lightning SGPSystem checkpoint: its hyper_parameters lack {missing}",
+    )
+    _check_targets(hparams, path)
+    try:
+        system = cls(**hparams)
+    except (SGPError, TypeError, ValueError, KeyError, InstantiationException) as err:
+        raise SGPError(f"cannot rebuild the system of {path} from its hyper_parameters: {err}") from err
+    try:
+        system.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        summary = (
+            _state_dict_mismatch(system.state_dict(), checkpoint["state_dict"]) or str(err).splitlines()[0]
+        )
+        built = f" (with {', '.join(sorted(overrides))} overridden)" if overrides else ""
+        raise SGPError(
+            f"{path} does not fit the network built from its hyper_parameters{built}: {summary}"
+        ) from err
+    frozen = dict(saved.get("frozen") or {})
+    require(set(frozen) <= set(PARTS), f"{path} freezes unknown parts {sorted(set(frozen) - set(PARTS))}")
+    system.hparams["frozen"] = frozen  # kept for the record (and so a further fit keeps them frozen)
+    for name in frozen:
+        system.require_part(name).requires_grad_(False)
     system._frozen_loaded = True
+    if isinstance(map_location, str | torch.device):
+        system = system.to(map_location)
     return system.eval()

@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from sgp_lightning.models import load_system, read_checkpoint
+from sgp_lightning.models import SGPSystem, read_hparams
 from sgp_lightning.plan import plan
 from sgp_lightning.train import train
 from tests.conftest import compose_config
@@ -48,10 +48,12 @@ def test_domain_defined_under_tests_trains_and_plans(tmp_path: Path):
         assert math.isfinite(metrics[name]), name  # the PlanningCallback planned the new domain's tasks
 
     ckpt = run / "checkpoints" / "last.ckpt"
-    hparams = read_checkpoint(str(ckpt))["hyper_parameters"]
+    hparams = read_hparams(ckpt)
     assert hparams["domain"] == "double_integrator"
     assert list(hparams["state_shape"]) == [2] and list(hparams["action_shape"]) == [1]  # from the env
-    env = load_system(str(ckpt)).make_env()  # the checkpoint rebuilds the env defined under tests/
+    env = SGPSystem.load_from_checkpoint(
+        ckpt
+    ).make_env()  # the checkpoint rebuilds the env defined under tests/
     assert isinstance(env, DoubleIntegratorEnv) and env.horizon == 8 and env.num_tasks == 3
 
     out = tmp_path / "plan"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sgp_lightning.models import load_system
+from sgp_lightning.models import SGPSystem
 from sgp_lightning.plan import compose_plan_config, plan
 from sgp_lightning.train import train
 from tests.conftest import CONF, TINY, compose_config, hydra_conf
@@ -52,7 +52,7 @@ def test_experiment_planner_set_reaches_callback_checkpoint_and_plan(tmp_path: P
     cfg.planner.optimizer.iterations = 3
     train(cfg)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert load_system(str(ckpt)).planner_set == "stitching"
+    assert SGPSystem.load_from_checkpoint(ckpt).planner_set == "stitching"
     common = [f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'plan'}", "methods=[sgp]",
               "planners.sgp.optimizer.iterations=2"]  # fmt: skip
     with hydra_conf():
