@@ -240,7 +240,9 @@ def _head(values: torch.Tensor) -> str:
 # strings and tensors come back, so no file can run code while it is read. Its hyperparameters are Hydra
 # configs, though, and two of them are instantiated (the optimizer factory on construction, the env in
 # make_env); their `_target_`s are checked against these classes before anything is built.
-TARGETS = {"env": ("sgp_lightning.envs.", Env), "optimizer": ("torch.optim.", torch.optim.Optimizer)}
+# The only Hydra _target_s a checkpoint may name, each a class it must be a subclass of, under a module prefix:
+# the env (any Env subclass, so a domain of the user's own package loads too) and the optimizer.
+TARGETS = {"env": ("", Env), "optimizer": ("torch.optim.", torch.optim.Optimizer)}
 # What torch's weights-only unpickler says when it refuses to import or call something (the text after
 # "WeightsUnpickler error:"); its other refusals (an unknown opcode, a bad string) mean a corrupt or foreign file.
 _RUNS_CODE = re.compile(r"GLOBAL|unrecognized function|Can only (create new object|build)")
@@ -322,7 +324,7 @@ def _check_targets(hparams: Mapping, path: str) -> None:
         require(
             isinstance(cls, type) and issubclass(cls, base),
             f"refused to load checkpoint {path}: its {key} _target_ {target!r} is not a subclass of "
-            f"{base.__name__} under {prefix}",
+            f"{base.__name__}" + (f" under {prefix}" if prefix else ""),
         )
 
 
