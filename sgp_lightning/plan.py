@@ -22,6 +22,7 @@ def compose_plan_config(overrides: list[str]) -> DictConfig:
     the checkpoint at training, so its planners plan with the experiment's tuned settings. Overrides of
     planner settings (e.g. planners.sgp.beta=3) still come last."""
     cfg = compose("plan", overrides)
+    select_methods(cfg)  # an unknown method is reported before the checkpoint is read
     if cfg.planner_set == FROM_CHECKPOINT:
         recorded = read_hparams(cfg.ckpt_path).get("planner_set", "default")
         cfg = compose("plan", [*overrides, f"planner_set={recorded}"])
