@@ -9,12 +9,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.errors import SGPError, require
 from sgp_lightning.models import SGPSystem, read_hparams
-from sgp_lightning.planning import Planner, make_planner, plan_and_evaluate
+from sgp_lightning.planning import Planner, make_planner
 from sgp_lightning.planning.config import compose
-from sgp_lightning.report import episodes_table, methods_table
-from sgp_lightning.utils import set_threads, write_json
+from sgp_lightning.planning.evaluators import write_results
+from sgp_lightning.utils import set_threads
 
 FROM_CHECKPOINT = "checkpoint"  # plan.yaml's default planner_set: the one the checkpoint recorded
+# plan.yaml's evaluation options, each passed to the domain's evaluator where it applies
+PLAN_OPTIONS = ("mpc", "num_tasks", "task_seed", "episode_steps", "track_true_cost_every")
 
 
 def compose_plan_config(overrides: list[str]) -> DictConfig:
@@ -78,87 +80,16 @@ def plan(cfg: DictConfig) -> dict:
     )
     planners = build_planners(methods, system)
     env = system.make_env()
-    if getattr(env, "episodic", False):
-        return _plan_episodes(cfg, system, env, methods, planners)
-    if cfg.get("num_tasks") is not None:
-        require(int(cfg.num_tasks) > 0, f"num_tasks must be positive, got {cfg.num_tasks}")
-        require(hasattr(env, "num_tasks"), f"domain {system.domain!r} has a fixed task set (no num_tasks)")
-        env.num_tasks = int(cfg.num_tasks)
-    if cfg.get("task_seed") is not None:  # a fresh task set, e.g. to check settings tuned on the default one
-        require(hasattr(env, "task_seed"), f"domain {system.domain!r} has a fixed task set (no task_seed)")
-        env.task_seed = int(cfg.task_seed)
-    tasks = env.tasks()
-
-    evaluations = []
-    for name, planner in planners.items():
-        torch.manual_seed(cfg.get("seed") or 0)
-        evaluations.append(
-            plan_and_evaluate(
-                system, env, tasks, planner, mpc=bool(cfg.mpc), method=name,
-                track_true_cost_every=cfg.get("track_true_cost_every"),
-            )
-        )  # fmt: skip
-
+    evaluator = system.make_evaluator(plan_options={key: cfg.get(key) for key in PLAN_OPTIONS})
+    evaluations = evaluator.evaluate_all(system, env, planners, seed=cfg.get("seed") or 0)
     payload = {
         "domain": system.domain,
         "checkpoint": str(cfg.ckpt_path),
-        "mpc": bool(cfg.mpc),
-        "num_tasks": len(tasks),
+        **evaluator.describe(env, evaluations),
         "methods": {ev.method: {**ev.summary(), "planner": methods[ev.method]} for ev in evaluations},
     }
     out = Path(cfg.output_dir)
-    write_json(out / "results.json", payload)
-    if env.state_dim >= 2:
-        from sgp_lightning.plotting import plot_image_rollouts, plot_plans, save_figure
-
-        save_figure(plot_plans(env, evaluations), out / "plan.png")
-        if env.image_shape is not None:
-            save_figure(plot_image_rollouts(evaluations), out / "image_rollouts.png")
-    if any("true_cost" in ev.plan.history for ev in evaluations):
-        from sgp_lightning.plotting import plot_convergence, save_figure
-
-        save_figure(plot_convergence(payload["methods"]), out / "convergence.png")
-    table = methods_table(payload["methods"])
-    (out / "table.md").write_text(table + "\n")
-    print(
-        f"\n{system.domain}: {len(tasks)} tasks, {'MPC' if cfg.mpc else 'open loop'} ({cfg.ckpt_path})\n{table}\n"
-    )
-    print(f"wrote {out / 'results.json'}")
-    return payload
-
-
-def _plan_episodes(
-    cfg: DictConfig, system, env, methods: dict[str, dict], planners: dict[str, Planner]
-) -> dict:
-    """Episodic domains (D4RL): each method controls the same seeded episodes (MPC, or the BC policy)."""
-    from sgp_lightning.planning.episodes import run_episodes
-
-    if cfg.get("num_tasks") is not None:
-        require(int(cfg.num_tasks) > 0, f"num_tasks (episodes) must be positive, got {cfg.num_tasks}")
-    if cfg.get("episode_steps") is not None:
-        require(int(cfg.episode_steps) > 0, f"episode_steps must be positive, got {cfg.episode_steps}")
-    evaluations = []
-    for name, planner in planners.items():
-        torch.manual_seed(cfg.get("seed") or 0)
-        evaluations.append(
-            run_episodes(system, env, planner, method=name, num_episodes=cfg.get("num_tasks"),
-                         max_steps=cfg.get("episode_steps"))
-        )  # fmt: skip
-    payload = {
-        "domain": system.domain,
-        "checkpoint": str(cfg.ckpt_path),
-        "env": env.task.gym_id,
-        "num_episodes": len(evaluations[0].returns),
-        "episode_steps": int(cfg.get("episode_steps") or env.episode_steps),
-        "methods": {ev.method: {**ev.summary(), "planner": methods[ev.method]} for ev in evaluations},
-    }
-    out = Path(cfg.output_dir)
-    write_json(out / "results.json", payload)
-    table = episodes_table(payload["methods"])
-    (out / "table.md").write_text(table + "\n")
-    print(
-        f"\n{system.domain} ({env.task.gym_id}, D4RL-normalised): {payload['num_episodes']} episodes "
-        f"({cfg.ckpt_path})\n{table}\n"
-    )
+    table = write_results(out, payload, evaluator, env, evaluations)
+    print(f"\n{evaluator.headline(system, env, evaluations)} ({cfg.ckpt_path})\n{table}\n")
     print(f"wrote {out / 'results.json'}")
     return payload

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import shutil
 import statistics
@@ -58,28 +57,14 @@ def _aggregate(per_seed: list[dict]) -> dict:
     return out
 
 
-# Entries with a pipeline of their own (reproduce.kind → "module:function", called as function(cfg, compose)).
-PIPELINES = {
-    "d4rl": "sgp_lightning.reproduce_d4rl:reproduce_d4rl",  # datasets × seeds × MPC episodes
-    "uncertainty_1d": "sgp_lightning.analysis.uncertainty_1d:reproduce_uncertainty_1d",  # fits its own models
-    "sigma_study": "sgp_lightning.analysis.sigma_study:reproduce_sigma_study",
-    "lipschitz": "sgp_lightning.analysis.lipschitz:reproduce_lipschitz",
-    "stitching": "sgp_lightning.analysis.stitching:reproduce_stitching",
-    "policy_search": "sgp_lightning.analysis.policy_search_study:reproduce_policy_search",
-    "imitation": "sgp_lightning.analysis.imitation:reproduce_imitation",
-    "box_pushing": "sgp_lightning.analysis.box_pushing:reproduce_box_pushing",
-}
-
-
 def reproduce(cfg: DictConfig) -> dict:
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    kind = entry.get("kind")
-    if kind is not None:
-        require(kind in PIPELINES, f"reproduce.kind={kind!r} is not one of {sorted(PIPELINES)} (or unset)")
-        module, function = PIPELINES[kind].split(":")
-        return getattr(importlib.import_module(module), function)(cfg, _compose)
+    if entry.get("pipeline") is not None:  # an entry with a pipeline of its own (`_target_`, `_partial_`)
+        pipeline = hydra.utils.instantiate(entry.pipeline)
+        require(callable(pipeline), f"reproduce.pipeline {entry.pipeline} is not a function")
+        return pipeline(cfg, _compose)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
     if entry.get("beta_sweep") is not None:

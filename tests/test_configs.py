@@ -57,7 +57,7 @@ def test_planner_set_composes_and_resolves(planner_set, tmp_path: Path):
 def test_reproduce_entry_composes_with_its_overrides(entry, tmp_path: Path):
     cfg = compose_config("reproduce", [f"reproduce={entry}"], tmp_path).reproduce
     assert cfg.name == entry, f"conf/reproduce/{entry}.yaml names itself {cfg.name!r}"
-    if cfg.get("kind") is None:  # generic entries: one train config and one plan config per seed
+    if cfg.get("pipeline") is None:  # generic entries: one train config and one plan config per seed
         _resolved(compose_config("train", list(cfg.train_overrides), tmp_path))
         plan_cfg = compose_config("plan", [*cfg.plan_overrides, "ckpt_path=unused"], tmp_path)
         missing = [m for m in cfg.methods if m not in plan_cfg.planners]
@@ -67,7 +67,9 @@ def test_reproduce_entry_composes_with_its_overrides(entry, tmp_path: Path):
             with hydra_conf():  # _check_tune composes the plan config itself
                 grids = _check_tune(cfg)
             assert set(grids) == set(cfg.tune.methods)
-    elif cfg.kind == "d4rl":  # one train config per dataset (reproduce_d4rl.py), the plan config once
+    elif cfg.pipeline._target_.endswith(
+        "reproduce_d4rl"
+    ):  # one train config per dataset (reproduce_d4rl.py), the plan config once
         for dataset in cfg.datasets:
             train = [f"experiment=d4rl/{cfg.env}_{dataset}", *cfg.train_overrides]
             _resolved(compose_config("train", train, tmp_path))

@@ -29,6 +29,7 @@ from sgp_lightning.models.ensemble import EnsembleDynamicsModel
 from sgp_lightning.models.policy import PolicyModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
+from sgp_lightning.planning.evaluators import Evaluator
 from sgp_lightning.utils import plain_config
 
 PARTS = {
@@ -62,17 +63,30 @@ class SGPSystem(L.LightningModule):
         lr_schedule: str = "constant",
         part_lr: Mapping[str, float] | None = None,
         planner_set: str = "default",
+        evaluator: Mapping | None = None,
     ):
         """Shapes are [n] for vectors or [C, H, W] for images. `optimizer` is a factory taking `params`, or
         its Hydra config (`_partial_: true`), which is saved. `lr_schedule`: constant, or cosine (the
         learning rate decays to 0 over the run's optimiser steps). `part_lr` (part → learning rate) gives
         some parts their own learning rate instead of the optimizer's, e.g. small dynamics MLPs that
         tolerate a larger one than a wide score network. `planner_set` names the experiment's planner
-        settings (conf/planner_set/), which plan.py and the Controller use by default."""
+        settings (conf/planner_set/), which plan.py and the Controller use by default. `evaluator` is the
+        domain's evaluator config (`_target_`: OpenLoopTasks or MPCEpisodes; None: OpenLoopTasks)."""
         super().__init__()
-        env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape = (
+        env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape, evaluator = (
             plain_config(c)
-            for c in (env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape)
+            for c in (
+                env,
+                dynamics,
+                reward,
+                score,
+                ensemble,
+                distance,
+                policy,
+                state_shape,
+                action_shape,
+                evaluator,
+            )
         )
         frozen = dict(plain_config(frozen) or {})
         part_lr = dict(plain_config(part_lr) or {})  # plain before save_hyperparameters (safe to unpickle)
@@ -132,6 +146,12 @@ class SGPSystem(L.LightningModule):
 
     def make_env(self) -> Env:
         return hydra.utils.instantiate(self.hparams.env, _convert_="all")
+
+    def make_evaluator(self, overrides: Mapping | None = None, plan_options: Mapping | None = None):
+        """The domain's Evaluator (sgp_lightning.planning.evaluators.make_evaluator) with overrides."""
+        from sgp_lightning.planning.evaluators import make_evaluator
+
+        return make_evaluator(self.hparams.get("evaluator"), overrides, plan_options)
 
     def require_part(self, name: str):
         part = getattr(self, name)
@@ -241,8 +261,12 @@ def _head(values: torch.Tensor) -> str:
 # configs, though, and two of them are instantiated (the optimizer factory on construction, the env in
 # make_env); their `_target_`s are checked against these classes before anything is built.
 # The only Hydra _target_s a checkpoint may name, each a class it must be a subclass of, under a module prefix:
-# the env (any Env subclass, so a domain of the user's own package loads too) and the optimizer.
-TARGETS = {"env": ("", Env), "optimizer": ("torch.optim.", torch.optim.Optimizer)}
+# the env (any Env subclass, so a domain of the user's own package loads too), the optimizer and the evaluator.
+TARGETS = {
+    "env": ("", Env),
+    "optimizer": ("torch.optim.", torch.optim.Optimizer),
+    "evaluator": ("sgp_lightning.planning.", Evaluator),
+}
 # What torch's weights-only unpickler says when it refuses to import or call something (the text after
 # "WeightsUnpickler error:"); its other refusals (an unknown opcode, a bad string) mean a corrupt or foreign file.
 _RUNS_CODE = re.compile(r"GLOBAL|unrecognized function|Can only (create new object|build)")
@@ -306,7 +330,7 @@ def read_hparams(path: str | os.PathLike) -> dict:
 
 
 def _check_targets(hparams: Mapping, path: str) -> None:
-    """Refuse hyperparameters whose Hydra `_target_`s would build anything but an env and an optimizer."""
+    """Refuse hyperparameters whose Hydra `_target_`s would build anything but the TARGETS."""
     for key, target in _targets(hparams):
         allowed = TARGETS.get(key)
         require(

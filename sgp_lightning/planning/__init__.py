@@ -3,6 +3,7 @@ the Controller for receding-horizon control; evaluation on the true env."""
 
 from sgp_lightning.planning.controller import Controller
 from sgp_lightning.planning.evaluate import Evaluation, plan_and_evaluate
+from sgp_lightning.planning.evaluators import Evaluator, MPCEpisodes, OpenLoopTasks, make_evaluator
 from sgp_lightning.planning.penalties import (
     DistancePenalty,
     EnsemblePenalty,
@@ -31,6 +32,9 @@ __all__ = [
     "DistancePenalty",
     "EnsemblePenalty",
     "Evaluation",
+    "Evaluator",
+    "MPCEpisodes",
+    "OpenLoopTasks",
     "GradientPlanner",
     "MPCSettings",
     "NoPenalty",
@@ -41,6 +45,7 @@ __all__ = [
     "ScorePenalty",
     "ShootingProblem",
     "frozen",
+    "make_evaluator",
     "make_planner",
     "parse_beta",
     "plan_and_evaluate",

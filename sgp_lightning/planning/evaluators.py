@@ -1,0 +1,261 @@
+"""Evaluators: how a domain's planners are measured on its true system. One interface, two kinds:
+
+- `OpenLoopTasks`: plan the domain's tasks in one batch (open loop, or MPC on the batched torch env) and
+  compare the cost of the plan under the learned model with the cost the same actions achieve.
+- `MPCEpisodes`: run seeded closed-loop episodes in an external simulator (gymnasium MuJoCo, D4RL) with a
+  Controller and report return and D4RL-normalised score.
+
+The domain config chooses one (`evaluator: {_target_: sgp_lightning.planning.MPCEpisodes}`, default
+OpenLoopTasks); the checkpoint records it. plan.py, the PlanningCallback and reproduce call `evaluate` once
+per planner, and `write_results` writes results.json, table.md and the figures for either kind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from sgp_lightning.errors import SGPError, require
+from sgp_lightning.planning.evaluate import Evaluation, plan_and_evaluate
+from sgp_lightning.planning.planners import Planner
+
+
+def _positive(name: str, value) -> int | None:
+    require(value is None or int(value) > 0, f"{name} must be positive, got {value}")
+    return None if value is None else int(value)
+
+
+class Evaluator:
+    """Evaluates planners on a domain's true system.
+
+    `evaluate(system, env, planner, method, rank, world_size)` runs one planner on this rank's share of
+    the evaluation (tasks or episodes) and returns an evaluation with `summary()`; `metric_sums` gives the
+    sums (and the count) that a multi-process run adds up to get the `plan/*` means; `table` formats the
+    per-method summaries as markdown; `describe` is what results.json says of the evaluation."""
+
+    plan_options: dict[str, str] = {}  # plan.py's option names → this evaluator's argument names
+
+    def evaluate(self, system, env, planner: Planner, method: str = "", rank: int = 0, world_size: int = 1):
+        raise NotImplementedError
+
+    def evaluate_all(self, system, env, planners: Mapping[str, Planner], seed: int = 0) -> list:
+        """Every planner (method name → Planner) on the same evaluation, each after torch.manual_seed(seed)."""
+        evaluations = []
+        for name, planner in planners.items():
+            torch.manual_seed(seed)
+            evaluations.append(self.evaluate(system, env, planner, method=name))
+        return evaluations
+
+    def metric_sums(self, evaluation) -> dict:
+        """{metric: sum over this rank's tasks or episodes (a number or 0-d tensor)} and "count"."""
+        raise NotImplementedError
+
+    def table(self, methods: Mapping[str, Mapping]) -> str:
+        raise NotImplementedError
+
+    def describe(self, env, evaluations: list) -> dict:
+        raise NotImplementedError
+
+    def headline(self, system, env, evaluations: list) -> str:
+        """One line that says what was evaluated (printed above the table)."""
+        raise NotImplementedError
+
+    def figures(self, env, evaluations: list, methods: Mapping[str, Mapping], out: Path) -> None:
+        """Figures of the evaluation (none by default)."""
+
+
+class OpenLoopTasks(Evaluator):
+    # plan.py's options (conf/plan.yaml) → this evaluator's arguments
+    plan_options = {"mpc": "mpc", "num_tasks": "num_tasks", "task_seed": "task_seed",
+                    "track_true_cost_every": "track_true_cost_every"}  # fmt: skip
+
+    """The domain's task set, planned in one batch: open loop (`mpc` false), or MPC on the batched torch env.
+
+    Args:
+        mpc: re-plan every step on the true env (the planner's `mpc` settings) instead of one open-loop plan.
+        num_tasks: evaluate this many tasks instead of the env's (domains with a seeded task set).
+        task_seed: draw a fresh task set with this seed (to check settings tuned on another set).
+        track_true_cost_every: record the true cost of each open-loop plan every k iterations (Fig. 2F).
+    """
+
+    def __init__(
+        self,
+        mpc: bool = False,
+        num_tasks: int | None = None,
+        task_seed: int | None = None,
+        track_true_cost_every: int | None = None,
+    ):
+        self.mpc = bool(mpc)
+        self.num_tasks = _positive("num_tasks", num_tasks)
+        self.task_seed = None if task_seed is None else int(task_seed)
+        self.track_true_cost_every = _positive("track_true_cost_every", track_true_cost_every)
+
+    def tasks(self, env, rank: int = 0, world_size: int = 1):
+        """This rank's share of the domain's tasks (tasks[rank::world_size])."""
+        if self.num_tasks is not None:
+            require(hasattr(env, "num_tasks"), f"domain {env.name!r} has a fixed task set (no num_tasks)")
+            env.num_tasks = self.num_tasks
+        if self.task_seed is not None:
+            require(hasattr(env, "task_seed"), f"domain {env.name!r} has a fixed task set (no task_seed)")
+            env.task_seed = self.task_seed
+        tasks = env.tasks()
+        return tasks if world_size == 1 else tasks.select(slice(rank, None, world_size))
+
+    def evaluate_all(self, system, env, planners, seed=0) -> list:
+        tasks = self.tasks(env)  # drawn once: every method plans the same tasks
+        evaluations = []
+        for name, planner in planners.items():
+            torch.manual_seed(seed)
+            evaluations.append(self.evaluate(system, env, planner, method=name, tasks=tasks))
+        return evaluations
+
+    def evaluate(
+        self, system, env, planner, method="", rank=0, world_size=1, tasks=None
+    ) -> Evaluation | None:
+        """`tasks`: evaluate these instead of this rank's share of the domain's."""
+        tasks = self.tasks(env, rank, world_size) if tasks is None else tasks
+        if len(tasks) == 0:
+            return None
+        return plan_and_evaluate(
+            system, env, tasks, planner, mpc=self.mpc, method=method,
+            track_true_cost_every=self.track_true_cost_every,
+        )  # fmt: skip
+
+    def metric_sums(self, evaluation) -> dict:
+        metrics = ("cost_planned", "cost_achieved", "model_error")
+        if evaluation is None:
+            return {**dict.fromkeys(metrics, 0.0), "count": 0.0}
+        return {
+            **{m: getattr(evaluation, m).sum() for m in metrics},
+            "count": float(len(evaluation.cost_planned)),
+        }
+
+    def table(self, methods):
+        from sgp_lightning.report import methods_table
+
+        return methods_table(methods)
+
+    def describe(self, env, evaluations):
+        return {"mpc": self.mpc, "num_tasks": len(evaluations[0].cost_planned)}
+
+    def headline(self, system, env, evaluations):
+        return (
+            f"{system.domain}: {len(evaluations[0].cost_planned)} tasks, {'MPC' if self.mpc else 'open loop'}"
+        )
+
+    def figures(self, env, evaluations, methods, out):
+        from sgp_lightning.plotting import plot_convergence, plot_image_rollouts, plot_plans, save_figure
+
+        if env.state_dim >= 2:
+            save_figure(plot_plans(env, evaluations), out / "plan.png")
+            if env.image_shape is not None:
+                save_figure(plot_image_rollouts(evaluations), out / "image_rollouts.png")
+        if any("true_cost" in ev.plan.history for ev in evaluations):
+            save_figure(plot_convergence(methods), out / "convergence.png")
+
+
+class MPCEpisodes(Evaluator):
+    # plan.py's options → this evaluator's arguments (episodes always re-plan every step, so `mpc` is moot)
+    plan_options = {"num_tasks": "num_episodes", "episode_steps": "episode_steps"}
+
+    """Seeded closed-loop episodes in the domain's gymnasium env, all run as one batch (D4RL, paper C.2).
+
+    Args:
+        num_episodes: episodes per planner (None: the env's `num_episodes`).
+        episode_steps: step limit per episode (None: the env's `episode_steps`).
+        seed: episode i resets with seed + i (None: the env's `episode_seed`); under DDP each rank's
+            episodes continue the seeds of the ranks before it.
+    """
+
+    def __init__(
+        self, num_episodes: int | None = None, episode_steps: int | None = None, seed: int | None = None
+    ):
+        self.num_episodes = _positive("num_tasks (episodes)", num_episodes)
+        self.episode_steps = _positive("episode_steps", episode_steps)
+        self.seed = None if seed is None else int(seed)
+
+    def evaluate(self, system, env, planner, method="", rank=0, world_size=1):
+        from sgp_lightning.planning.episodes import run_episodes
+
+        episodes = self.num_episodes or env.num_episodes
+        per_rank = math.ceil(episodes / world_size)
+        seed = (env.episode_seed if self.seed is None else self.seed) + rank * per_rank
+        return run_episodes(
+            system,
+            env,
+            planner,
+            method=method,
+            num_episodes=per_rank,
+            max_steps=self.episode_steps,
+            seed=seed,
+        )
+
+    def metric_sums(self, evaluation) -> dict:
+        return {
+            "return": float(evaluation.returns.sum()),
+            "normalized_score": float(evaluation.normalized_scores.sum()),
+            "count": float(len(evaluation.returns)),
+        }
+
+    def table(self, methods):
+        from sgp_lightning.report import episodes_table
+
+        return episodes_table(methods)
+
+    def describe(self, env, evaluations):
+        return {
+            "env": env.task.gym_id,
+            "num_episodes": len(evaluations[0].returns),
+            "episode_steps": int(self.episode_steps or env.episode_steps),
+        }
+
+    def headline(self, system, env, evaluations):
+        return f"{system.domain} ({env.task.gym_id}, D4RL-normalised): {len(evaluations[0].returns)} episodes"
+
+
+def make_evaluator(
+    config: Mapping | None, overrides: Mapping | None = None, plan_options: Mapping | None = None
+):
+    """An Evaluator from its config (a mapping with `_target_`; None: OpenLoopTasks), with `overrides` of its
+    arguments and `plan_options` (plan.py's num_tasks, task_seed, mpc, episode_steps, track_true_cost_every,
+    translated by the evaluator's `plan_options`; those it has no use for, or left None, are ignored)."""
+    import hydra
+
+    config = dict(config or {"_target_": "sgp_lightning.planning.OpenLoopTasks"})
+    cls = hydra.utils.get_class(config["_target_"])
+    require(isinstance(cls, type) and issubclass(cls, Evaluator), f"{config['_target_']} is not an Evaluator")
+    config.update(overrides or {})
+    for option, value in (plan_options or {}).items():
+        if value is not None and option in cls.plan_options:
+            config[cls.plan_options[option]] = value
+    settings = {key: value for key, value in config.items() if key != "_target_"}
+    try:
+        return cls(**settings)
+    except TypeError as err:
+        raise SGPError(f"evaluator {cls.__name__}: {err}") from None
+
+
+def reduce_metrics(evaluator: Evaluator, evaluation, reduce, device=None) -> dict[str, float]:
+    """`plan/<metric>` means over every rank's tasks or episodes: the sums (float32, on `device`) are
+    added up over ranks by `reduce` (the identity in a single process)."""
+    sums = evaluator.metric_sums(evaluation)
+    names = [k for k in sums if k != "count"]
+    values = [torch.as_tensor(sums[k], dtype=torch.float32, device=device) for k in [*names, "count"]]
+    totals = reduce(torch.stack(values))
+    means = (totals[:-1] / totals[-1]).tolist()
+    return {f"plan/{name}": value for name, value in zip(names, means, strict=True)}
+
+
+def write_results(out: Path, payload: dict, evaluator: Evaluator, env, evaluations: list) -> str:
+    """results.json, table.md and the evaluator's figures in `out`; returns the table."""
+    from sgp_lightning.utils import write_json
+
+    out = Path(out)
+    write_json(out / "results.json", payload)
+    evaluator.figures(env, evaluations, payload["methods"], out)
+    table = evaluator.table(payload["methods"])
+    (out / "table.md").write_text(table + "\n")
+    return table
