@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -61,6 +62,19 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path):
 @pytest.fixture
 def train_cfg(tmp_path):
     return compose_config("train", list(TINY), tmp_path / "run")
+
+
+@contextmanager
+def raises_user_error(match: str):
+    """Like pytest.raises(SGPError, match=...), also when Hydra or Lightning re-raised the SGPError wrapped
+    (the CLI prints the same SGPError as its one `error:` line)."""
+    from sgp_lightning.utils import _find_user_error
+
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the SGPError is found in the chain below
+        yield
+    error = _find_user_error(info.value)
+    assert error is not None, f"no SGPError behind {info.value!r}"
+    assert re.search(match, str(error)), f"{str(error)!r} does not match {match!r}"
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from sgp_lightning.planning import (
     ShootingProblem,
 )
 from sgp_lightning.train import train
-from tests.conftest import compose_config, hydra_list, run_cli
+from tests.conftest import compose_config, hydra_conf, hydra_list, raises_user_error, run_cli
 
 
 def test_linearisation_at_the_upright_matches_the_hand_derived_one():
@@ -311,8 +310,10 @@ def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
     ],
 )
 def test_reproduce_tuning_errors_stop_before_training(tmp_path, override, message):
+    from sgp_lightning.reproduce import reproduce
+
     overrides = override if isinstance(override, list) else [override]
-    proc = run_cli("reproduce.py", "cartpole_small", f"output_dir={tmp_path}", *overrides, timeout=120)
-    assert proc.returncode == 2
-    assert re.search(message, proc.stderr.strip().splitlines()[-1])
+    cfg = compose_config("reproduce", ["reproduce=cartpole_small", *overrides], tmp_path)
+    with hydra_conf(), raises_user_error(message):  # reproduce composes the train and plan configs itself
+        reproduce(cfg)
     assert not (tmp_path / "runs").exists()  # nothing was trained

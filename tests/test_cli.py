@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from tests.conftest import TINY, hydra_list, run_cli
+from sgp_lightning.train import train
+from tests.conftest import TINY, compose_config, hydra_list, raises_user_error, run_cli
 
 
 def _error_lines(proc):
@@ -21,7 +22,7 @@ def _error_lines(proc):
         ("domain.datamodule.num_samples=0", "num_samples must be positive"),
         ("domain.env.action_limit=inf", "NaN or infinite values in 'u'"),
         ("model.reward=null", "cost_source=learned needs a reward model"),
-        ("planner.optimizer.start_level=8", "start_level must be in [0, 7]"),
+        ("planner.optimizer.start_level=8", r"start_level must be in \[0, 7\]"),
         ("planner.penalty=null", "silently ignore β"),
     ],
     ids=[
@@ -36,12 +37,19 @@ def _error_lines(proc):
         "penalty-none-beta",
     ],
 )
-def test_bad_config_values_exit_2_with_one_clear_line(override, message, tmp_path):
+def test_bad_config_values_are_one_clear_error(override, message, tmp_path):
     extra = ["planner.cost_source=learned"] if override == "model.reward=null" else []
-    proc = run_cli("train.py", *TINY, override, *extra, f"paths.output_dir={tmp_path}", timeout=120)
+    cfg = compose_config("train", [*TINY, override, *extra], tmp_path)
+    with raises_user_error(message):
+        train(cfg)
+
+
+def test_a_bad_config_value_exits_2_with_one_clear_line(tmp_path):
+    """The CLI contract: exit code 2 and one `error:` line, no traceback."""
+    proc = run_cli("train.py", *TINY, "planner.beta=-0.1", f"paths.output_dir={tmp_path}", timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = _error_lines(proc)
-    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert len(errors) == 1 and "planner.beta must be ≥ 0" in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
 
 
