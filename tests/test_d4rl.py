@@ -318,20 +318,32 @@ TINY_HOPPER = [
 ]
 
 
-@pytest.fixture
-def hopper_random_file(tmp_path, monkeypatch):
-    """A small hopper-random-v5 made by the collector, found by name in $D4RL_DATASET_DIR."""
-    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl"))
-    collect_main(["env=hopper", "dataset=random", "n=1500", "num_envs=3"])
-    return tmp_path / "d4rl" / "hopper-random-v5.hdf5"
+@pytest.fixture(scope="module")
+def hopper_random_file(tmp_path_factory):
+    """A small hopper-random-v5 made by the collector (once per module), found by name in $D4RL_DATASET_DIR."""
+    directory = tmp_path_factory.mktemp("d4rl")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("D4RL_DATASET_DIR", str(directory))
+        collect_main(["env=hopper", "dataset=random", "n=1500", "num_envs=3"])
+        yield directory / "hopper-random-v5.hdf5"
 
 
-def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, hopper_random_file):
-    from sgp_lightning.plan import plan
+@pytest.fixture(scope="module")
+def tiny_hopper_run(tmp_path_factory, hopper_random_file):
+    """(run folder, metrics) of one TINY_HOPPER training run, shared by the tests that only read it."""
     from sgp_lightning.train import train
     from tests.conftest import compose_config
 
-    metrics, _ = train(compose_config("train", TINY_HOPPER, tmp_path / "run"))
+    run = tmp_path_factory.mktemp("hopper") / "run"
+    metrics, _ = train(compose_config("train", TINY_HOPPER, run))
+    return run, metrics
+
+
+def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, tiny_hopper_run):
+    from sgp_lightning.plan import plan
+    from tests.conftest import compose_config
+
+    run, metrics = tiny_hopper_run
     # Validation runs short MPC episodes and reports the D4RL-normalised score.
     assert {"val/reward_loss", "val/policy_loss", "plan/return", "plan/normalized_score"} <= set(metrics)
     assert metrics["plan/normalized_score"] == pytest.approx(
@@ -341,7 +353,7 @@ def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, hopper_random_file):
     plan_cfg = compose_config(
         "plan",
         [
-            f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
             "planner_set=d4rl",
             f"methods=[{','.join(methods)}]",
             "num_tasks=2",
@@ -385,13 +397,17 @@ def test_episodes_are_seeded(tmp_path, hopper_random_file):
 
 
 def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):
-    """A walker2d experiment pointed at the hopper file stops with one clear line and exit code 2."""
-    proc = run_cli(
-        "train.py", "experiment=d4rl/walker2d_random", "d4rl_size=small",
-        f"domain.datamodule.dataset={hopper_random_file}", f"paths.output_dir={tmp_path / 'run'}",
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert "observations of size 11 and actions of size 3, but this domain expects 17 and 6" in proc.stderr
+    """A walker2d experiment pointed at the hopper file stops with one clear error."""
+    from sgp_lightning.train import train
+    from tests.conftest import compose_config, raises_user_error
+
+    cfg = compose_config(
+        "train",
+        ["experiment=d4rl/walker2d_random", "d4rl_size=small", f"domain.datamodule.dataset={hopper_random_file}"],
+        tmp_path / "run",
+    )
+    with raises_user_error("observations of size 11 and actions of size 3, but this domain expects 17 and 6"):
+        train(cfg)
 
 
 def test_reproduce_d4rl_writes_the_table(tmp_path):
@@ -467,18 +483,17 @@ def test_behaviour_training_snapshots_chooses_and_logs(tmp_path, capsys):
     assert again == {"env": "hopper", "chosen": log[-1]["chosen"]}
 
 
-def test_readme_controller_example_closes_the_loop_on_gymnasium(tmp_path, hopper_random_file):
+def test_readme_controller_example_closes_the_loop_on_gymnasium(tiny_hopper_run):
     """The README's Controller example, on a tiny hopper checkpoint, with short solves and episodes."""
     import re
 
-    from sgp_lightning.train import train
-    from tests.conftest import ROOT, compose_config
+    from tests.conftest import ROOT
 
-    train(compose_config("train", TINY_HOPPER, tmp_path / "run"))
+    run, _ = tiny_hopper_run
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Use a trained planner in your own control loop", 1)[1].split("\n## ", 1)[0]
     (example,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    ckpt = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    ckpt = str(run / "checkpoints" / "last.ckpt")
     code = example.replace("logs/train/runs/RUN/checkpoints/last.ckpt", ckpt)
     code = code.replace(
         'planner="sgp")', 'planner="sgp", optimizer={"iterations": 2}, mpc={"iterations": 2})'
