@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,7 +24,7 @@ from sgp_lightning.planning import (
     ShootingProblem,
 )
 from sgp_lightning.train import train
-from tests.conftest import compose_config, hydra_conf, hydra_list, raises_user_error, run_cli
+from tests.conftest import CONF, compose_config, hydra_conf, hydra_list, raises_user_error, run_cli
 
 
 def test_linearisation_at_the_upright_matches_the_hand_derived_one():
@@ -246,7 +245,7 @@ def test_tiny_cartpole_run_trains_and_plans_every_method(tmp_path):
 
 
 def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
-    entry = OmegaConf.load(Path(__file__).parents[1] / "conf" / "reproduce" / "cartpole_small.yaml")
+    entry = OmegaConf.load(CONF / "reproduce" / "cartpole_small.yaml")
     methods = ["sgp", "vanilla", "ensemble", "cem_ensemble", "cem_distance", "sgp_ensemble"]
     assert list(entry.methods) == methods
     shrink = [f"planners.{m}.optimizer.iterations=4" for m in methods]
