@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sgp_lightning.errors import require
+from sgp_lightning.utils import write_text
 
 _METRICS = ("cost_planned", "cost_achieved", "model_error")
 
@@ -65,15 +66,26 @@ def episodes_table(methods: Mapping[str, Mapping]) -> str:
 
 
 def gather_sweep(sweep_dir: str | Path) -> list[dict]:
-    """One row per job of a `train.py -m` sweep: its hparams and final plan/* metrics (metrics.json)."""
+    """One row per job of a `train.py -m` sweep: its hparams and final plan/* metrics (metrics.json), and
+    one per failed job (status.json: its overrides and error, metrics NaN)."""
+    from sgp_lightning.sweep import failed_jobs
+
     files = sorted(Path(sweep_dir).glob("**/metrics.json"))
-    require(files, f"no metrics.json under {sweep_dir}: is it a `python train.py -m ...` sweep folder?")
-    rows = []
+    failed = failed_jobs(sweep_dir)
+    require(
+        files or failed, f"no metrics.json under {sweep_dir}: is it a `python train.py -m ...` sweep folder?"
+    )
+    rows = [
+        {"job": job["job"], "status": "failed", "overrides": " ".join(job["overrides"]), "error": job["error"],
+         **dict.fromkeys(_METRICS, math.nan)}
+        for job in failed
+    ]  # fmt: skip
     for path in files:
         payload = json.loads(path.read_text())
         metrics = payload["metrics"]
         beta = payload["hparams"].get("beta")
-        row = {**payload["hparams"], "beta": math.inf if beta == "inf" else beta, "job": str(path.parent)}
+        row = {**payload["hparams"], "beta": math.inf if beta == "inf" else beta, "job": str(path.parent),
+               "status": "finished"}  # fmt: skip
         for key in ("cost_planned", "cost_achieved", "model_error"):
             row[key] = metrics.get(f"plan/{key}", math.nan)
         rows.append(row)
@@ -81,12 +93,18 @@ def gather_sweep(sweep_dir: str | Path) -> list[dict]:
 
 
 def sweep_table(rows: list[dict], keys: tuple[str, ...] = ("beta", "sigma_max", "sigma_min", "seed")) -> str:
-    varied = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1] or list(keys[:1])
+    """Finished jobs by the hparams the sweep varied, then failed jobs with their overrides and error."""
+    finished = [r for r in rows if r.get("status") != "failed"]
+    failed = [r for r in rows if r.get("status") == "failed"]
+    varied = [k for k in keys if len({str(r.get(k)) for r in finished}) > 1] or list(keys[:1])
     header = [*varied, "cost of plan", "achieved cost", "model error"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in sorted(rows, key=lambda r: tuple(float(r.get(k) or 0) for k in varied)):
+    for r in sorted(finished, key=lambda r: tuple(float(r.get(k) or 0) for k in varied)):
         values = [r.get(k) for k in varied] + [r["cost_planned"], r["cost_achieved"], r["model_error"]]
         lines.append("| " + " | ".join(_fmt(v) for v in values) + " |")
+    if failed:
+        lines += ["", f"Failed jobs ({len(failed)}):", "", "| job | overrides | error |", "|---|---|---|"]
+        lines += [f"| {Path(r['job']).name} | {r['overrides']} | {r['error']} |" for r in failed]
     return "\n".join(lines)
 
 
@@ -96,7 +114,8 @@ def write_sweep_report(sweep_dir: str | Path) -> str:
 
     rows = gather_sweep(sweep_dir)
     table = sweep_table(rows)
-    Path(sweep_dir, "sweep.md").write_text(f"Sweep {sweep_dir} ({len(rows)} jobs)\n\n{table}\n")
+    write_text(Path(sweep_dir, "sweep.md"), f"Sweep {sweep_dir} ({len(rows)} jobs)\n\n{table}\n")
+    rows = [r for r in rows if r.get("status") != "failed"]  # the figure shows finished jobs
     betas = sorted({r["beta"] for r in rows if r["beta"] is not None and math.isfinite(r["beta"])})
     if len(betas) > 1:  # mean over the jobs (e.g. seeds) that share a β
         means = [

@@ -17,7 +17,7 @@ from sgp_lightning.plan import compose_plan_config, plan
 from sgp_lightning.planning import make_planner
 from sgp_lightning.report import methods_table
 from sgp_lightning.train import train
-from sgp_lightning.utils import write_json
+from sgp_lightning.utils import write_json, write_text
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -147,7 +147,7 @@ def reproduce(cfg: DictConfig) -> dict:
         save_figure(plot_sweep(rows), out / "sweep.png")
     write_json(out / "results.json", payload)
     table = _markdown(payload)
-    (out / "table.md").write_text(table)
+    write_text(out / "table.md", table)
     print(table)
     return payload
 

@@ -56,11 +56,20 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value)}")
 
 
-def write_json(path: str | Path, payload: dict) -> Path:
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to a temporary file beside `path` and rename it into place, so a run killed meanwhile
+    never leaves a half-written file that a later run would read as valid."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=True))
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
     return path
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    """`payload` as indented JSON (tensors as lists), written atomically (write_text)."""
+    return write_text(path, json.dumps(payload, indent=2, default=_json_default, allow_nan=True))
 
 
 def cli_options(defaults: dict, argv: list[str] | None = None):

@@ -68,20 +68,28 @@ def test_plan_cli_rejects_unknown_method_and_missing_checkpoint(tmp_path):
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
 
 
-def test_two_value_multirun_then_sweep_report_then_plan_cli(tmp_path):
+def test_multirun_with_a_failing_job_goes_on_then_sweep_report_then_plan_cli(tmp_path):
+    """β = −1 fails (a bad value): its job records the failure, the two good jobs still run and write
+    metrics.json, the sweep exits 1, and the report lists all three."""
     sweep = tmp_path / "sweep"
-    proc = run_cli("train.py", "-m", *TINY, "planner.beta=0,1", f"hydra.sweep.dir={sweep}", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli("train.py", "-m", *TINY, "planner.beta=0,-1,1", f"hydra.sweep.dir={sweep}", timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "error: 1 job(s) of the sweep failed" in proc.stderr and "Traceback" not in proc.stderr
     jobs = sorted(sweep.glob("*/metrics.json"))
     assert len(jobs) == 2
     assert sorted(json.loads(j.read_text())["hparams"]["beta"] for j in jobs) == [0.0, 1.0]
     assert all((j.parent / "checkpoints" / "last.ckpt").is_file() for j in jobs)
+    statuses = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/status.json")}
+    assert {k: v["status"] for k, v in statuses.items()} == {"0": "finished", "1": "failed", "2": "finished"}
+    assert statuses["1"]["overrides"][-1] == "planner.beta=-1" and "beta must be ≥ 0" in statuses["1"]["error"]
+    assert not (sweep / "1" / "metrics.json").exists()
 
     report = run_cli("-m", "sgp_lightning.report", str(sweep))
     assert report.returncode == 0, report.stderr[-2000:]
     assert (sweep / "sweep.md").is_file() and (sweep / "sweep.png").is_file()
     rows = [line for line in report.stdout.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| beta |") and {r.split("|")[1].strip() for r in rows[1:]} == {"0", "1"}
+    assert rows[0].startswith("| beta |") and {r.split("|")[1].strip() for r in rows[1:3]} == {"0", "1"}
+    assert rows[3].startswith("| job |") and rows[4].startswith("| 1 |") and "planner.beta=-1" in rows[4]
 
     out = tmp_path / "plan"
     proc = run_cli(

@@ -76,8 +76,8 @@ def run_record(cfg, start: float) -> dict:
 
 def write_report(out: str | Path, payload: dict, table: str) -> None:
     """DIR/results.json and DIR/table.md of a reproduce entry; the table is also printed."""
-    from sgp_lightning.utils import write_json
+    from sgp_lightning.utils import write_json, write_text
 
     write_json(Path(out) / "results.json", payload)
-    (Path(out) / "table.md").write_text(table)
+    write_text(Path(out) / "table.md", table)
     print(table)

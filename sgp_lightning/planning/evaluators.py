@@ -251,11 +251,11 @@ def reduce_metrics(evaluator: Evaluator, evaluation, reduce, device=None) -> dic
 
 def write_results(out: Path, payload: dict, evaluator: Evaluator, env, evaluations: list) -> str:
     """results.json, table.md and the evaluator's figures in `out`; returns the table."""
-    from sgp_lightning.utils import write_json
+    from sgp_lightning.utils import write_json, write_text
 
     out = Path(out)
     write_json(out / "results.json", payload)
     evaluator.figures(env, evaluations, payload["methods"], out)
     table = evaluator.table(payload["methods"])
-    (out / "table.md").write_text(table + "\n")
+    write_text(out / "table.md", table + "\n")
     return table
