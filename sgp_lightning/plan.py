@@ -92,4 +92,13 @@ def plan(cfg: DictConfig) -> dict:
     table = write_results(out, payload, evaluator, env, evaluations)
     print(f"\n{evaluator.headline(system, env, evaluations)} ({cfg.ckpt_path})\n{table}\n")
     print(f"wrote {out / 'results.json'}")
+    every_task_failed = [
+        name
+        for name, m in payload["methods"].items()
+        if len(m.get("failed_tasks", [])) == len(m.get("per_task", [None]))
+    ]
+    require(
+        not every_task_failed,
+        f"every task's plan became non-finite with {every_task_failed} (see failed_tasks in {out / 'results.json'})",
+    )
     return payload

@@ -28,6 +28,7 @@ _OPTIONAL_COLUMNS = {
     "outside_data": "plan outside data",
     "time_in_trap": "true steps in pit",
     "iterations_to_threshold": "iterations to threshold",
+    "failed_tasks": "failed tasks",  # plans that became non-finite, left out of the means
 }
 
 
@@ -42,7 +43,7 @@ def methods_table(methods: Mapping[str, Mapping]) -> str:
     for name, m in methods.items():
         gap = m.get("gap", abs(m["cost_achieved"] - m["cost_planned"]))
         row = [m["cost_planned"], m["cost_achieved"], gap, m["model_error"], m.get("seconds")]
-        row += [m.get(k) for k in optional]
+        row += [len(m.get(k, [])) if k == "failed_tasks" else m.get(k) for k in optional]
         if "cost_achieved_std" in m:  # aggregated over seeds
             row[1] = f"{m['cost_achieved']:.4g} ± {m['cost_achieved_std']:.2g}"
         lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in row) + " |")

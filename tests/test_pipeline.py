@@ -200,3 +200,21 @@ def test_frozen_part_is_loaded_and_not_trained(trained_run, tmp_path):
     trained = objects["system"].score.state_dict()
     assert all(torch.equal(source[k], trained[k]) for k in source)
     assert "val/score_loss" not in objects["trainer"].callback_metrics
+
+
+def test_plan_fails_when_every_task_diverges(trained_run, tmp_path):
+    """A diverging lr makes every plan non-finite: results.json lists the failed tasks and plan() stops
+    with one clear error instead of reporting NaN means as results."""
+    from tests.conftest import raises_user_error
+
+    out, _ = trained_run
+    cfg = compose_config(
+        "plan",
+        [f"ckpt_path={out}/checkpoints/last.ckpt", "methods=[vanilla]", "planners.vanilla.optimizer.lr=1e20",
+         "planners.vanilla.optimizer.iterations=5"],  # fmt: skip
+        tmp_path,
+    )
+    with raises_user_error(r"every task's plan became non-finite with \['vanilla'\]"):
+        plan(cfg)
+    failed = json.loads((tmp_path / "results.json").read_text())["methods"]["vanilla"]["failed_tasks"]
+    assert [f["task"] for f in failed] == [0, 1, 2] and all(f["diverged_at"] >= 1 for f in failed)

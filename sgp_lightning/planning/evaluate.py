@@ -59,22 +59,39 @@ class Evaluation:
     outside_data: torch.Tensor | None = None  # (B,) share of planned steps outside the data region
     time_in_trap: torch.Tensor | None = None  # (B,) share of true steps in the domain's trap (the pit)
 
+    @property
+    def failed(self) -> torch.Tensor:
+        """(B,) bool: tasks whose plan became non-finite (actions, planned or achieved cost)."""
+        actions_ok = torch.isfinite(self.plan.actions).flatten(1).all(1)
+        return ~(actions_ok & torch.isfinite(self.cost_planned) & torch.isfinite(self.cost_achieved))
+
     def summary(self) -> dict:
+        """Means over the tasks (failed tasks left out and listed in `failed_tasks` with the iteration their
+        objective first became non-finite, -1 if unknown), per-task values and the convergence curve."""
         per_task = [
             {"cost_planned": float(p), "cost_achieved": float(a), "model_error": float(e)}
             for p, a, e in zip(self.cost_planned, self.cost_achieved, self.model_error, strict=True)
         ]
+        failed = self.failed
+        ok = ~failed
         out = {
-            "cost_planned": float(self.cost_planned.mean()),
-            "cost_achieved": float(self.cost_achieved.mean()),
-            "model_error": float(self.model_error.mean()),
+            "cost_planned": float(self.cost_planned[ok].mean()),
+            "cost_achieved": float(self.cost_achieved[ok].mean()),
+            "model_error": float(self.model_error[ok].mean()),
             "seconds": self.seconds,
         }
+        if failed.any():
+            diverged = self.plan.history.get("diverged_at", torch.full_like(self.cost_planned, -1).long())
+            out["failed_tasks"] = [
+                {"task": int(i), "diverged_at": int(diverged[i])} for i in failed.nonzero().flatten().tolist()
+            ]
+            for i in out["failed_tasks"]:
+                per_task[i["task"]]["failed"] = True
         for key, values in (
             ("success_rate", self.success), ("outside_data", self.outside_data), ("time_in_trap", self.time_in_trap)
         ):  # fmt: skip
             if values is not None:
-                out[key] = float(values.float().mean())
+                out[key] = float(values[ok].float().mean())
                 for task, value in zip(per_task, values.tolist(), strict=True):
                     task[key] = float(value)
         if "true_cost" in self.plan.history:  # the convergence curve: mean true cost over the tasks

@@ -343,11 +343,14 @@ class GradientPlanner(Planner):
         optimizer = torch.optim.Adam([steps], lr=settings.lr)
         schedule = problem.penalty.schedule if problem.penalty.uses_levels else None
         costs, levels = [], []
+        diverged_at = torch.full((x0.shape[0],), -1, dtype=torch.long, device=x0.device)  # -1: never
         for i in range(iterations):
             level = schedule.level_at(i, iterations, settings.start_level) if schedule is not None else None
             if monitor is not None:
                 monitor(i, steps.detach() * scale)
             objective, cost, _ = problem.objective(x0, goal, steps * scale, level)
+            # The first iteration whose objective is not finite, per task (a diverging lr, a NaN model).
+            diverged_at = torch.where(~torch.isfinite(objective.detach()) & (diverged_at < 0), i, diverged_at)
             optimizer.zero_grad(set_to_none=True)
             # Tasks are independent, so the sum's gradient is each task's own gradient.
             objective.sum().backward()
@@ -358,7 +361,7 @@ class GradientPlanner(Planner):
             optimizer.step()
             costs.append(cost.detach())
             levels.append(-1 if level is None else level)
-        history = {"cost": torch.stack(costs), "level": torch.tensor(levels)}
+        history = {"cost": torch.stack(costs), "level": torch.tensor(levels), "diverged_at": diverged_at}
         return _final_plan(problem, x0, goal, steps.detach() * scale, history)
 
 

@@ -323,3 +323,23 @@ def test_every_conf_planner_builds_from_its_config():
         make_planner(planner_config("sgp", overrides={"beta": -1}))
     with pytest.raises(SGPError, match="needs a _target_"):
         make_planner({"beta": 1.0})
+
+
+def test_a_task_whose_plan_becomes_non_finite_is_marked_failed_and_left_out_of_the_means():
+    from sgp_lightning.planning import plan_and_evaluate
+
+    env = IntegratorEnv(horizon=5, num_tasks=3)
+    tasks = env.tasks()
+    tasks.x0[1] = float("nan")  # a NaN from the model's input on: this task's objective is NaN at once
+    planner = GradientPlanner(beta=0, optimizer={"iterations": 10, "lr": 0.05})
+    evaluation = plan_and_evaluate(_ExactSystem(), env, tasks, planner)
+    summary = evaluation.summary()
+    assert evaluation.failed.tolist() == [False, True, False]
+    assert summary["failed_tasks"] == [{"task": 1, "diverged_at": 0}]
+    assert summary["per_task"][1]["failed"] and "failed" not in summary["per_task"][0]
+    kept = evaluation.cost_achieved[[0, 2]].mean()
+    assert math.isfinite(summary["cost_achieved"]) and summary["cost_achieved"] == pytest.approx(float(kept))
+    from sgp_lightning.report import methods_table
+
+    header, _, row = methods_table({"sgp": summary}).splitlines()
+    assert header.endswith("| failed tasks |") and row.endswith("| 1 |")
