@@ -19,6 +19,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
 
 from sgp_lightning.envs import Env
 from sgp_lightning.errors import SGPError, require
@@ -29,7 +30,6 @@ from sgp_lightning.models.ensemble import EnsembleDynamicsModel
 from sgp_lightning.models.policy import PolicyModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
-from sgp_lightning.utils import plain_config
 
 PARTS = {
     "dynamics": DynamicsModel,
@@ -70,12 +70,15 @@ class SGPSystem(L.LightningModule):
         tolerate a larger one than a wide score network. `planner_set` names the experiment's planner
         settings (conf/planner_set/), which plan.py and the Controller use by default."""
         super().__init__()
-        env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape = (
-            plain_config(c)
-            for c in (env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape)
-        )
-        frozen = dict(plain_config(frozen) or {})
-        part_lr = dict(plain_config(part_lr) or {})  # plain before save_hyperparameters (safe to unpickle)
+        # Saved hyperparameters must be plain values (checkpoints load weights-only): Hydra passes them so
+        # with `_convert_: all` (conf/model/*.yaml); an OmegaConf container is refused here, not saved.
+        _require_plain(
+            env=env, dynamics=dynamics, reward=reward, score=score, ensemble=ensemble, distance=distance,
+            policy=policy, state_shape=state_shape, action_shape=action_shape, frozen=frozen,
+            optimizer=optimizer, part_lr=part_lr,
+        )  # fmt: skip
+        frozen = dict(frozen or {})
+        part_lr = dict(part_lr or {})  # a dict before save_hyperparameters, which saves these locals
         require(
             lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}"
         )
@@ -88,7 +91,7 @@ class SGPSystem(L.LightningModule):
             require(part in PARTS, f"frozen names unknown part {part!r}; parts are {sorted(PARTS)}")
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         if isinstance(optimizer, Mapping):
-            self.hparams["optimizer"] = plain_config(optimizer)
+            self.hparams["optimizer"] = dict(optimizer)
             optimizer = hydra.utils.instantiate(optimizer)
         self.optimizer_factory = optimizer or default_optimizer()
         self.domain, self.planner_set = domain, str(planner_set)
@@ -224,6 +227,17 @@ class SGPSystem(L.LightningModule):
             optimizer, functools.partial(_cosine_factor, steps=int(steps))
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _require_plain(**arguments) -> None:
+    """Refuse OmegaConf containers among SGPSystem's arguments: they would be saved into the checkpoint,
+    which then could not be read weights-only."""
+    for name, value in arguments.items():
+        require(
+            not OmegaConf.is_config(value),
+            f"SGPSystem argument {name} is an OmegaConf {type(value).__name__}; pass plain values "
+            "(instantiate the model config with _convert_: all, or OmegaConf.to_container it first)",
+        )
 
 
 def _cosine_factor(step: int, steps: int) -> float:
