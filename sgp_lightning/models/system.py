@@ -45,6 +45,43 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 class SGPSystem(L.LightningModule):
+    r"""
+    The learned parts of one domain (dynamics, ensemble, reward, score, distance estimator, policy), trained
+    together (the sum of their losses) and planned with. Each part is built from a dict of its constructor
+    arguments, so a checkpoint rebuilds from its hyperparameters alone ([`~SGPSystem.load_from_checkpoint`]).
+
+    Args:
+        domain (`str`):
+            The domain's name (checked against the env's and recorded in the checkpoint).
+        state_shape (`int` or `list[int]`):
+            `[n]` for vector states, `[C, H, W]` for images.
+        action_shape (`int` or `list[int]`):
+            Likewise for actions.
+        env (`Mapping`):
+            The true env's Hydra config (`_target_` an [`Env`] subclass), saved so [`~SGPSystem.make_env`]
+            rebuilds it.
+        dynamics (`Mapping`, *optional*):
+            [`DynamicsModel`] arguments; `None` switches the part off. The same for `reward`
+            ([`RewardModel`]), `score` ([`ScoreModel`]), `ensemble` ([`EnsembleDynamicsModel`]), `distance`
+            ([`DistanceEstimator`]) and `policy` ([`PolicyModel`]).
+        frozen (`Mapping[str, str]`, *optional*):
+            Part → checkpoint path: that part's weights are loaded from it before fitting and not trained.
+        optimizer (`OptimizerFactory` or `Mapping`, *optional*):
+            A factory taking `params`, or its Hydra config (`_partial_: true`), which is saved. Defaults to
+            Adam with learning rate 1e-3.
+        lr_schedule (`str`, *optional*, defaults to `"constant"`):
+            `constant`, or `cosine`: the learning rate decays to 0 over the run's optimiser steps.
+        part_lr (`Mapping[str, float]`, *optional*):
+            Part → its own learning rate instead of the optimizer's, e.g. small dynamics MLPs that tolerate
+            a larger one than a wide score network.
+        planner_set (`str`, *optional*, defaults to `"default"`):
+            The experiment's planner settings (conf/planner_set/), which plan.py and the Controller use by
+            default.
+
+    Every argument is a plain value (dicts, lists, numbers, strings): they are saved as the checkpoint's
+    hyperparameters, which load weights-only. An OmegaConf container raises an `SGPError`.
+    """
+
     def __init__(
         self,
         domain: str,
@@ -63,12 +100,6 @@ class SGPSystem(L.LightningModule):
         part_lr: Mapping[str, float] | None = None,
         planner_set: str = "default",
     ):
-        """Shapes are [n] for vectors or [C, H, W] for images. `optimizer` is a factory taking `params`, or
-        its Hydra config (`_partial_: true`), which is saved. `lr_schedule`: constant, or cosine (the
-        learning rate decays to 0 over the run's optimiser steps). `part_lr` (part → learning rate) gives
-        some parts their own learning rate instead of the optimizer's, e.g. small dynamics MLPs that
-        tolerate a larger one than a wide score network. `planner_set` names the experiment's planner
-        settings (conf/planner_set/), which plan.py and the Controller use by default."""
         super().__init__()
         # Saved hyperparameters must be plain values (checkpoints load weights-only): Hydra passes them so
         # with `_convert_: all` (conf/model/*.yaml); an OmegaConf container is refused here, not saved.
@@ -116,27 +147,56 @@ class SGPSystem(L.LightningModule):
     def load_from_checkpoint(  # type: ignore[override]
         cls, checkpoint_path: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides
     ) -> SGPSystem:
-        """Rebuild a system from its checkpoint alone, in eval mode, with its frozen parts inside.
+        r"""
+        Rebuild a system from its checkpoint alone, in eval mode, with its frozen parts inside.
 
         The file is read with `torch.load(weights_only=True)` only: a checkpoint that would need unsafe
-        unpickling is refused, never loaded otherwise. `overrides` replace saved hyperparameters (they must
-        be SGPSystem arguments, and not `frozen`). Every bad file or value raises one SGPError naming it.
+        unpickling is refused, never loaded otherwise. Every bad file or value raises one SGPError naming it.
+
+        Args:
+            checkpoint_path (`str` or `os.PathLike`):
+                A checkpoint written by training (`…/checkpoints/last.ckpt`).
+            map_location (`str` or `torch.device`, *optional*, defaults to `"cpu"`):
+                Where the weights are loaded and the system is moved.
+            **overrides:
+                SGPSystem arguments replacing saved hyperparameters (not `frozen`).
+
+        Returns:
+            [`SGPSystem`]: in eval mode.
         """
         return _load_from_checkpoint(cls, checkpoint_path, map_location, overrides)
 
     # ---------------------------------------------------------------- composition
     @property
     def parts(self) -> dict[str, torch.nn.Module]:
+        """The parts that are switched on, by name (`dynamics`, `ensemble`, `reward`, …), in a fixed order."""
         return {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}
 
     @property
     def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        """The parts that are switched on and not frozen, by name: the ones whose losses are trained."""
         return {name: part for name, part in self.parts.items() if name not in self.hparams.frozen}
 
     def make_env(self) -> Env:
+        r"""
+        A new instance of the true env, from the saved `env` config.
+
+        Returns:
+            [`Env`]: the domain's ground-truth env.
+        """
         return hydra.utils.instantiate(self.hparams.env, _convert_="all")
 
     def require_part(self, name: str):
+        r"""
+        The part called `name`, or an `SGPError` saying the system was trained without it.
+
+        Args:
+            name (`str`):
+                `dynamics`, `ensemble`, `reward`, `score`, `distance` or `policy`.
+
+        Returns:
+            [`PartModel`]: that part.
+        """
         part = getattr(self, name)
         if part is None:
             raise SGPError(f"this checkpoint has no {name} model (model.{name} was null when it was trained)")
@@ -171,6 +231,8 @@ class SGPSystem(L.LightningModule):
 
     # ---------------------------------------------------------------- training
     def setup(self, stage: str) -> None:
+        """Before fitting: load the frozen parts and give each trainable part the datamodule's data
+        (normalization statistics, the distance estimator's reference pairs)."""
         if stage != "fit":
             return
         if not self._frozen_loaded:
@@ -184,6 +246,13 @@ class SGPSystem(L.LightningModule):
         return {name: part.loss(batch, generator) for name, part in self.trainable_parts.items()}
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        r"""
+        Sum of the trainable parts' losses on a batch of transitions; logs `train/<part>_loss` and
+        `train/loss`.
+
+        Returns:
+            `torch.Tensor`: the scalar loss.
+        """
         losses = self._losses(batch)
         require(len(losses) > 0, "nothing to train: every part is switched off or frozen")
         for name, value in losses.items():
@@ -193,6 +262,7 @@ class SGPSystem(L.LightningModule):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Logs `val/<part>_loss` and their sum `val/loss`, with fixed noise per batch."""
         losses = self._losses(batch, validation_generator(self.device, batch_idx))
         for name, value in losses.items():
             self.log(f"val/{name}_loss", value, sync_dist=True)
@@ -200,6 +270,8 @@ class SGPSystem(L.LightningModule):
             self.log("val/loss", sum(losses.values()), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
+        """One optimizer over the trainable parameters (a group per `part_lr` part), with the cosine
+        schedule stepped per optimiser step if `lr_schedule` is `cosine`."""
         # One optimizer over independent parameter sets: for Adam this equals one optimizer per part.
         trainable = {
             name: [p for p in part.parameters() if p.requires_grad]
@@ -290,7 +362,19 @@ def _unreadable(path: str, kind: str, detail: str) -> str:
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """An SGPSystem checkpoint's contents (read weights-only), with one clear SGPError for any other file."""
+    r"""
+    An SGPSystem checkpoint's contents (read weights-only), with one clear SGPError for any other file.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The checkpoint file.
+        map_location (`str` or `torch.device`, *optional*, defaults to `"cpu"`):
+            Where its tensors are loaded.
+
+    Returns:
+        `dict`: Lightning's checkpoint dict, with at least `hyper_parameters` (naming a `domain`) and
+        `state_dict` (tensors).
+    """
     path = os.fspath(path)
     checkpoint = _load_file(path, map_location)
     require(
@@ -315,7 +399,16 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def read_hparams(path: str | os.PathLike) -> dict:
-    """Only the hyperparameters of an SGPSystem checkpoint (read weights-only), e.g. to check its domain."""
+    r"""
+    Only the hyperparameters of an SGPSystem checkpoint (read weights-only), e.g. to check its domain.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The checkpoint file.
+
+    Returns:
+        `dict`: the SGPSystem arguments it was built with (plain values).
+    """
     return dict(read_checkpoint(path)["hyper_parameters"])
 
 
