@@ -21,8 +21,20 @@ warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` def
 
 
 def validate_transitions(data: dict[str, torch.Tensor], source: str = "dataset") -> dict[str, torch.Tensor]:
-    """Check keys, shapes and finiteness; return float32 tensors (and `done` as bool, if given). Raises
-    SGPError naming the problem."""
+    r"""
+    Check a transition dataset's keys, shapes and finiteness. Raises `SGPError` naming the problem (and,
+    for non-finite values, how many rows and the first).
+
+    Args:
+        data (`dict[str, torch.Tensor]`):
+            `x` and `x_next` `(N, *state_shape)`, `u` `(N, *action_shape)`, `r` `(N,)`, and optionally
+            `done` `(N,)` bool; any array-likes torch accepts, in the domain's units.
+        source (`str`, *optional*, defaults to `"dataset"`):
+            What the data is, for the error messages.
+
+    Returns:
+        `dict[str, torch.Tensor]`: the four tensors as float32 (and `done` as given), N ≥ 1 rows each.
+    """
     missing = [k for k in KEYS if k not in data]
     require(not missing, f"{source} is missing keys {missing}; a transition dataset needs {list(KEYS)}")
     done = data.get("done")
@@ -52,9 +64,22 @@ def validate_transitions(data: dict[str, torch.Tensor], source: str = "dataset")
 
 
 class ShuffledBatches(IterableDataset):
-    """Yields whole batches by slicing tensors with one permutation per epoch: no per-sample Python calls.
+    r"""
+    Yields whole batches by slicing tensors with one permutation per epoch: no per-sample Python calls.
 
-    Sharded by rank (each rank gets an equal, disjoint part) so DDP needs no DistributedSampler.
+    Sharded by rank (each rank gets an equal, disjoint part) so DDP needs no DistributedSampler. The
+    permutation of epoch e is seeded with `seed + e`; `epoch_source`, if set, says which epoch it is
+    (so a resumed run continues the order), otherwise the dataset counts its own iterations.
+
+    Args:
+        tensors (`dict[str, torch.Tensor]`):
+            Rows to batch, every tensor with the same leading length N.
+        batch_size (`int`):
+            Rows per batch (the last batch of a rank may be smaller).
+        shuffle (`bool`):
+            A new permutation every epoch; otherwise rows in order.
+        seed (`int`):
+            Seed of the permutations.
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor], batch_size: int, shuffle: bool, seed: int):
@@ -67,9 +92,11 @@ class ShuffledBatches(IterableDataset):
         return next(iter(self.tensors.values())).shape[0] // self.world_size
 
     def __len__(self) -> int:
+        """Batches per epoch on this rank."""
         return math.ceil(self._rows_per_rank() / self.batch_size)
 
     def __iter__(self):
+        """This rank's batches of one epoch: dicts of the tensors' rows, `(≤ batch_size, …)` each."""
         n = next(iter(self.tensors.values())).shape[0]
         if self.shuffle:
             epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
@@ -84,7 +111,20 @@ class ShuffledBatches(IterableDataset):
 
 
 class TransitionDataModule(L.LightningDataModule):
-    """Subclasses implement `load_transitions()` returning a dict with x, u, x_next, r (and optionally done)."""
+    r"""
+    A transition dataset (x, u, x', r[, done]) split once into training and validation rows, with the
+    normalization statistics of the training split. Subclasses implement `load_transitions()`.
+
+    Args:
+        batch_size (`int`, *optional*, defaults to 1024):
+            Transitions per batch.
+        val_fraction (`float`, *optional*, defaults to 0.1):
+            Share of the transitions held out for validation, in (0, 1).
+        seed (`int`, *optional*, defaults to 0):
+            Seed of the split, of the shuffling and (in subclasses) of the data drawn.
+        name (`str`, *optional*, defaults to `"dataset"`):
+            What the data is, for error messages.
+    """
 
     def __init__(
         self, batch_size: int = 1024, val_fraction: float = 0.1, seed: int = 0, name: str = "dataset"
@@ -98,9 +138,17 @@ class TransitionDataModule(L.LightningDataModule):
         self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def load_transitions(self) -> dict[str, torch.Tensor]:
+        r"""
+        The whole dataset, loaded or drawn (seeded by `seed`); checked by [`validate_transitions`].
+
+        Returns:
+            `dict[str, torch.Tensor]`: `x`, `u`, `x_next`, `r` (and optionally `done`), N rows each, in the
+            domain's units.
+        """
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
+        """Load and check the transitions once, split them (seeded) and compute the training statistics."""
         if self.train_data is not None:
             return
         data = validate_transitions(self.load_transitions(), self.name)
@@ -117,8 +165,18 @@ class TransitionDataModule(L.LightningDataModule):
         self.stats = self.compute_stats(self.train_data)
 
     def compute_stats(self, data: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Mean and std per quantity the models normalize (per coordinate, or per channel for images),
-        from the training split only."""
+        r"""
+        Mean and std per quantity the models normalize, from the training split only.
+
+        Args:
+            data (`dict[str, torch.Tensor]`):
+                The training split.
+
+        Returns:
+            `dict[str, tuple[torch.Tensor, torch.Tensor]]`: `(mean, std)` for `x`, `u`, `x_next`, `dx`
+            (x' − x), `r` and `xu` (x and u joined), each of shape `(dim,)` (vectors) or `(C, 1, 1)`
+            (images, per channel), in the data's units.
+        """
         quantities = {
             "x": data["x"],
             "u": data["u"],
@@ -138,12 +196,57 @@ class TransitionDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled whole batches of the training split (a new order every epoch), sharded by rank."""
         return self._loader(self.train_data, shuffle=True, seed_offset=1)
 
     def val_dataloader(self) -> DataLoader:
+        """The validation split in order, in whole batches, sharded by rank."""
         return self._loader(self.val_data, shuffle=False, seed_offset=0)
 
     @property
     def all_data(self) -> dict[str, torch.Tensor]:
-        """Train and validation transitions together (for exact-distance oracles and plots)."""
+        """Train and validation transitions together (for exact-distance oracles and plots), `(N, …)` each."""
         return {k: torch.cat([self.train_data[k], self.val_data[k]]) for k in self.train_data}
+
+
+class SampledDataModule(TransitionDataModule):
+    r"""
+    Transitions drawn from the true env in one seeded batch: `num_samples` states and actions from
+    `env.sample_states` and `env.sample_actions`, stepped and rewarded by the env
+    ([`~SampledDataModule.transitions`]). Subclasses change how the pairs are drawn (`load_transitions`) or
+    what a pair becomes (`transitions`).
+
+    Args:
+        env (`Env`):
+            The domain's true env.
+        num_samples (`int`):
+            Transitions to draw.
+        **kwargs:
+            [`TransitionDataModule`] arguments (`batch_size`, `val_fraction`, `seed`).
+    """
+
+    def __init__(self, env, num_samples: int, **kwargs):
+        super().__init__(name=f"{env.name} dataset", **kwargs)
+        require(num_samples > 0, f"num_samples must be positive, got {num_samples}")
+        self.env, self.num_samples = env, int(num_samples)
+
+    def load_transitions(self) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        x = self.env.sample_states(self.num_samples, generator)
+        u = self.env.sample_actions(self.num_samples, generator)
+        return self.transitions(x, u)
+
+    def transitions(self, x: torch.Tensor, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        r"""
+        The transitions of drawn pairs under the true env.
+
+        Args:
+            x (`torch.Tensor` of shape `(N, *state_shape)`):
+                States, in the env's units.
+            u (`torch.Tensor` of shape `(N, *action_shape)`):
+                Actions, in the env's units.
+
+        Returns:
+            `dict[str, torch.Tensor]`: `x`, `u`, `x_next` = env.step(x, u) and `r` = env.reward(x, u) `(N,)`.
+        """
+        return {"x": x, "u": u, "x_next": self.env.step(x, u), "r": self.env.reward(x, u)}

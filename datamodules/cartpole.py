@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.base import TransitionDataModule
+from datamodules.base import SampledDataModule
 from sgp_lightning.envs.cartpole import CartPoleEnv
 from sgp_lightning.errors import require
 
 
-class CartPoleDataModule(TransitionDataModule):
+class CartPoleDataModule(SampledDataModule):
+    """Uniform cart-pole transitions whose next state stays in the data box."""
+
     def __init__(self, env: CartPoleEnv, num_samples: int = 1_000_000, **kwargs):
-        super().__init__(name=f"{env.name} dataset", **kwargs)
-        require(num_samples > 0, f"num_samples must be positive, got {num_samples}")
-        self.env, self.num_samples = env, int(num_samples)
+        super().__init__(env, num_samples, **kwargs)
 
     def load_transitions(self) -> dict[str, torch.Tensor]:
         """`num_samples` transitions whose x and x' both lie in the data box, drawn in oversized batches

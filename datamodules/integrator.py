@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.base import TransitionDataModule
+from datamodules.base import SampledDataModule, TransitionDataModule
 from sgp_lightning.envs.integrator import IntegratorEnv
 from sgp_lightning.errors import require
 
 
-class IntegratorDataModule(TransitionDataModule):
+class IntegratorDataModule(SampledDataModule):
+    """Uniform transitions of the integrator domains, none starting in the env's hole."""
+
     def __init__(self, env: IntegratorEnv, num_samples: int = 20000, **kwargs):
-        super().__init__(name=f"{env.name} dataset", **kwargs)
-        require(num_samples > 0, f"num_samples must be positive, got {num_samples}")
-        self.env, self.num_samples = env, num_samples
+        super().__init__(env, num_samples, **kwargs)
 
     def load_transitions(self) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed)
@@ -24,7 +24,7 @@ class IntegratorDataModule(TransitionDataModule):
         x = x[~self.env.in_hole(x)][: self.num_samples]
         require(x.shape[0] == self.num_samples, "hole too large: could not draw enough states outside it")
         u = self.env.sample_actions(self.num_samples, generator)
-        return {"x": x, "u": u, "x_next": self.env.step(x, u), "r": self.env.reward(x, u)}
+        return self.transitions(x, u)
 
 
 class DemonstrationDataModule(TransitionDataModule):

@@ -8,24 +8,24 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.base import TransitionDataModule
+from datamodules.base import SampledDataModule
 from sgp_lightning.envs.pixel_integrator import PixelIntegratorEnv
 from sgp_lightning.errors import require
 
 
-class PixelDataModule(TransitionDataModule):
+class PixelDataModule(SampledDataModule):
+    """Uniform hidden transitions of the pixel integrator, rendered to images per batch; `stats_samples`
+    rendered training transitions give the normalization statistics."""
+
     def __init__(
         self, env: PixelIntegratorEnv, num_samples: int = 200_000, stats_samples: int = 20_000, **kwargs
     ):
-        super().__init__(name=f"{env.name} dataset", **kwargs)
-        require(num_samples > 0, f"num_samples must be positive, got {num_samples}")
+        super().__init__(env, num_samples, **kwargs)
         require(stats_samples > 1, f"stats_samples must be > 1, got {stats_samples}")
-        self.env, self.num_samples, self.stats_samples = env, int(num_samples), int(stats_samples)
+        self.stats_samples = int(stats_samples)
 
-    def load_transitions(self) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(self.seed)
-        x = self.env.sample_states(self.num_samples, generator)
-        u = self.env.sample_actions(self.num_samples, generator)
+    def transitions(self, x: torch.Tensor, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The hidden 2-D transitions (x, u, x', r) of hidden pairs (N, 2), rendered later per batch."""
         return {"x": x, "u": u, "x_next": self.env.hidden_step(x, u), "r": self.env.hidden_reward(x, u)}
 
     def render(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -74,9 +74,10 @@ def instantiate_env_and_data(cfg: DictConfig):
 
 def instantiate_system(cfg: DictConfig, env: Env):
     """The SGPSystem of `cfg.model`, with its state and action shapes taken from the instantiated env (the
-    one place a domain writes them)."""
+    one place a domain writes them). Every value reaches the system as plain Python (`_convert_="all"`), so
+    its saved hyperparameters load weights-only."""
     system = hydra.utils.instantiate(
-        cfg.model, state_shape=list(env.state_shape), action_shape=list(env.action_shape)
+        cfg.model, state_shape=list(env.state_shape), action_shape=list(env.action_shape), _convert_="all"
     )
     require(system.domain == env.name, f"model.domain {system.domain!r} != domain.env.name {env.name!r}")
     return system

@@ -84,17 +84,6 @@ def cli_options(defaults: dict, argv: list[str] | None = None):
     return OmegaConf.merge(OmegaConf.create(defaults), cli)
 
 
-def plain_config(config):
-    """Hydra/OmegaConf config → plain dicts and lists (resolved); other mappings → dict; else unchanged."""
-    from collections.abc import Mapping
-
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(config, DictConfig | ListConfig):
-        return OmegaConf.to_container(config, resolve=True)
-    return dict(config) if isinstance(config, Mapping) else config
-
-
 def machine_info() -> dict:
     """Where a result was measured, for results tables."""
     import platform

@@ -231,4 +231,8 @@ def test_imitation_by_data_landing_stays_on_the_demonstrations(tmp_path):
     methods = json.loads((tmp_path / "results.json").read_text())["methods"]
     landing, bc = methods["SGP, β = ∞ (open loop)"], methods["behaviour cloning"]
     assert landing["distance_to_demonstrations_mean"] < 0.05
-    assert bc["distance_to_demonstrations_mean"] >= 0.0 and (tmp_path / "imitation.png").is_file()
+    # BC learned the route: from starts 2.0–2.4 from the expert's end point (x = −0.8, y ≤ −0.4) it ends
+    # near it, near the data on the way. A policy that does not act ends where it started, 2.0 or more
+    # away, yet near the data (the starts are), so the distance to the data alone would not tell.
+    assert bc["distance_to_expert_end"] < 0.5 and bc["distance_to_demonstrations_mean"] < 0.2
+    assert (tmp_path / "imitation.png").is_file()

@@ -81,7 +81,9 @@ def test_multirun_with_a_failing_job_goes_on_then_sweep_report_then_plan_cli(tmp
     assert all((j.parent / "checkpoints" / "last.ckpt").is_file() for j in jobs)
     statuses = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/status.json")}
     assert {k: v["status"] for k, v in statuses.items()} == {"0": "finished", "1": "failed", "2": "finished"}
-    assert statuses["1"]["overrides"][-1] == "planner.beta=-1" and "beta must be ≥ 0" in statuses["1"]["error"]
+    assert (
+        statuses["1"]["overrides"][-1] == "planner.beta=-1" and "beta must be ≥ 0" in statuses["1"]["error"]
+    )
     assert not (sweep / "1" / "metrics.json").exists()
 
     report = run_cli("-m", "sgp_lightning.report", str(sweep))

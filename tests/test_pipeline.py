@@ -210,8 +210,12 @@ def test_plan_fails_when_every_task_diverges(trained_run, tmp_path):
     out, _ = trained_run
     cfg = compose_config(
         "plan",
-        [f"ckpt_path={out}/checkpoints/last.ckpt", "methods=[vanilla]", "planners.vanilla.optimizer.lr=1e20",
-         "planners.vanilla.optimizer.iterations=5"],  # fmt: skip
+        [
+            f"ckpt_path={out}/checkpoints/last.ckpt",
+            "methods=[vanilla]",
+            "planners.vanilla.optimizer.lr=1e20",
+            "planners.vanilla.optimizer.iterations=5",
+        ],  # fmt: skip
         tmp_path,
     )
     with raises_user_error(r"every task's plan became non-finite with \['vanilla'\]"):

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
-from pathlib import Path
 
 import torch
 
-from sgp_lightning.analysis.common import planner_settings, provenance, run_record, train_run, write_report
+from sgp_lightning.analysis.common import Report, planner_settings, provenance, train_run
 from sgp_lightning.analysis.score_check import anneal_ascent
 from sgp_lightning.distance import ExactScoreModel
 from sgp_lightning.errors import require
@@ -86,9 +84,7 @@ def sweep_beta(system, env, planners: dict, betas: list[float], task_seed: int, 
 
 
 def reproduce_box_pushing(cfg, compose) -> dict:
-    entry = cfg.reproduce
-    out = Path(cfg.output_dir)
-    start = time.perf_counter()
+    report, entry = Report(cfg), cfg.reproduce
     trained = train_run(cfg, compose)
     env, datamodule = trained["env"], trained["datamodule"]
     # Plan with the saved checkpoint, as `plan.py ckpt_path=…` does: pushing outcomes are sensitive to the
@@ -158,13 +154,10 @@ def reproduce_box_pushing(cfg, compose) -> dict:
         "beta_sweep": sweep,
         "methods": methods,
         "paper": {k: dict(v) for k, v in entry.paper.items()} if entry.get("paper") else None,
-        **run_record(cfg, start),
+        **report.record(),
     }
-    from sgp_lightning.plotting import save_figure
-
-    save_figure(plot_box_pushing(env, tasks, evaluations, stab["states"], methods), out / "box_pushing.png")
-    write_report(out, payload, _markdown(payload, env))
-    return payload
+    report.save_figure(plot_box_pushing(env, tasks, evaluations, stab["states"], methods), "box_pushing.png")
+    return report.write(payload, _markdown(payload, env))
 
 
 def _markdown(payload: dict, env) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -81,3 +82,74 @@ def write_report(out: str | Path, payload: dict, table: str) -> None:
     write_json(Path(out) / "results.json", payload)
     write_text(Path(out) / "table.md", table)
     print(table)
+
+
+class Report:
+    r"""
+    What one reproduce entry writes to `cfg.output_dir`: results.json, table.md (printed too) and figures.
+    The wall time in its run record counts from this object's creation, so make it first.
+
+    Args:
+        cfg (`DictConfig`):
+            The reproduce config: `cfg.reproduce` is the entry (its `title` heads the table),
+            `cfg.output_dir` the folder.
+    """
+
+    def __init__(self, cfg):
+        self.cfg, self.entry, self.out = cfg, cfg.reproduce, Path(cfg.output_dir)
+        self.start = time.perf_counter()
+
+    def record(self) -> dict:
+        """[`run_record`]: name, title, command, argv, machine and the wall time so far."""
+        return run_record(self.cfg, self.start)
+
+    def save_figure(self, fig, name: str) -> None:
+        """Save a matplotlib figure as DIR/`name` (and close it)."""
+        from sgp_lightning.plotting import save_figure
+
+        save_figure(fig, self.out / name)
+
+    def settings_study(self, run: Callable[..., dict], plot: Callable[[dict], object], figure: str) -> dict:
+        r"""
+        An entry that fits its own models from `reproduce.settings` (no training run).
+
+        Args:
+            run (`Callable`):
+                `run(settings) -> payload`, the study.
+            plot (`Callable`):
+                `plot(payload) -> figure`, saved as DIR/`figure`.
+            figure (`str`):
+                The figure's file name.
+
+        Returns:
+            `dict`: the payload, with `settings` (plain) and the run record added.
+        """
+        payload = run(self.entry.settings)
+        payload.update({"settings": OmegaConf.to_container(self.entry.settings), **self.record()})
+        self.save_figure(plot(payload), figure)
+        return payload
+
+    def table(self, columns: Sequence[str], rows: Iterable[Sequence[str]], note: str) -> str:
+        r"""
+        The markdown of table.md: `### <title>`, a table, and `note` under it.
+
+        Args:
+            columns (`Sequence[str]`):
+                Column headers.
+            rows (`Iterable[Sequence[str]]`):
+                Formatted cells, one sequence per row, as many as `columns`.
+            note (`str`):
+                The paragraph under the table (settings and [`provenance`]).
+
+        Returns:
+            `str`: the markdown.
+        """
+        lines = [f"### {self.entry.title}\n", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append(f"\n{note}\n")
+        return "\n".join(lines)
+
+    def write(self, payload: dict, table: str) -> dict:
+        """[`write_report`] into DIR; returns `payload`."""
+        write_report(self.out, payload, table)
+        return payload

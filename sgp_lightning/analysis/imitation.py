@@ -4,23 +4,18 @@ cloning on the same demonstrations, from start states on and off the demonstrate
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import torch
 
-from sgp_lightning.analysis.common import planner_settings, provenance, run_record, train_run, write_report
+from sgp_lightning.analysis.common import Report, planner_settings, provenance, train_run
 from sgp_lightning.distance import nearest_distance
 from sgp_lightning.planning import plan_and_evaluate
 from sgp_lightning.planning.policy_search import evaluate_feedback_policy
 
 
 def reproduce_imitation(cfg, compose) -> dict:
-    from sgp_lightning.plotting import plot_plans, save_figure
+    from sgp_lightning.plotting import plot_plans
 
-    entry = cfg.reproduce
-    out = Path(cfg.output_dir)
-    start = time.perf_counter()
+    report, entry = Report(cfg), cfg.reproduce
     trained = train_run(cfg, compose)
     system, env, datamodule = trained["system"], trained["env"], trained["datamodule"]
     data = datamodule.all_data["x"]
@@ -42,28 +37,23 @@ def reproduce_imitation(cfg, compose) -> dict:
             "distance_to_demonstrations_last": float(gap[:, -1].mean()),
             "distance_to_expert_end": float((states[:, -1] - expert_end).norm(dim=-1).mean()),
         }
-    save_figure(plot_plans(env, [landing, bc], data), out / "imitation.png")
+    report.save_figure(plot_plans(env, [landing, bc], data), "imitation.png")
     payload = {
         "methods": rows, "seed": entry.seed,
         "start_offset_from_demonstrations": start_offset.tolist(),
-        **run_record(cfg, start),
+        **report.record(),
     }  # fmt: skip
-    lines = [
-        f"### {entry.title}\n",
-        "| method | true states' distance to the demonstrations: mean / at T | distance to the expert's end point |",
-        "|---|---|---|",
-    ]
-    for label, r in rows.items():
-        lines.append(
-            f"| {label} | {r['distance_to_demonstrations_mean']:.3g} / {r['distance_to_demonstrations_last']:.3g} | "
-            f"{r['distance_to_expert_end']:.3g} |"
-        )
-    lines.append(
-        f"\n{len(tasks)} start states at x = −0.8, y from {env.start_y_range[0]} to {env.start_y_range[1]} (up to "
+    columns = ["method", "true states' distance to the demonstrations: mean / at T",
+               "distance to the expert's end point"]  # fmt: skip
+    cells = [
+        [label, f"{r['distance_to_demonstrations_mean']:.3g} / {r['distance_to_demonstrations_last']:.3g}",
+         f"{r['distance_to_expert_end']:.3g}"]
+        for label, r in rows.items()
+    ]  # fmt: skip
+    note = (
+        f"{len(tasks)} start states at x = −0.8, y from {env.start_y_range[0]} to {env.start_y_range[1]} (up to "
         f"{float(start_offset.max()):.2f} from the demonstrations), T = {env.horizon}; the expert's route ends at "
         f"{list(entry.expert_end)}. Train overrides: {list(entry.train_overrides)}; seed {entry.seed}. "
-        f"{provenance(payload)}\n"
+        f"{provenance(payload)}"
     )
-    table = "\n".join(lines)
-    write_report(out, payload, table)
-    return payload
+    return report.write(payload, report.table(columns, cells, note))

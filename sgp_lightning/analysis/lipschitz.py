@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sgp_lightning.analysis.common import provenance, run_record, write_report
+from sgp_lightning.analysis.common import Report, provenance
 from sgp_lightning.distance import lipschitz_error_bound, softmin
 from sgp_lightning.errors import require
 
@@ -179,16 +179,13 @@ def pit_dynamics_study(cfg, compose) -> dict:
 
 def reproduce_lipschitz(cfg, compose) -> dict:
     """`python reproduce.py lipschitz output_dir=DIR`: results.json and table.md."""
-    import time
-    from pathlib import Path
-
     from omegaconf import OmegaConf, open_dict
 
     entry = cfg.reproduce
     settings = entry.settings.copy()
     with open_dict(settings):
         settings.output_dir = str(cfg.output_dir)
-    start = time.perf_counter()
+    report = Report(cfg)
     studies = {
         "known f": known_function_study(settings),
         "pit dynamics": pit_dynamics_study(settings, compose),
@@ -196,9 +193,9 @@ def reproduce_lipschitz(cfg, compose) -> dict:
     payload = {
         "studies": studies,
         "settings": OmegaConf.to_container(entry.settings),
-        **run_record(cfg, start),
+        **report.record(),
     }  # fmt: skip
-    from sgp_lightning.plotting import plt, save_figure
+    from sgp_lightning.plotting import plt
 
     fig, axes = plt.subplots(1, len(studies), figsize=(4.6 * len(studies), 4.2), squeeze=False)
     for ax, (name, study) in zip(axes[0], studies.items(), strict=True):
@@ -211,31 +208,26 @@ def reproduce_lipschitz(cfg, compose) -> dict:
         ax.set_title(name)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, Path(cfg.output_dir) / "lipschitz.png")
-    lines = [
-        f"### {entry.title}\n",
-        "| study | L_e: largest slope / estimate / upper | fresh points | bound holds with upper / estimate / largest slope | mean error | mean bound (upper) |",
-        "|---|---|---|---|---|---|",
-    ]
+    report.save_figure(fig, "lipschitz.png")
+    columns = ["study", "L_e: largest slope / estimate / upper", "fresh points",
+               "bound holds with upper / estimate / largest slope", "mean error", "mean bound (upper)"]  # fmt: skip
+    rows = []
     for name, study in studies.items():
         lip, cov = study["lipschitz"], study["coverage"]
         for region in cov["upper"]:
             holds = " / ".join(
                 f"{cov[k][region]['holds']:.1%}" for k in ("upper", "estimate", "largest_slope")
             )
-            lines.append(
-                f"| {name} | {lip['largest_slope']:.3g} / {lip['estimate']:.3g} / {lip['upper']:.3g} | {region} | "
-                f"{holds} | {cov['upper'][region]['mean_error']:.3g} | {cov['upper'][region]['mean_bound']:.3g} |"
-            )
+            rows.append([name, f"{lip['largest_slope']:.3g} / {lip['estimate']:.3g} / {lip['upper']:.3g}", region,
+                         holds, f"{cov['upper'][region]['mean_error']:.3g}",
+                         f"{cov['upper'][region]['mean_bound']:.3g}"])  # fmt: skip
     s = entry.settings
-    lines.append(
-        f"\nBound: e(x) ≤ e(x_c) + √2·L_e·√(d_σ(x)² + σ² log N), exact smoothed distance with σ = {s.sigma}. L_e "
+    note = (
+        f"Bound: e(x) ≤ e(x_c) + √2·L_e·√(d_σ(x)² + σ² log N), exact smoothed distance with σ = {s.sigma}. L_e "
         f"from {s.num_batches} batches of {s.pairs_per_batch} held-out pairs: Robson–Whitlock end point of the batch "
         f"maxima, upper = its one-sided {s.confidence:.0%} bound. Known f: sin 3x₀ + cos 2x₁ "
         f"on [−2, 2]², MLP fitted to {s.num_data} samples, {s.num_held_out} held-out, {s.num_fresh} fresh points. "
         f"Pit: learned dynamics of `{' '.join(s.train_overrides)}`, normalized (x, u) space, validation pairs "
-        f"held out, fresh (x, u) uniform in the data box. Seed {s.seed}. {provenance(payload)}\n"
+        f"held out, fresh (x, u) uniform in the data box. Seed {s.seed}. {provenance(payload)}"
     )
-    table = "\n".join(lines)
-    write_report(cfg.output_dir, payload, table)
-    return payload
+    return report.write(payload, report.table(columns, rows, note))

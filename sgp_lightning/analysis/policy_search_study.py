@@ -4,21 +4,17 @@ policy search with the score penalty, against open-loop SGP and SGP + MPC, on th
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from sgp_lightning.analysis.common import planner_settings, provenance, run_record, train_run, write_report
+from sgp_lightning.analysis.common import Report, planner_settings, provenance, train_run
 from sgp_lightning.planning import frozen, make_planner, plan_and_evaluate
 from sgp_lightning.planning.policy_search import PolicySearch, evaluate_feedback_policy
 
 
 def reproduce_policy_search(cfg, compose) -> dict:
-
-    entry = cfg.reproduce
-    out = Path(cfg.output_dir)
-    start = time.perf_counter()
+    report, entry = Report(cfg), cfg.reproduce
     trained = train_run(cfg, compose)
     system, env = trained["system"], trained["env"]
     tasks = env.tasks()
@@ -54,27 +50,21 @@ def reproduce_policy_search(cfg, compose) -> dict:
     payload = {
         "methods": rows, "seed": entry.seed,
         "settings": OmegaConf.to_container(entry),
-        **run_record(cfg, start),
+        **report.record(),
     }  # fmt: skip
-    from sgp_lightning.plotting import plot_plans, save_figure
+    from sgp_lightning.plotting import plot_plans
 
-    save_figure(plot_plans(env, evaluations), out / "policy_search.png")
-    lines = [
-        f"### {entry.title}\n",
-        "| method | achieved cost | true steps in pit | seconds |",
-        "|---|---|---|---|",
+    report.save_figure(plot_plans(env, evaluations), "policy_search.png")
+    columns = ["method", "achieved cost", "true steps in pit", "seconds"]
+    cells = [
+        [label, f"{r['cost_achieved']:.3g}", f"{r['true_steps_in_pit']:.1%}", f"{r['seconds']:.3g}"]
+        for label, r in rows.items()
     ]
-    for label, r in rows.items():
-        lines.append(
-            f"| {label} | {r['cost_achieved']:.3g} | {r['true_steps_in_pit']:.1%} | {r['seconds']:.3g} |"
-        )
-    lines.append(
-        f"\n{len(tasks)} pit tasks, T = {env.horizon}. Policy search: {OmegaConf.to_container(entry.policy_search)}, "
+    note = (
+        f"{len(tasks)} pit tasks, T = {env.horizon}. Policy search: {OmegaConf.to_container(entry.policy_search)}, "
         f"initial states uniform in {list(entry.start_low)} … {list(entry.start_high)}, β = {entry.beta}; its "
         "seconds are training time, after which acting is one network call per step. SGP: planner_set as in "
         f"`{list(entry.plan_overrides)}`, MPC re-plans every step (planner.mpc). Train overrides: "
-        f"{list(entry.train_overrides)}; seed {entry.seed}. {provenance(payload)}\n"
+        f"{list(entry.train_overrides)}; seed {entry.seed}. {provenance(payload)}"
     )
-    table = "\n".join(lines)
-    write_report(out, payload, table)
-    return payload
+    return report.write(payload, report.table(columns, cells, note))

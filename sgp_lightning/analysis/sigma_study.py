@@ -11,13 +11,9 @@ One noise-conditioned MLP per dataset is trained by denoising score matching (eq
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import torch
-from omegaconf import OmegaConf
 
-from sgp_lightning.analysis.common import provenance, run_record, write_report
+from sgp_lightning.analysis.common import Report, provenance
 from sgp_lightning.distance import exact_score
 from sgp_lightning.nets import NoiseConditionedMLP
 
@@ -112,35 +108,24 @@ def plot_sigma_study(payload: dict):
 
 def reproduce_sigma_study(cfg, compose=None) -> dict:
     """`python reproduce.py sigma_study output_dir=DIR`: results.json, table.md and sigma_study.png."""
-    from sgp_lightning.plotting import save_figure
-
-    entry = cfg.reproduce
-    out = Path(cfg.output_dir)
-    start = time.perf_counter()
-    payload = run(entry.settings)
-    payload.update({"settings": OmegaConf.to_container(entry.settings), **run_record(cfg, start)})
-    save_figure(plot_sigma_study(payload), out / "sigma_study.png")
+    report = Report(cfg)
+    payload = report.settings_study(run, plot_sigma_study, "sigma_study.png")
     payload.pop("fields"), payload.pop("grid")  # large; the figure shows them
     for dataset in payload["datasets"].values():
         dataset.pop("data")
-    s = entry.settings
-    lines = [
-        f"### {entry.title}\n",
-        "| dataset | σ | cosine(learned, exact) outside the hole | cosine in the hole | learned points into the hole | exact points into the hole |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, d in payload["datasets"].items():
-        for r in d["levels"]:
-            lines.append(
-                f"| {name} ({d['num_points']} points) | {r['sigma']:g} | {r['cosine_outside_hole']:.2f} | "
-                f"{r['cosine_in_hole']:.2f} | {r['learned_into_hole']:.0%} | {r['exact_into_hole']:.0%} |"
-            )
-    lines.append(
-        f"\nData uniform in [−1, 1]² outside a disc of radius {s.hole_radius}; one noise-conditioned MLP "
+    s = cfg.reproduce.settings
+    columns = ["dataset", "σ", "cosine(learned, exact) outside the hole", "cosine in the hole",
+               "learned points into the hole", "exact points into the hole"]  # fmt: skip
+    rows = [
+        [f"{name} ({d['num_points']} points)", f"{r['sigma']:g}", f"{r['cosine_outside_hole']:.2f}",
+         f"{r['cosine_in_hole']:.2f}", f"{r['learned_into_hole']:.0%}", f"{r['exact_into_hole']:.0%}"]
+        for name, d in payload["datasets"].items()
+        for r in d["levels"]
+    ]  # fmt: skip
+    note = (
+        f"Data uniform in [−1, 1]² outside a disc of radius {s.hole_radius}; one noise-conditioned MLP "
         f"{list(s.hidden_dims)} per dataset, {s.train_steps} Adam steps (lr {s.lr}, batch {s.batch_size}) of "
         f"denoising score matching over the σ levels above; grid {s.grid_size}×{s.grid_size} on [−1.2, 1.2]²; "
-        f"seed {s.seed}. {provenance(payload)}\n"
+        f"seed {s.seed}. {provenance(payload)}"
     )
-    table = "\n".join(lines)
-    write_report(out, payload, table)
-    return payload
+    return report.write(payload, report.table(columns, rows, note))

@@ -7,23 +7,18 @@ states' distance to the nearest demonstrated state.
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import torch
 
-from sgp_lightning.analysis.common import planner_settings, provenance, run_record, train_run, write_report
+from sgp_lightning.analysis.common import Report, planner_settings, provenance, train_run
 from sgp_lightning.distance import nearest_distance
 from sgp_lightning.planning import plan_and_evaluate
 
 
 def reproduce_stitching(cfg, compose) -> dict:
     """`python reproduce.py stitching output_dir=DIR`: train on the demonstrations, plan every method."""
-    from sgp_lightning.plotting import plot_plans, save_figure
+    from sgp_lightning.plotting import plot_plans
 
-    entry = cfg.reproduce
-    out = Path(cfg.output_dir)
-    start = time.perf_counter()
+    report, entry = Report(cfg), cfg.reproduce
     trained = train_run(cfg, compose)
     system, env, datamodule = trained["system"], trained["env"], trained["datamodule"]
     data = datamodule.all_data["x"]
@@ -44,28 +39,23 @@ def reproduce_stitching(cfg, compose) -> dict:
             "planner": planners[name],
         }
         evaluations.append(evaluation)
-    save_figure(plot_plans(env, evaluations, data), out / "plan.png")
+    report.save_figure(plot_plans(env, evaluations, data), "plan.png")
     payload = {
         "methods": methods, "seed": entry.seed,
         "train_overrides": list(entry.train_overrides), "plan_overrides": list(entry.plan_overrides),
         "num_demonstration_states": len(data),
-        **run_record(cfg, start),
+        **report.record(),
     }  # fmt: skip
-    lines = [
-        f"### {entry.title}\n",
-        "| method | cost of plan | achieved cost | distance to goal at T | plan's distance to data: mean / max |",
-        "|---|---|---|---|---|",
-    ]
-    for name, r in methods.items():
-        lines.append(
-            f"| {name} | {r['cost_planned']:.3g} | {r['cost_achieved']:.3g} | {r['distance_to_goal']:.3g} | "
-            f"{r['plan_distance_to_data_mean']:.3g} / {r['plan_distance_to_data_max']:.3g} |"
-        )
-    lines.append(
-        f"\n{len(tasks)} tasks from around (−0.8, −0.8) to (0.8, −0.8), T = {env.horizon}; {len(data)} demonstrated "
+    columns = ["method", "cost of plan", "achieved cost", "distance to goal at T",
+               "plan's distance to data: mean / max"]  # fmt: skip
+    rows = [
+        [name, f"{r['cost_planned']:.3g}", f"{r['cost_achieved']:.3g}", f"{r['distance_to_goal']:.3g}",
+         f"{r['plan_distance_to_data_mean']:.3g} / {r['plan_distance_to_data_max']:.3g}"]
+        for name, r in methods.items()
+    ]  # fmt: skip
+    note = (
+        f"{len(tasks)} tasks from around (−0.8, −0.8) to (0.8, −0.8), T = {env.horizon}; {len(data)} demonstrated "
         f"states. Train overrides: {list(entry.train_overrides)}; plan overrides: {list(entry.plan_overrides)}; "
-        f"seed {entry.seed}. {provenance(payload)}\n"
+        f"seed {entry.seed}. {provenance(payload)}"
     )
-    table = "\n".join(lines)
-    write_report(out, payload, table)
-    return payload
+    return report.write(payload, report.table(columns, rows, note))

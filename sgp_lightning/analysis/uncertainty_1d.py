@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sgp_lightning.analysis.common import provenance, run_record, write_report
+from sgp_lightning.analysis.common import Report, provenance
 from sgp_lightning.distance import smoothed_distance_sq
 from sgp_lightning.errors import require
 
@@ -166,43 +166,28 @@ def run(cfg) -> dict:
 
 def reproduce_uncertainty_1d(cfg, compose=None) -> dict:
     """`python reproduce.py uncertainty_1d output_dir=DIR`: results.json, table.md and uncertainty_1d.png."""
-    import time
-    from pathlib import Path
+    from sgp_lightning.plotting import plot_uncertainty_1d
 
-    from omegaconf import OmegaConf
-
-    from sgp_lightning.plotting import plot_uncertainty_1d, save_figure
-
-    entry = cfg.reproduce
-    out = Path(cfg.output_dir)
-    start = time.perf_counter()
-    payload = run(entry.settings)
-    payload.update({"settings": OmegaConf.to_container(entry.settings), **run_record(cfg, start)})
-    save_figure(plot_uncertainty_1d(payload), out / "uncertainty_1d.png")
-    s = entry.settings
-    lines = [
-        f"### {entry.title}\n",
-        "| metric | runs ending within ε of data | mean distance to nearest data | true cost f at the end | learned f_θ at the end |",
-        "|---|---|---|---|---|",
-    ]
+    report = Report(cfg)
+    payload = report.settings_study(run, plot_uncertainty_1d, "uncertainty_1d.png")
+    s = cfg.reproduce.settings
+    columns = ["metric", "runs ending within ε of data", "mean distance to nearest data",
+               "true cost f at the end", "learned f_θ at the end"]  # fmt: skip
     names = {
         "distance": "distance to data (exact, σ annealed)",
         "ensemble": "ensemble of 2",
         "gp": "Gaussian process",
     }
+    rows = []
     for metric, name in names.items():
         r = payload["metrics"][metric]
-        lines.append(
-            f"| {name} | {r['landed_on_data']:.1%} | {r['mean_distance_to_data']:.3g} | {r['true_cost']:.3g} | "
-            f"{r['model_cost']:.3g} |"
-        )
-    lines.append(
-        f"\n{s.num_starts} runs of {s.steps} Adam steps (lr {s.lr}) on f_θ(x) + β μ²(x), β = {s.beta}, from starts "
+        rows.append([name, f"{r['landed_on_data']:.1%}", f"{r['mean_distance_to_data']:.3g}",
+                     f"{r['true_cost']:.3g}", f"{r['model_cost']:.3g}"])  # fmt: skip
+    note = (
+        f"{s.num_starts} runs of {s.steps} Adam steps (lr {s.lr}) on f_θ(x) + β μ²(x), β = {s.beta}, from starts "
         f"uniform in [{s.low}, {s.high}]; ε = {s.epsilon}; {s.num_points} samples outside the gap {list(s.gap)}; "
         f"each μ² divided by its maximum on the grid; distance σ {s.sigma_max} → {s.sigma_min} over {s.num_levels} "
         f"levels; GP RBF length {s.gp.length}, signal {s.gp.signal}, noise {s.gp.noise}; seed {s.seed}.\n"
-        f"{provenance(payload)}\n"
+        f"{provenance(payload)}"
     )
-    table = "\n".join(lines)
-    write_report(out, payload, table)
-    return payload
+    return report.write(payload, report.table(columns, rows, note))

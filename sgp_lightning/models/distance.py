@@ -24,9 +24,31 @@ from sgp_lightning.spaces import as_shape, is_image, join, pair_shape
 
 
 class DistanceEstimator(PartModel):
-    """d̂_σk(z)² = σ_k² · g(z, k), trained with eq. 43:  E |g(z, k) − d_σk(z)² / σ_k²|  (the 1/σ² weighted
+    r"""
+    d̂_σk(z)² = σ_k² · g(z, k), trained with eq. 43:  E |g(z, k) − d_σk(z)² / σ_k²|  (the 1/σ² weighted
     absolute error), over queries z drawn near the data (data + σ_k noise) and uniformly over the data's
-    normalized bounding box widened by `margin` (the domain Ω of eq. 43)."""
+    normalized bounding box widened by `margin` (the domain Ω of eq. 43). Vector domains only.
+
+    Args:
+        state_shape, action_shape (`int` or `list[int]`):
+            `[n]` and `[m]` (vector domains only).
+        hidden_dims (`Sequence[int]`, *optional*, defaults to `(256, 256, 256)`):
+            Hidden layer widths of g, a noise-conditioned MLP with one output.
+        activation (`str`, *optional*, defaults to `"silu"`):
+            g's activation.
+        schedule, sigma_max, sigma_min, num_levels (*optional*, defaults to `"geometric"`, 1.0, 0.05, 10):
+            The noise levels σ_k (normalized units) the estimator is conditioned on, as in [`ScoreModel`].
+        reference_size (`int`, *optional*, defaults to 50000):
+            How many training pairs (a seeded subset) the targets are measured to; `None`: all of them.
+        queries_per_step (`int`, *optional*):
+            Anchors per training step (the first of the batch); `None`: the whole batch.
+        uniform_fraction (`float`, *optional*, defaults to 0.5):
+            Share of the queries drawn uniformly over Ω (the rest near the anchors), in [0, 1].
+        margin (`float`, *optional*, defaults to 1.0):
+            How far Ω extends beyond the reference data's bounding box, in normalized units.
+        optimizer (`OptimizerFactory`, *optional*):
+            As in [`PartModel`].
+    """
 
     part_name = "distance"
     reference: torch.Tensor
@@ -86,14 +108,24 @@ class DistanceEstimator(PartModel):
         self.register_buffer("reference", torch.zeros(0, self.pair_shape[0]), persistent=False)
 
     def set_normalizers(self, stats) -> None:
+        """Reads the joined pair's statistics, `xu`."""
         self.pair_norm.set_stats(*stats["xu"])
 
     def set_data(self, datamodule) -> None:
+        """The normalizer statistics, and the reference pairs from the training split (seeded subset)."""
         super().set_data(datamodule)
         self.set_reference(datamodule.train_data, seed=getattr(datamodule, "seed", 0))
 
     def set_reference(self, data: dict[str, torch.Tensor], seed: int = 0) -> None:
-        """Use (a seeded subset of) these training pairs as the data the distance is measured to."""
+        r"""
+        Use (a seeded subset of) these training pairs as the data the distance is measured to.
+
+        Args:
+            data (`dict[str, torch.Tensor]`):
+                Transitions in the data's units; reads `x` `(N, n)` and `u` `(N, m)`.
+            seed (`int`, *optional*, defaults to 0):
+                Seed of the subset, when `N > reference_size`.
+        """
         pairs = self.pair_norm(join(data["x"], data["u"], self.state_shape))
         if self.reference_size is not None and pairs.shape[0] > self.reference_size:
             keep = torch.randperm(pairs.shape[0], generator=torch.Generator().manual_seed(seed))[
@@ -103,14 +135,33 @@ class DistanceEstimator(PartModel):
         self.reference = pairs.detach().to(self.reference.device)
 
     def normalize_pair(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        r"""
+        The estimator's input z, as [`ScoreModel.normalize_pair`]: `(…, n)` and `(…, m)` in the data's
+        units → `(…, n + m)` normalized.
+        """
         return self.pair_norm(join(x, u, self.state_shape))
 
     def forward(self, z: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
-        """Predicted d_σ(z)² of normalized pairs z (…, n), σ = schedule.sigmas[level]; shape z.shape[:-1]."""
+        r"""
+        The predicted squared smoothed distance d̂_σ(z)² to the data.
+
+        Args:
+            z (`torch.Tensor` of shape `(…, n + m)`):
+                Normalized pairs.
+            level (`torch.Tensor` or `int`):
+                Noise level index k (σ = `schedule.sigmas[k]`): one for all, or one per pair (shape `(…)`).
+
+        Returns:
+            `torch.Tensor` of shape `z.shape[:-1]`: in normalized units squared.
+        """
         level = torch.as_tensor(level, device=z.device, dtype=torch.long).expand(z.shape[:-1])
         return self.schedule.sigmas[level].square() * self.net(z, level).squeeze(-1)
 
     def reference_pairs(self) -> torch.Tensor:
+        r"""
+        The normalized reference pairs `(N_ref, n + m)`; an `SGPError` if none were set (the estimator was
+        not trained in this process: checkpoints do not hold them).
+        """
         require(
             self.reference.shape[0] > 0,
             "the distance estimator has no reference data: train it with a datamodule "
@@ -119,12 +170,37 @@ class DistanceEstimator(PartModel):
         return self.reference
 
     def exact(self, z: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        """The regression target: exact streamed softmin d_σ(z)² over the reference set, shape (B,)."""
+        r"""
+        The regression target: the exact streamed softmin d_σ(z)² over the reference set (no gradient).
+
+        Args:
+            z (`torch.Tensor` of shape `(B, n + m)`):
+                Normalized query pairs.
+            level (`torch.Tensor` of shape `(B,)`):
+                Noise level index per query.
+
+        Returns:
+            `torch.Tensor` of shape `(B,)`: in normalized units squared.
+        """
         with torch.no_grad():
             return smoothed_distance_sq(z, self.reference_pairs(), self.schedule.sigmas[level])
 
     def queries(self, anchors: torch.Tensor, level: torch.Tensor, generator=None) -> torch.Tensor:
-        """Points of Ω: the first `uniform_fraction` uniform in the widened data box, the rest anchors + σ noise."""
+        r"""
+        Query points of Ω: the first `uniform_fraction` uniform in the widened data box, the rest the
+        anchors plus σ_k noise.
+
+        Args:
+            anchors (`torch.Tensor` of shape `(B, n + m)`):
+                Normalized data pairs the near queries are drawn around.
+            level (`torch.Tensor` of shape `(B,)`):
+                Noise level index per query.
+            generator (`torch.Generator`, *optional*):
+                Source of the uniform draws and the noise.
+
+        Returns:
+            `torch.Tensor` of shape `(B, n + m)`: normalized queries, uniform ones first.
+        """
         num_uniform = int(round(self.uniform_fraction * anchors.shape[0]))
         reference = self.reference_pairs()
         low, high = reference.min(0).values - self.margin, reference.max(0).values + self.margin
@@ -135,6 +211,19 @@ class DistanceEstimator(PartModel):
         return torch.cat([uniform[:num_uniform], near[num_uniform:]])
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""
+        Eq. 43: mean |g(z, k) − d_σk(z)² / σ_k²| over queries around the batch's first `queries_per_step`
+        pairs, with a uniform random level per query.
+
+        Args:
+            batch (`dict[str, torch.Tensor]`):
+                Transitions; reads `x` and `u`.
+            generator (`torch.Generator`, *optional*):
+                Source of the levels and queries (validation passes a fixed one).
+
+        Returns:
+            `torch.Tensor`: the scalar loss, dimensionless (distances over σ²).
+        """
         # Each query costs a pass over the reference set, so a step may use only part of the batch.
         anchors = self.normalize_pair(batch["x"], batch["u"])[: self.queries_per_step]
         level = torch.randint(
@@ -146,9 +235,21 @@ class DistanceEstimator(PartModel):
 
     @torch.no_grad()
     def error_by_level(self, anchors: torch.Tensor, seed: int = 0) -> list[dict[str, float]]:
-        """Per noise level, the estimator's error against the exact softmin on queries around held-out
-        normalized pairs `anchors` (near-data and uniform, as in training): mean |d̂² − d²| and the same
-        divided by σ² (eq. 43's weighting), each for the near-data and the uniform queries."""
+        r"""
+        Per noise level, the estimator's error against the exact softmin on queries around held-out pairs
+        (near-data and uniform, as in training).
+
+        Args:
+            anchors (`torch.Tensor` of shape `(B, n + m)`):
+                Held-out normalized pairs.
+            seed (`int`, *optional*, defaults to 0):
+                Seed of the queries.
+
+        Returns:
+            `list[dict[str, float]]`: one row per level with `level`, `sigma` and, for the `near` and the
+            `uniform` queries, `abs_error_<queries>` (mean |d̂² − d²|, normalized units squared) and
+            `scaled_error_<queries>` (the same divided by σ², eq. 43's weighting).
+        """
         generator = torch.Generator(device=anchors.device).manual_seed(seed)
         rows = []
         num_uniform = int(round(self.uniform_fraction * anchors.shape[0]))

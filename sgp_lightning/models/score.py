@@ -15,10 +15,34 @@ from sgp_lightning.spaces import as_shape, feature_sum, is_image, join, pair_sha
 
 
 class ScoreModel(PartModel):
-    """Denoising score matching (eq. 10) with one random level per sample: loss = ‖σ·s(z + σε) + ε‖².
+    r"""
+    Noise-conditioned score s_θ(z, k) ≈ ∇_z log p_σk(z), trained by denoising score matching (eq. 10) with
+    one random level per sample: loss = ‖σ·s(z + σε) + ε‖².
 
     z is the normalized pair (x, u): a vector, or for image domains the state and action images stacked
     as channels. The network is a NoiseConditionedMLP or a NoiseConditionedUNet (`architecture`).
+
+    Args:
+        state_shape, action_shape (`int` or `list[int]`):
+            `[n]` for vector states and actions, `[C, H, W]` for images of one size.
+        architecture (`str`, *optional*, defaults to `"mlp"`):
+            `mlp` for vector pairs, `unet` for image pairs.
+        hidden_dims (`Sequence[int]`, *optional*, defaults to `(512, 512, 512)`):
+            The noise-conditioned MLP's hidden layer widths.
+        activation (`str`, *optional*, defaults to `"silu"`):
+            The MLP's activation.
+        schedule (`str`, *optional*, defaults to `"geometric"`):
+            How the noise levels are spaced: `geometric` or `cosine` (see [`NoiseSchedule.build`]).
+        sigma_max (`float`, *optional*, defaults to 0.3):
+            σ_0, the largest noise level, in normalized units.
+        sigma_min (`float`, *optional*, defaults to 0.02):
+            σ_{L−1}, the smallest noise level, in normalized units.
+        num_levels (`int`, *optional*, defaults to 10):
+            L, the number of noise levels.
+        unet (`Mapping`, *optional*):
+            The U-Net's settings, for `architecture="unet"` (see [`sgp_lightning.nets.NoiseConditionedUNet`]).
+        optimizer (`OptimizerFactory`, *optional*):
+            As in [`PartModel`].
     """
 
     part_name = "score"
@@ -62,16 +86,51 @@ class ScoreModel(PartModel):
             )
 
     def set_normalizers(self, stats) -> None:
+        """Reads the joined pair's statistics, `xu`."""
         self.pair_norm.set_stats(*stats["xu"])
 
     def normalize_pair(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        r"""
+        The score's input z: x and u joined, then normalized.
+
+        Args:
+            x, u (`torch.Tensor`):
+                States `(…, *state_shape)` and actions `(…, *action_shape)` in the data's units.
+
+        Returns:
+            `torch.Tensor` of shape `(…, *pair_shape)`: z in normalized units.
+        """
         return self.pair_norm(join(x, u, self.state_shape))
 
     def forward(self, z: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
-        """∇_z log p_σ(z) in normalized space, σ = schedule.sigmas[level]."""
+        r"""
+        The score ∇_z log p_σ(z) at noise level σ = `schedule.sigmas[level]`.
+
+        Args:
+            z (`torch.Tensor` of shape `(…, *pair_shape)`):
+                Normalized pairs, as [`~ScoreModel.normalize_pair`] returns them.
+            level (`torch.Tensor` or `int`):
+                Noise level index k in `[0, num_levels)`: one for all, or one per pair (shape `(…)`).
+
+        Returns:
+            `torch.Tensor` of shape `z.shape`: the score, in 1 / normalized units.
+        """
         return self.net(z, level)
 
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        r"""
+        Denoising score matching: ‖σ·s(z + σε, k) + ε‖² summed over z's features, with a uniform random
+        level k and ε ~ N(0, I) per sample.
+
+        Args:
+            batch (`dict[str, torch.Tensor]`):
+                Transitions; reads `x` and `u`.
+            generator (`torch.Generator`, *optional*):
+                Source of the levels and the noise (validation passes a fixed one).
+
+        Returns:
+            `torch.Tensor`: the scalar loss (mean over the batch), dimensionless.
+        """
         z = self.normalize_pair(batch["x"], batch["u"])
         level = torch.randint(0, self.schedule.num_levels, z.shape[:1], device=z.device, generator=generator)
         noise = torch.randn(z.shape, device=z.device, generator=generator, dtype=z.dtype)

@@ -19,6 +19,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
 
 from sgp_lightning.envs import Env
 from sgp_lightning.errors import SGPError, require
@@ -30,7 +31,6 @@ from sgp_lightning.models.policy import PolicyModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
 from sgp_lightning.planning.evaluators import Evaluator
-from sgp_lightning.utils import plain_config
 
 PARTS = {
     "dynamics": DynamicsModel,
@@ -46,6 +46,46 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 class SGPSystem(L.LightningModule):
+    r"""
+    The learned parts of one domain (dynamics, ensemble, reward, score, distance estimator, policy), trained
+    together (the sum of their losses) and planned with. Each part is built from a dict of its constructor
+    arguments, so a checkpoint rebuilds from its hyperparameters alone ([`~SGPSystem.load_from_checkpoint`]).
+
+    Args:
+        domain (`str`):
+            The domain's name (checked against the env's and recorded in the checkpoint).
+        state_shape (`int` or `list[int]`):
+            `[n]` for vector states, `[C, H, W]` for images.
+        action_shape (`int` or `list[int]`):
+            Likewise for actions.
+        env (`Mapping`):
+            The true env's Hydra config (`_target_` an [`Env`] subclass), saved so [`~SGPSystem.make_env`]
+            rebuilds it.
+        dynamics (`Mapping`, *optional*):
+            [`DynamicsModel`] arguments; `None` switches the part off. The same for `reward`
+            ([`RewardModel`]), `score` ([`ScoreModel`]), `ensemble` ([`EnsembleDynamicsModel`]), `distance`
+            ([`DistanceEstimator`]) and `policy` ([`PolicyModel`]).
+        frozen (`Mapping[str, str]`, *optional*):
+            Part → checkpoint path: that part's weights are loaded from it before fitting and not trained.
+        optimizer (`OptimizerFactory` or `Mapping`, *optional*):
+            A factory taking `params`, or its Hydra config (`_partial_: true`), which is saved. Defaults to
+            Adam with learning rate 1e-3.
+        lr_schedule (`str`, *optional*, defaults to `"constant"`):
+            `constant`, or `cosine`: the learning rate decays to 0 over the run's optimiser steps.
+        part_lr (`Mapping[str, float]`, *optional*):
+            Part → its own learning rate instead of the optimizer's, e.g. small dynamics MLPs that tolerate
+            a larger one than a wide score network.
+        planner_set (`str`, *optional*, defaults to `"default"`):
+            The experiment's planner settings (conf/planner_set/), which plan.py and the Controller use by
+            default.
+        evaluator (`Mapping`, *optional*):
+            The domain's evaluator config (`_target_`: `sgp_lightning.planning.OpenLoopTasks` or
+            `MPCEpisodes`, with its settings); None: OpenLoopTasks. plan.py and the PlanningCallback use it.
+
+    Every argument is a plain value (dicts, lists, numbers, strings): they are saved as the checkpoint's
+    hyperparameters, which load weights-only. An OmegaConf container raises an `SGPError`.
+    """
+
     def __init__(
         self,
         domain: str,
@@ -65,31 +105,16 @@ class SGPSystem(L.LightningModule):
         planner_set: str = "default",
         evaluator: Mapping | None = None,
     ):
-        """Shapes are [n] for vectors or [C, H, W] for images. `optimizer` is a factory taking `params`, or
-        its Hydra config (`_partial_: true`), which is saved. `lr_schedule`: constant, or cosine (the
-        learning rate decays to 0 over the run's optimiser steps). `part_lr` (part → learning rate) gives
-        some parts their own learning rate instead of the optimizer's, e.g. small dynamics MLPs that
-        tolerate a larger one than a wide score network. `planner_set` names the experiment's planner
-        settings (conf/planner_set/), which plan.py and the Controller use by default. `evaluator` is the
-        domain's evaluator config (`_target_`: OpenLoopTasks or MPCEpisodes; None: OpenLoopTasks)."""
         super().__init__()
-        env, dynamics, reward, score, ensemble, distance, policy, state_shape, action_shape, evaluator = (
-            plain_config(c)
-            for c in (
-                env,
-                dynamics,
-                reward,
-                score,
-                ensemble,
-                distance,
-                policy,
-                state_shape,
-                action_shape,
-                evaluator,
-            )
-        )
-        frozen = dict(plain_config(frozen) or {})
-        part_lr = dict(plain_config(part_lr) or {})  # plain before save_hyperparameters (safe to unpickle)
+        # Saved hyperparameters must be plain values (checkpoints load weights-only): Hydra passes them so
+        # with `_convert_: all` (conf/model/*.yaml); an OmegaConf container is refused here, not saved.
+        _require_plain(
+            env=env, dynamics=dynamics, reward=reward, score=score, ensemble=ensemble, distance=distance,
+            policy=policy, state_shape=state_shape, action_shape=action_shape, frozen=frozen,
+            optimizer=optimizer, part_lr=part_lr, evaluator=evaluator,
+        )  # fmt: skip
+        frozen = dict(frozen or {})
+        part_lr = dict(part_lr or {})  # a dict before save_hyperparameters, which saves these locals
         require(
             lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}"
         )
@@ -102,7 +127,7 @@ class SGPSystem(L.LightningModule):
             require(part in PARTS, f"frozen names unknown part {part!r}; parts are {sorted(PARTS)}")
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
         if isinstance(optimizer, Mapping):
-            self.hparams["optimizer"] = plain_config(optimizer)
+            self.hparams["optimizer"] = dict(optimizer)
             optimizer = hydra.utils.instantiate(optimizer)
         self.optimizer_factory = optimizer or default_optimizer()
         self.domain, self.planner_set = domain, str(planner_set)
@@ -127,24 +152,43 @@ class SGPSystem(L.LightningModule):
     def load_from_checkpoint(  # type: ignore[override]
         cls, checkpoint_path: str | os.PathLike, map_location: str | torch.device = "cpu", **overrides
     ) -> SGPSystem:
-        """Rebuild a system from its checkpoint alone, in eval mode, with its frozen parts inside.
+        r"""
+        Rebuild a system from its checkpoint alone, in eval mode, with its frozen parts inside.
 
         The file is read with `torch.load(weights_only=True)` only: a checkpoint that would need unsafe
-        unpickling is refused, never loaded otherwise. `overrides` replace saved hyperparameters (they must
-        be SGPSystem arguments, and not `frozen`). Every bad file or value raises one SGPError naming it.
+        unpickling is refused, never loaded otherwise. Every bad file or value raises one SGPError naming it.
+
+        Args:
+            checkpoint_path (`str` or `os.PathLike`):
+                A checkpoint written by training (`…/checkpoints/last.ckpt`).
+            map_location (`str` or `torch.device`, *optional*, defaults to `"cpu"`):
+                Where the weights are loaded and the system is moved.
+            **overrides:
+                SGPSystem arguments replacing saved hyperparameters (not `frozen`).
+
+        Returns:
+            [`SGPSystem`]: in eval mode.
         """
         return _load_from_checkpoint(cls, checkpoint_path, map_location, overrides)
 
     # ---------------------------------------------------------------- composition
     @property
     def parts(self) -> dict[str, torch.nn.Module]:
+        """The parts that are switched on, by name (`dynamics`, `ensemble`, `reward`, …), in a fixed order."""
         return {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}
 
     @property
     def trainable_parts(self) -> dict[str, torch.nn.Module]:
+        """The parts that are switched on and not frozen, by name: the ones whose losses are trained."""
         return {name: part for name, part in self.parts.items() if name not in self.hparams.frozen}
 
     def make_env(self) -> Env:
+        r"""
+        A new instance of the true env, from the saved `env` config.
+
+        Returns:
+            [`Env`]: the domain's ground-truth env.
+        """
         return hydra.utils.instantiate(self.hparams.env, _convert_="all")
 
     def make_evaluator(self, overrides: Mapping | None = None, plan_options: Mapping | None = None):
@@ -154,6 +198,16 @@ class SGPSystem(L.LightningModule):
         return make_evaluator(self.hparams.get("evaluator"), overrides, plan_options)
 
     def require_part(self, name: str):
+        r"""
+        The part called `name`, or an `SGPError` saying the system was trained without it.
+
+        Args:
+            name (`str`):
+                `dynamics`, `ensemble`, `reward`, `score`, `distance` or `policy`.
+
+        Returns:
+            [`PartModel`]: that part.
+        """
         part = getattr(self, name)
         if part is None:
             raise SGPError(f"this checkpoint has no {name} model (model.{name} was null when it was trained)")
@@ -188,6 +242,8 @@ class SGPSystem(L.LightningModule):
 
     # ---------------------------------------------------------------- training
     def setup(self, stage: str) -> None:
+        """Before fitting: load the frozen parts and give each trainable part the datamodule's data
+        (normalization statistics, the distance estimator's reference pairs)."""
         if stage != "fit":
             return
         if not self._frozen_loaded:
@@ -201,6 +257,13 @@ class SGPSystem(L.LightningModule):
         return {name: part.loss(batch, generator) for name, part in self.trainable_parts.items()}
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        r"""
+        Sum of the trainable parts' losses on a batch of transitions; logs `train/<part>_loss` and
+        `train/loss`.
+
+        Returns:
+            `torch.Tensor`: the scalar loss.
+        """
         losses = self._losses(batch)
         require(len(losses) > 0, "nothing to train: every part is switched off or frozen")
         for name, value in losses.items():
@@ -210,6 +273,7 @@ class SGPSystem(L.LightningModule):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Logs `val/<part>_loss` and their sum `val/loss`, with fixed noise per batch."""
         losses = self._losses(batch, validation_generator(self.device, batch_idx))
         for name, value in losses.items():
             self.log(f"val/{name}_loss", value, sync_dist=True)
@@ -217,6 +281,8 @@ class SGPSystem(L.LightningModule):
             self.log("val/loss", sum(losses.values()), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
+        """One optimizer over the trainable parameters (a group per `part_lr` part), with the cosine
+        schedule stepped per optimiser step if `lr_schedule` is `cosine`."""
         # One optimizer over independent parameter sets: for Adam this equals one optimizer per part.
         trainable = {
             name: [p for p in part.parameters() if p.requires_grad]
@@ -244,6 +310,17 @@ class SGPSystem(L.LightningModule):
             optimizer, functools.partial(_cosine_factor, steps=int(steps))
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _require_plain(**arguments) -> None:
+    """Refuse OmegaConf containers among SGPSystem's arguments: they would be saved into the checkpoint,
+    which then could not be read weights-only."""
+    for name, value in arguments.items():
+        require(
+            not OmegaConf.is_config(value),
+            f"SGPSystem argument {name} is an OmegaConf {type(value).__name__}; pass plain values "
+            "(instantiate the model config with _convert_: all, or OmegaConf.to_container it first)",
+        )
 
 
 def _cosine_factor(step: int, steps: int) -> float:
@@ -300,7 +377,19 @@ def _unreadable(path: str, kind: str, detail: str) -> str:
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """An SGPSystem checkpoint's contents (read weights-only), with one clear SGPError for any other file."""
+    r"""
+    An SGPSystem checkpoint's contents (read weights-only), with one clear SGPError for any other file.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The checkpoint file.
+        map_location (`str` or `torch.device`, *optional*, defaults to `"cpu"`):
+            Where its tensors are loaded.
+
+    Returns:
+        `dict`: Lightning's checkpoint dict, with at least `hyper_parameters` (naming a `domain`) and
+        `state_dict` (tensors).
+    """
     path = os.fspath(path)
     checkpoint = _load_file(path, map_location)
     require(
@@ -325,7 +414,16 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def read_hparams(path: str | os.PathLike) -> dict:
-    """Only the hyperparameters of an SGPSystem checkpoint (read weights-only), e.g. to check its domain."""
+    r"""
+    Only the hyperparameters of an SGPSystem checkpoint (read weights-only), e.g. to check its domain.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The checkpoint file.
+
+    Returns:
+        `dict`: the SGPSystem arguments it was built with (plain values).
+    """
     return dict(read_checkpoint(path)["hyper_parameters"])
 
 

@@ -403,7 +403,11 @@ def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):
 
     cfg = compose_config(
         "train",
-        ["experiment=d4rl/walker2d_random", "d4rl_size=small", f"domain.datamodule.dataset={hopper_random_file}"],
+        [
+            "experiment=d4rl/walker2d_random",
+            "d4rl_size=small",
+            f"domain.datamodule.dataset={hopper_random_file}",
+        ],
         tmp_path / "run",
     )
     with raises_user_error("observations of size 11 and actions of size 3, but this domain expects 17 and 6"):

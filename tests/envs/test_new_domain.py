@@ -13,28 +13,21 @@ from pathlib import Path
 from sgp_lightning.models import SGPSystem, read_hparams
 from sgp_lightning.plan import plan
 from sgp_lightning.train import train
-from tests.conftest import compose_config
+from tests.conftest import TINY, compose_config
 from tests.envs.double_integrator_domain.env import DoubleIntegratorEnv
 
 DOMAIN_CONF = Path(__file__).resolve().parent / "double_integrator_domain" / "conf"
 SEARCHPATH = f"hydra.searchpath=[file://{DOMAIN_CONF}]"
 
+# The shared tiny run on the new domain; later overrides of a key win.
 SMALL = [
     SEARCHPATH,
     "domain=double_integrator",
+    *TINY,
     "domain.datamodule.num_samples=1000",
     "domain.datamodule.batch_size=250",
-    "domain.env.num_tasks=3",
-    "domain.env.horizon=8",
-    "model.dynamics.hidden_dims=[32,32]",
-    "model.reward.hidden_dims=[32,32]",
-    "model.score.hidden_dims=[32,32]",
-    "planner.optimizer.iterations=10",
     "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
-    "callbacks.planning.every_n_epochs=1",
     "callbacks.score_field=null",
 ]
 

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
-from datamodules.base import TransitionDataModule
-from sgp_lightning.errors import require
+from datamodules.base import SampledDataModule
 from tests.envs.double_integrator_domain.env import DoubleIntegratorEnv
 
 
-class DoubleIntegratorDataModule(TransitionDataModule):
-    def __init__(self, env: DoubleIntegratorEnv, num_samples: int = 10_000, **kwargs):
-        super().__init__(name=f"{env.name} dataset", **kwargs)
-        require(num_samples > 0, f"num_samples must be positive, got {num_samples}")
-        self.env, self.num_samples = env, int(num_samples)
+class DoubleIntegratorDataModule(SampledDataModule):
+    """Draws its pairs with the env's `sample_states` / `sample_actions` and steps them with the env."""
 
-    def load_transitions(self) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(self.seed)
-        x = self.env.sample_states(self.num_samples, generator)
-        u = self.env.sample_actions(self.num_samples, generator)
-        return {"x": x, "u": u, "x_next": self.env.step(x, u), "r": self.env.reward(x, u)}
+    def __init__(self, env: DoubleIntegratorEnv, num_samples: int = 10_000, **kwargs):
+        super().__init__(env, num_samples, **kwargs)

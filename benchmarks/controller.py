@@ -1,0 +1,83 @@
+"""Controller.act time for 16 observations against 1, on the same networks, side by side; prints JSON.
+
+One timed `act` is one warm-started re-plan (planner.mpc.iterations Adam iterations over the
+planner.mpc.horizon window, started from the previous plan shifted by a step), as every act after the
+first is in a control loop. Each controller makes one warm-up act (the first, full solve) first; then the
+two batch sizes take turns, one act each per repeat, so a machine shared with other jobs slows both alike.
+Planning 16 observations in one batch should cost far less than 16 times one.
+
+    python benchmarks/controller.py [--threads 1] [--repeats 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from planning import default_system  # benchmarks/planning.py: this folder is on sys.path when run
+
+from sgp_lightning import Controller
+from sgp_lightning.utils import machine_info
+
+BATCHES = (1, 16)
+
+
+def observations(system, batch: int) -> torch.Tensor:
+    """The first `batch` start states of the domain's tasks; one observation unbatched, (n,)."""
+    env = system.make_env()
+    env.num_tasks = batch
+    x0 = env.tasks().x0
+    return x0[0] if batch == 1 else x0
+
+
+def time_act(controller: Controller, obs: torch.Tensor) -> float:
+    start = time.perf_counter()
+    controller.act(obs)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--repeats", type=int, default=20, help="timed warm-started acts per batch size")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    system, planner_cfg = default_system()
+    controllers = {batch: Controller(system, planner_cfg) for batch in BATCHES}
+    obs = {batch: observations(system, batch) for batch in BATCHES}
+    for batch in BATCHES:
+        controllers[batch].act(obs[batch])  # warm-up: the first act, a full solve
+    runs = {batch: [] for batch in BATCHES}
+    for _ in range(args.repeats):
+        for batch in BATCHES:
+            runs[batch].append(time_act(controllers[batch], obs[batch]))
+    results = {
+        f"batch_{batch}": {
+            "act_median_s": statistics.median(times),
+            "act_min_s": min(times),
+            "runs": times,
+        }
+        for batch, times in runs.items()
+    }
+    t1, t16 = results["batch_1"]["act_median_s"], results["batch_16"]["act_median_s"]
+    payload = {
+        "benchmark": "controller_act",
+        "domain": system.domain,
+        "planner": planner_cfg["name"],
+        "mpc_iterations": planner_cfg["mpc"]["iterations"],
+        "mpc_horizon": planner_cfg["mpc"]["horizon"],
+        "beta": planner_cfg["beta"],
+        "repeats": args.repeats,
+        **results,
+        "batch16_over_batch1": t16 / t1,
+        "machine": machine_info(),
+    }
+    print(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()
