@@ -31,3 +31,26 @@ def test_clean_errors_exits_2_with_one_line(capsys):
     assert capsys.readouterr().err == "error: horizon must be positive\n"
     with pytest.raises(KeyError), clean_errors():
         raise KeyError("a bug, not bad input: keeps its traceback")
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    """results.json and table.md are written to a temporary name and renamed: a write killed or failing
+    midway never leaves a half-written file that a later run would read as valid."""
+    import json
+    from pathlib import Path
+
+    from sgp_lightning.utils import write_json
+
+    target = write_json(tmp_path / "results.json", {"cost": 1.0})
+    original = Path.write_text
+
+    def half_then_fail(self, text, *args, **kwargs):
+        original(self, text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_json(target, {"cost": 2.0, "methods": {"sgp": [0.5] * 100}})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"cost": 1.0}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary left behind
