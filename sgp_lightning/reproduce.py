@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import statistics
@@ -13,10 +14,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sgp_lightning.analysis.common import run_record
 from sgp_lightning.errors import require
-from sgp_lightning.plan import compose_plan_config, plan
+from sgp_lightning.pieces import plan_piece, train_piece
+from sgp_lightning.plan import compose_plan_config
 from sgp_lightning.planning import make_planner
 from sgp_lightning.report import methods_table
-from sgp_lightning.train import train
 from sgp_lightning.utils import write_json, write_text
 
 
@@ -67,6 +68,7 @@ def reproduce(cfg: DictConfig) -> dict:
         return pipeline(cfg, _compose)
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
+    fresh = bool(entry.get("fresh", False))  # reproduce.fresh=true: ignore the finished pieces in DIR
     if entry.get("beta_sweep") is not None:
         methods = {f"beta={b:g}": [f"planners.sgp.beta={b}", "methods=[sgp]"] for b in entry.beta_sweep}
     else:
@@ -89,16 +91,20 @@ def reproduce(cfg: DictConfig) -> dict:
                 "trainer.enable_progress_bar=false",
             ],
         )
-        _, trained = train(train_cfg)
-        if trained["system"].distance is not None:
-            distance_errors.append(_distance_errors(trained["system"].distance, trained["datamodule"], seed))
+        trained_key, trained = train_piece(run_dir, train_cfg, fresh)
         ckpt = run_dir / "checkpoints" / "last.ckpt"
-        tuned = _tune(entry, grids, ckpt, run_dir, seed, threads) if grids else {}
+        system, datamodule = _system_and_data(train_cfg, ckpt) if trained is None else (
+            trained["system"], trained["datamodule"])  # fmt: skip
+        if system.distance is not None:
+            distance_errors.append(_distance_errors(system.distance, datamodule, seed))
+        plan_once = functools.partial(_plan_checkpoint, entry, ckpt, seed, threads=threads, trained=trained_key,
+                                      fresh=fresh)  # fmt: skip
+        tuned = _tune(entry, grids, run_dir, plan_once) if grids else {}
         tuning[seed] = tuned
         chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
         for label, overrides in methods.items():
             plan_dir = run_dir / "plan" / (label.replace("=", "_") or "methods")
-            result = _plan_checkpoint(entry, ckpt, seed, plan_dir, threads, [*chosen, *overrides])
+            result = plan_once(plan_dir, [*chosen, *overrides])
             domain = result["domain"]
             for name, metrics in result["methods"].items():
                 per_method.setdefault(label or name, []).append(metrics)
@@ -153,22 +159,33 @@ def reproduce(cfg: DictConfig) -> dict:
 
 
 def _plan_checkpoint(
-    entry: DictConfig, ckpt: Path, seed: int, plan_dir: Path, threads: str, overrides: list[str]
-) -> dict:
-    """plan.py on one seed's checkpoint with the entry's plan overrides, then `overrides`."""
-    return plan(
-        compose_plan_config(
-            [
-                *entry.plan_overrides,
-                *overrides,
-                f"ckpt_path='{ckpt}'",
-                f"seed={seed}",
-                f"output_dir='{plan_dir}'",
-                f"mpc={str(bool(entry.mpc)).lower()}",
-                threads,
-            ]
-        )
+    entry: DictConfig, ckpt: Path, seed: int, plan_dir: Path, overrides: list[str], threads: str, trained: str,
+    fresh: bool,
+) -> dict:  # fmt: skip
+    """plan.py on one seed's checkpoint with the entry's plan overrides, then `overrides` (reused when the
+    same plan of the same training, key `trained`, finished in plan_dir)."""
+    plan_cfg = compose_plan_config(
+        [
+            *entry.plan_overrides,
+            *overrides,
+            f"ckpt_path='{ckpt}'",
+            f"seed={seed}",
+            f"output_dir='{plan_dir}'",
+            f"mpc={str(bool(entry.mpc)).lower()}",
+            threads,
+        ]
     )
+    return plan_piece(plan_dir, plan_cfg, trained, fresh)
+
+
+def _system_and_data(train_cfg: DictConfig, ckpt: Path):
+    """A reused training's system (from its checkpoint) and datamodule (drawn again from its seed)."""
+    from sgp_lightning.models import SGPSystem
+    from sgp_lightning.train import instantiate_env_and_data
+
+    _, datamodule = instantiate_env_and_data(train_cfg)
+    datamodule.setup("fit")
+    return SGPSystem.load_from_checkpoint(ckpt), datamodule
 
 
 def _tune_grid(entry: DictConfig, planner_names) -> dict[str, list[float]]:
@@ -218,9 +235,7 @@ def _check_tune(entry: DictConfig) -> dict[str, list[float]]:
     return _tune_grid(entry, list(planners))
 
 
-def _tune(
-    entry: DictConfig, grids: dict[str, list[float]], ckpt: Path, run_dir: Path, seed: int, threads: str
-) -> dict[str, dict]:
+def _tune(entry: DictConfig, grids: dict[str, list[float]], run_dir: Path, plan_once) -> dict[str, dict]:
     """Each method in `tune.methods` gets the β of `tune.betas` with the lowest achieved cost on a separate
     task set (`tune.task_seed`), planned with the trained checkpoint of this seed: the table's own tasks
     never choose a setting."""
@@ -236,7 +251,7 @@ def _tune(
                 "track_true_cost_every=null",
             ]
             plan_dir = run_dir / "tune" / f"{name}_beta_{beta:g}"
-            result = _plan_checkpoint(entry, ckpt, seed, plan_dir, threads, overrides)
+            result = plan_once(plan_dir, overrides)
             achieved[f"{beta:g}"] = result["methods"][name]["cost_achieved"]
         # the first of equals (the smallest listed) wins; a diverged plan (NaN) never does
         best = min(betas, key=lambda b: math.inf if math.isnan(achieved[f"{b:g}"]) else achieved[f"{b:g}"])

@@ -9,6 +9,7 @@ method by MPC episodes, and report the D4RL-normalised score, mean ± std over s
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -19,9 +20,8 @@ from sgp_lightning.analysis.common import run_record, write_report
 from sgp_lightning.data.collect import collect, dataset_name
 from sgp_lightning.envs.mujoco import mujoco_task
 from sgp_lightning.errors import require
-from sgp_lightning.plan import plan
-from sgp_lightning.train import train
-from sgp_lightning.utils import set_threads
+from sgp_lightning.pieces import is_finished, mark_finished, plan_piece, settings_key, train_piece
+from sgp_lightning.utils import set_threads, write_json
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -42,12 +42,13 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
     # grows into different trajectories: collect with the run's threads, not torch's default.
     set_threads(cfg.num_threads)
     datasets: dict[str, dict] = {}
+    fresh = bool(entry.get("fresh", False))  # reproduce.fresh=true: ignore the finished pieces in DIR
     for dataset in entry.datasets:
         path = out / "data" / f"{dataset_name(entry.env, dataset)}.hdf5"
-        collected = collect(OmegaConf.create({
+        collected = _collect_once(path, OmegaConf.create({
             "env": entry.env, "dataset": dataset, "n": int(entry.collect.n), "num_envs": int(entry.collect.num_envs),
             "seed": int(entry.collect.seed), "policy": None, "output": str(path),
-        }))  # fmt: skip
+        }), fresh)  # fmt: skip
         runs: dict[str, dict[str, list[float]]] = {}  # method -> {"last": [...], "best": [...]}
         seconds: dict[str, list[float]] = {}
         lengths: dict[str, list[float]] = {}  # mean episode length per seed (last checkpoint)
@@ -57,15 +58,17 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
                 f"experiment=d4rl/{entry.env}_{dataset}", *entry.train_overrides, f"domain.datamodule.dataset='{path}'",
                 f"seed={seed}", threads, f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false",
             ])  # fmt: skip
-            _, trained = train(train_cfg)
+            trained_key, trained = train_piece(run_dir, train_cfg, fresh)
             last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-            best_ckpt = trained["trainer"].checkpoint_callback.best_model_path  # lowest val/loss
+            best_ckpt = _best_checkpoint(run_dir, trained)  # lowest val/loss
 
-            def evaluate(label: str, ckpt: Path, seed=seed, run_dir=run_dir) -> dict:
-                return plan(compose("plan", [
+            def evaluate(label: str, ckpt: Path, seed=seed, run_dir=run_dir, trained_key=trained_key) -> dict:
+                plan_dir = run_dir / ("plan_" + label)
+                plan_cfg = compose("plan", [
                     *entry.plan_overrides, f"methods=[{','.join(entry.methods)}]", f"ckpt_path='{ckpt}'",
-                    f"seed={seed}", f"output_dir='{run_dir / ('plan_' + label)}'", threads,
-                ]))["methods"]  # fmt: skip
+                    f"seed={seed}", f"output_dir='{plan_dir}'", threads,
+                ])  # fmt: skip
+                return plan_piece(plan_dir, plan_cfg, f"{trained_key}:{Path(ckpt).name}", fresh)["methods"]
 
             last = evaluate("last", last_ckpt)
             same = not best_ckpt or _same_step(Path(best_ckpt), last_ckpt)
@@ -105,6 +108,27 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
     }
     write_report(out, payload, d4rl_markdown(payload))
     return payload
+
+
+def _collect_once(path: Path, settings, fresh: bool) -> dict:
+    """collect(settings) into `path`, or the summary of the same collection finished there before."""
+    key, summary = settings_key(OmegaConf.to_container(settings)), path.with_suffix(".json")
+    marker = f".{path.name}.finished"
+    if not fresh and is_finished(path.parent, key, marker) and path.is_file() and summary.is_file():
+        return json.loads(summary.read_text())
+    collected = collect(settings)
+    write_json(summary, collected)
+    mark_finished(path.parent, key, marker)
+    return collected
+
+
+def _best_checkpoint(run_dir: Path, trained: dict | None) -> str:
+    """ModelCheckpoint's best (lowest val/loss) checkpoint of a run: from the trainer, or, for a reused
+    run, the one epoch checkpoint it kept ("" if none)."""
+    if trained is not None:
+        return trained["trainer"].checkpoint_callback.best_model_path
+    kept = sorted((run_dir / "checkpoints").glob("epoch_*.ckpt"))
+    return str(kept[-1]) if kept else ""
 
 
 def _same_step(best: Path, last: Path) -> bool:

@@ -151,19 +151,27 @@ def validate_dataset(data: dict, source: str) -> dict:
 
 
 def write_dataset(path: str | Path, data: dict, metadata: dict) -> Path:
-    """Write arrays in D4RL's layout (gzip), with `metadata/<key>` scalars."""
+    """Write arrays in D4RL's layout (gzip), with `metadata/<key>` scalars. The file is written under a
+    temporary name and renamed, so a collection killed midway never leaves a half-written dataset."""
+    import os
+
     import h5py
 
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as handle:
-        for key in REQUIRED_KEYS:
-            handle.create_dataset(key, data=data[key], compression="gzip")
-        for key in INFO_KEYS:
-            if key in data:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(temporary, "w") as handle:
+            for key in REQUIRED_KEYS:
                 handle.create_dataset(key, data=data[key], compression="gzip")
-        for key, value in metadata.items():
-            handle.create_dataset(f"metadata/{key}", data=value)
+            for key in INFO_KEYS:
+                if key in data:
+                    handle.create_dataset(key, data=data[key], compression="gzip")
+            for key, value in metadata.items():
+                handle.create_dataset(f"metadata/{key}", data=value)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 

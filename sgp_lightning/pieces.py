@@ -1,0 +1,93 @@
+"""Resumable reproductions: each finished piece of a `reproduce.py NAME output_dir=DIR` run (a seed's
+training, each tuning plan, each method's plan) is marked in its folder with a key of the settings that
+produced it. Running the same command again reuses every piece whose key still matches, so a reproduction
+killed after 50 of its 65 minutes loses only the piece it was in, and a changed override re-runs only the
+pieces it changes. A training run that was cut off resumes from its `last.ckpt`. `reproduce.fresh=true`
+ignores what is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sgp_lightning.utils import log, write_text
+
+FINISHED = ".finished"  # the key of the settings that produced a finished piece
+STARTED = ".started"  # the key of a training run that began (its last.ckpt can be resumed)
+
+
+def _settings(config: DictConfig) -> dict:
+    """A config's resolved values without `paths` and `hydra` (where this process writes, not what it does)."""
+    config = config.copy()
+    with open_dict(config):
+        config.pop("hydra", None)
+        if "paths" in config:  # the folder is the piece's own (or the launching run's), not a setting
+            config.paths = {"output_dir": "<output_dir>"}
+    return OmegaConf.to_container(config, resolve=True)
+
+
+def settings_key(*settings) -> str:
+    """A short hash of settings (configs are resolved first), e.g. a piece's config and its inputs' keys."""
+    plain = [_settings(s) if isinstance(s, DictConfig) else s for s in settings]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text().strip() if path.is_file() else None
+
+
+def is_finished(folder: Path, key: str, marker: str = FINISHED) -> bool:
+    """Whether the piece in `folder` (its `marker` file) finished with the settings of `key`."""
+    return _read(Path(folder) / marker) == key
+
+
+def mark_finished(folder: Path, key: str, marker: str = FINISHED) -> None:
+    write_text(Path(folder) / marker, key)
+
+
+def train_piece(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tuple[str, dict | None]:
+    """Train `train_cfg` into `run_dir` unless a run with the same settings finished there.
+
+    Returns (the training's key, train()'s objects, or None when the finished run was reused). A run with
+    the same settings that was cut off resumes from its last.ckpt; a run with other settings (or `fresh`)
+    is cleared first, so its checkpoints are never mistaken for this one's."""
+    from sgp_lightning.train import train
+
+    run_dir = Path(run_dir)
+    key = settings_key(train_cfg)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not fresh and is_finished(run_dir, key) and last.is_file():
+        log.info(f"reusing the finished training in {run_dir}")
+        return key, None
+    resume = not fresh and _read(run_dir / STARTED) == key and last.is_file()
+    if not resume:
+        for stale in (run_dir / "checkpoints", run_dir / FINISHED):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    write_text(run_dir / STARTED, key)
+    if resume:
+        log.info(f"resuming the unfinished training in {run_dir} from {last}")
+        train_cfg = train_cfg.copy()
+        train_cfg.ckpt_path = str(last)
+    _, trained = train(train_cfg)
+    mark_finished(run_dir, key)
+    return key, trained
+
+
+def plan_piece(plan_dir: Path, plan_cfg: DictConfig, depends_on: str, fresh: bool = False) -> dict:
+    """plan() with `plan_cfg` into `plan_dir`, or its results.json when the same settings (and the same
+    training, `depends_on`: its key) finished there."""
+    from sgp_lightning.plan import plan
+
+    plan_dir = Path(plan_dir)
+    key = settings_key(plan_cfg, depends_on)
+    if not fresh and is_finished(plan_dir, key) and (plan_dir / "results.json").is_file():
+        return json.loads((plan_dir / "results.json").read_text())
+    (plan_dir / FINISHED).unlink(missing_ok=True)
+    payload = json.loads(json.dumps(plan(plan_cfg)))  # as results.json holds it, for either path
+    mark_finished(plan_dir, key)
+    return payload

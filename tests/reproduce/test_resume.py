@@ -1,0 +1,108 @@
+"""Resumable reproductions: a rerun on the same output_dir reuses every finished piece keyed by its
+settings; a changed override re-runs only what it changes; a run killed after a seed's training resumes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sgp_lightning.reproduce import reproduce
+from tests.conftest import ROOT, TINY, compose_config, hydra_conf, hydra_list
+
+PLAN_SHRINK = ["planners.sgp.optimizer.iterations=5", "planners.vanilla.optimizer.iterations=5"]
+
+
+def _entry(out: Path, seeds: str = "[0,1]", plan=PLAN_SHRINK) -> list[str]:
+    return [
+        "reproduce=pit",
+        f"reproduce.seeds={seeds}",
+        f"reproduce.train_overrides={hydra_list(['experiment=pit', *TINY])}",
+        f"reproduce.plan_overrides={hydra_list(plan)}",
+    ]
+
+
+def _run(out: Path, overrides: list[str]) -> dict:
+    cfg = compose_config("reproduce", overrides, out)
+    with hydra_conf():
+        return reproduce(cfg)
+
+
+def _numbers(results: dict) -> dict:
+    """results.json without what differs between runs of the same settings (times, machine, command)."""
+    drop = {"wall_seconds", "seconds", "machine", "argv", "command"}
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in drop}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(results)
+
+
+def _mtimes(out: Path, pattern: str) -> dict[str, float]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.glob(pattern))}
+
+
+def test_rerun_reuses_finished_pieces_and_a_changed_override_reruns_only_its_pieces(tmp_path):
+    out = tmp_path / "repro"
+    first = _run(out, _entry(out))
+    checkpoints = _mtimes(out, "runs/seed_*/checkpoints/last.ckpt")
+    plans = _mtimes(out, "runs/seed_*/plan/methods/results.json")
+    assert len(checkpoints) == 2 and len(plans) == 2
+
+    again = _run(out, _entry(out))
+    assert _numbers(again) == _numbers(first)
+    assert _mtimes(out, "runs/seed_*/checkpoints/last.ckpt") == checkpoints  # not retrained
+    assert _mtimes(out, "runs/seed_*/plan/methods/results.json") == plans  # not re-planned
+
+    changed = _run(out, _entry(out, plan=[*PLAN_SHRINK, "planners.sgp.beta=3.0"]))
+    assert _mtimes(out, "runs/seed_*/checkpoints/last.ckpt") == checkpoints  # the training is unchanged
+    replanned = _mtimes(out, "runs/seed_*/plan/methods/results.json")
+    assert all(replanned[k] != plans[k] for k in plans)  # the plans it changes ran again
+    assert changed["methods"]["sgp"]["per_seed"][0]["planner"]["beta"] == 3.0
+
+    fresh = _run(out, [*_entry(out), "reproduce.fresh=true"])
+    assert all(v != checkpoints[k] for k, v in _mtimes(out, "runs/seed_*/checkpoints/last.ckpt").items())
+    assert _numbers(fresh) == _numbers(first)  # seeded: retraining gives the same table
+
+
+@pytest.mark.slow
+def test_reproduction_killed_after_a_seeds_training_resumes_with_the_same_results(tmp_path):
+    """SIGKILL after seed 0's training, run again: seed 0 is not retrained and results.json equals an
+    uninterrupted run's."""
+    command = [sys.executable, "reproduce.py", "pit"]
+
+    def args(out: Path) -> list[str]:
+        return [f"output_dir={out}", *_entry(out)[1:]]
+
+    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", "PATH": "/usr/bin:/bin"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*command, *args(killed)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    marker = killed / "runs" / "seed_0" / ".finished"
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "seed 0's training never finished"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.json").exists()
+    checkpoint = killed / "runs" / "seed_0" / "checkpoints" / "last.ckpt"
+    trained_at = checkpoint.stat().st_mtime_ns
+
+    subprocess.run([*command, *args(killed)], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+    uninterrupted = tmp_path / "uninterrupted"
+    subprocess.run([*command, *args(uninterrupted)], cwd=ROOT, env=env, check=True, capture_output=True,
+                   timeout=300)  # fmt: skip
+    assert checkpoint.stat().st_mtime_ns == trained_at  # seed 0 was not retrained
+    resumed = json.loads((killed / "results.json").read_text())
+    reference = json.loads((uninterrupted / "results.json").read_text())
+    assert _numbers(resumed) == _numbers(reference)
