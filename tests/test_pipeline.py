@@ -222,3 +222,11 @@ def test_plan_fails_when_every_task_diverges(trained_run, tmp_path):
         plan(cfg)
     failed = json.loads((tmp_path / "results.json").read_text())["methods"]["vanilla"]["failed_tasks"]
     assert [f["task"] for f in failed] == [0, 1, 2] and all(f["diverged_at"] >= 1 for f in failed)
+
+
+def test_a_non_finite_training_loss_stops_the_run_with_one_clear_error(tmp_path):
+    from tests.conftest import TINY, raises_user_error
+
+    cfg = compose_config("train", [*TINY, "model.optimizer.lr=1e12"], tmp_path)
+    with raises_user_error("the training loss became non-finite in epoch 0"):
+        train(cfg)

@@ -272,6 +272,34 @@ class SGPSystem(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def on_train_epoch_end(self) -> None:
+        """A non-finite training loss (a diverging lr, bad data) stops the run with one clear error instead
+        of training on NaN weights (checked once per epoch: no per-step synchronisation)."""
+        bad = {
+            name: float(value)
+            for name, value in self.trainer.callback_metrics.items()
+            if name.startswith("train/") and not torch.isfinite(value).all()
+        }
+        require(
+            not bad,
+            f"the training loss became non-finite in epoch {self.current_epoch} ({bad}); lower the learning rate "
+            "or check the data",
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The global torch RNG (the noise of the score and distance losses) at this point of the run, so a
+        # resumed run draws the same noise as an uninterrupted one (plain tensors: loads weights-only).
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Logs `val/<part>_loss` and their sum `val/loss`, with fixed noise per batch."""
         losses = self._losses(batch, validation_generator(self.device, batch_idx))
