@@ -99,6 +99,10 @@ class TanhGaussianPolicy(Policy):
 
 
 def save_policy(policy: TanhGaussianPolicy, path: str | Path, metadata: dict) -> Path:
+    """Save a policy file (plain values and tensors, loadable weights-only), written under a temporary
+    name and renamed, so a training killed midway never leaves a half-written snapshot."""
+    import os
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -107,7 +111,12 @@ def save_policy(policy: TanhGaussianPolicy, path: str | Path, metadata: dict) ->
         "state_dict": policy.state_dict(),
         "metadata": metadata,
     }
-    torch.save(payload, path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 

@@ -188,6 +188,15 @@ def test_not_hdf5_fails_clearly(tmp_path):
         read_dataset(path)
 
 
+def test_truncated_hdf5_fails_clearly(tmp_path):
+    """The first half of a real D4RL-layout file (a copy cut short) is one clear error, not garbage."""
+    whole = write_d4rl_file(tmp_path / "whole.hdf5", d4rl_arrays())
+    cut = tmp_path / "cut.hdf5"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(SGPError, match="not a readable HDF5 file"):
+        read_dataset(cut)
+
+
 def test_collector_writes_d4rl_layout(tmp_path, capsys):
     out = tmp_path / "hopper-random-v5.hdf5"
     collect_main(["env=hopper", "dataset=random", "n=600", "num_envs=3", "seed=1", f"output={out}"])
