@@ -123,6 +123,17 @@ def test_load_from_checkpoint_refuses_code(trained, tmp_path):
     assert not marker.exists()
 
 
+def test_controller_from_checkpoint_refuses_code(trained, tmp_path):
+    from sgp_lightning import Controller
+
+    path, marker = malicious_checkpoint(trained["ckpt"], tmp_path)
+    with pytest.raises(SGPError, match=f"refused to load checkpoint {path}: loading it would run code"):
+        Controller.from_checkpoint(str(path), planner="sgp")
+    assert not marker.exists()
+    controller = Controller.from_checkpoint(str(trained["ckpt"]), planner="vanilla", optimizer={"iterations": 2})
+    assert controller.act(controller.env.tasks().x0).shape == (controller.env.num_tasks, 2)
+
+
 def test_resume_check_refuses_code_before_fit(trained, tmp_path):
     path, marker = malicious_checkpoint(trained["ckpt"], tmp_path)
     with pytest.raises(SGPError, match="loading it would run code"):
