@@ -130,7 +130,9 @@ def test_controller_from_checkpoint_refuses_code(trained, tmp_path):
     with pytest.raises(SGPError, match=f"refused to load checkpoint {path}: loading it would run code"):
         Controller.from_checkpoint(str(path), planner="sgp")
     assert not marker.exists()
-    controller = Controller.from_checkpoint(str(trained["ckpt"]), planner="vanilla", optimizer={"iterations": 2})
+    controller = Controller.from_checkpoint(
+        str(trained["ckpt"]), planner="vanilla", optimizer={"iterations": 2}
+    )
     assert controller.act(controller.env.tasks().x0).shape == (controller.env.num_tasks, 2)
 
 
