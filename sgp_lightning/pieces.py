@@ -78,6 +78,21 @@ def train_piece(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tu
     return key, trained
 
 
+def reuse_or_train(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tuple[str, dict]:
+    """train_piece, and for a reused training the objects train() would have returned: the system from its
+    last.ckpt, the env and the datamodule (its data drawn again from the seed). Also `ckpt_path`."""
+    from sgp_lightning.models import SGPSystem
+    from sgp_lightning.train import instantiate_env_and_data
+
+    key, trained = train_piece(run_dir, train_cfg, fresh)
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if trained is None:
+        env, datamodule = instantiate_env_and_data(train_cfg)
+        datamodule.setup("fit")
+        trained = {"system": SGPSystem.load_from_checkpoint(last), "env": env, "datamodule": datamodule}
+    return key, {**trained, "ckpt_path": last}
+
+
 def plan_piece(plan_dir: Path, plan_cfg: DictConfig, depends_on: str, fresh: bool = False) -> dict:
     """plan() with `plan_cfg` into `plan_dir`, or its results.json when the same settings (and the same
     training, `depends_on`: its key) finished there."""

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sgp_lightning.analysis.common import run_record
 from sgp_lightning.errors import require
-from sgp_lightning.pieces import plan_piece, train_piece
+from sgp_lightning.pieces import plan_piece, reuse_or_train
 from sgp_lightning.plan import compose_plan_config
 from sgp_lightning.planning import make_planner
 from sgp_lightning.report import methods_table
@@ -91,12 +91,10 @@ def reproduce(cfg: DictConfig) -> dict:
                 "trainer.enable_progress_bar=false",
             ],
         )
-        trained_key, trained = train_piece(run_dir, train_cfg, fresh)
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-        system, datamodule = _system_and_data(train_cfg, ckpt) if trained is None else (
-            trained["system"], trained["datamodule"])  # fmt: skip
-        if system.distance is not None:
-            distance_errors.append(_distance_errors(system.distance, datamodule, seed))
+        trained_key, trained = reuse_or_train(run_dir, train_cfg, fresh)
+        ckpt = trained["ckpt_path"]
+        if trained["system"].distance is not None:
+            distance_errors.append(_distance_errors(trained["system"].distance, trained["datamodule"], seed))
         plan_once = functools.partial(_plan_checkpoint, entry, ckpt, seed, threads=threads, trained=trained_key,
                                       fresh=fresh)  # fmt: skip
         tuned = _tune(entry, grids, run_dir, plan_once) if grids else {}
@@ -176,16 +174,6 @@ def _plan_checkpoint(
         ]
     )
     return plan_piece(plan_dir, plan_cfg, trained, fresh)
-
-
-def _system_and_data(train_cfg: DictConfig, ckpt: Path):
-    """A reused training's system (from its checkpoint) and datamodule (drawn again from its seed)."""
-    from sgp_lightning.models import SGPSystem
-    from sgp_lightning.train import instantiate_env_and_data
-
-    _, datamodule = instantiate_env_and_data(train_cfg)
-    datamodule.setup("fit")
-    return SGPSystem.load_from_checkpoint(ckpt), datamodule
 
 
 def _tune_grid(entry: DictConfig, planner_names) -> dict[str, list[float]]:

@@ -13,21 +13,17 @@ from omegaconf import OmegaConf
 
 
 def train_run(cfg, compose) -> dict:
-    """Train `reproduce.train_overrides` with `reproduce.seed` into DIR/runs/seed_<seed>; returns train()'s
-    objects with the system moved to the CPU, and `ckpt_path`, its last checkpoint."""
-    from sgp_lightning.train import train
+    """Train `reproduce.train_overrides` with `reproduce.seed` into DIR/runs/seed_<seed> (or reuse that
+    training if it finished with the same settings: sgp_lightning.pieces); returns train()'s objects with
+    the system moved to the CPU, and `ckpt_path`, its last checkpoint."""
+    from sgp_lightning.pieces import reuse_or_train
 
     entry = cfg.reproduce
     run_dir = Path(cfg.output_dir) / "runs" / f"seed_{entry.seed}"
     overrides = [*entry.train_overrides, f"seed={entry.seed}", f"paths.output_dir='{run_dir}'",
                  "trainer.enable_progress_bar=false", f"num_threads={cfg.num_threads}"]  # fmt: skip
-    _, trained = train(compose("train", overrides))
+    _, trained = reuse_or_train(run_dir, compose("train", overrides), bool(entry.get("fresh", False)))
     trained["system"] = trained["system"].cpu()
-    # The checkpoint this run wrote (Lightning names it last-v1.ckpt if an old last.ckpt is in the way).
-    checkpoint = trained["trainer"].checkpoint_callback
-    trained["ckpt_path"] = (
-        Path(checkpoint.last_model_path) if checkpoint and checkpoint.last_model_path else None
-    )
     return trained
 
 
