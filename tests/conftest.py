@@ -20,6 +20,13 @@ CONF = ROOT / "conf"
 
 torch.set_num_threads(1)  # small MLPs: 1 thread beats 2 contended ones by far
 
+# One quiet epoch: what every shrunken run in the tests shares.
+ONE_EPOCH = [
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
 # Shrinks a real run to seconds: few samples, one epoch, few planner iterations.
 TINY = [
     "domain.datamodule.num_samples=1500",
@@ -30,9 +37,7 @@ TINY = [
     "model.reward.hidden_dims=[32,32]",
     "model.score.hidden_dims=[32,32]",
     "planner.optimizer.iterations=10",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
+    *ONE_EPOCH,
     "callbacks.planning.every_n_epochs=1",
     "callbacks.score_field.every_n_epochs=1",
     "callbacks.score_field.grid_size=5",

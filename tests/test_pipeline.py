@@ -75,16 +75,18 @@ def test_checkpoint_is_self_contained(trained_run):
     assert system.score.schedule.sigmas[0].item() == pytest.approx(0.5)
 
 
+def _plan_config(trained_run, out, *overrides):
+    """plan.yaml on the tiny run's last checkpoint, writing to `out`."""
+    run, _ = trained_run
+    return compose_config("plan", [f"ckpt_path={run}/checkpoints/last.ckpt", *overrides], out)
+
+
 def test_plan_on_produced_checkpoint_writes_results(trained_run, tmp_path):
-    out, _ = trained_run
-    cfg = compose_config(
-        "plan",
-        [
-            f"ckpt_path={out}/checkpoints/last.ckpt",
-            "planners.sgp.optimizer.iterations=10",
-            "planners.vanilla.optimizer.iterations=10",
-        ],
+    cfg = _plan_config(
+        trained_run,
         tmp_path,
+        "planners.sgp.optimizer.iterations=10",
+        "planners.vanilla.optimizer.iterations=10",
     )
     payload = plan(cfg)
     results = json.loads((tmp_path / "results.json").read_text())
@@ -97,19 +99,10 @@ def test_plan_on_produced_checkpoint_writes_results(trained_run, tmp_path):
 
 
 def test_plan_with_mpc(trained_run, tmp_path):
-    out, _ = trained_run
-    cfg = compose_config(
-        "plan",
-        [
-            f"ckpt_path={out}/checkpoints/last.ckpt",
-            "mpc=true",
-            "methods=[sgp]",
-            "planners.sgp.optimizer.iterations=5",
-            "planners.sgp.mpc.iterations=2",
-            "planners.sgp.mpc.horizon=3",
-        ],
-        tmp_path,
-    )
+    cfg = _plan_config(
+        trained_run, tmp_path, "mpc=true", "methods=[sgp]", "planners.sgp.optimizer.iterations=5",
+        "planners.sgp.mpc.iterations=2", "planners.sgp.mpc.horizon=3",
+    )  # fmt: skip
     result = plan(cfg)["methods"]["sgp"]
     assert result["cost_achieved"] > 0 and len(result["per_task"]) == 3
 
@@ -207,17 +200,10 @@ def test_plan_fails_when_every_task_diverges(trained_run, tmp_path):
     with one clear error instead of reporting NaN means as results."""
     from tests.conftest import raises_user_error
 
-    out, _ = trained_run
-    cfg = compose_config(
-        "plan",
-        [
-            f"ckpt_path={out}/checkpoints/last.ckpt",
-            "methods=[vanilla]",
-            "planners.vanilla.optimizer.lr=1e20",
-            "planners.vanilla.optimizer.iterations=5",
-        ],  # fmt: skip
-        tmp_path,
-    )
+    cfg = _plan_config(
+        trained_run, tmp_path, "methods=[vanilla]", "planners.vanilla.optimizer.lr=1e20",
+        "planners.vanilla.optimizer.iterations=5",
+    )  # fmt: skip
     with raises_user_error(r"every task's plan became non-finite with \['vanilla'\]"):
         plan(cfg)
     failed = json.loads((tmp_path / "results.json").read_text())["methods"]["vanilla"]["failed_tasks"]

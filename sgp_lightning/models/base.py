@@ -171,6 +171,50 @@ class PartModel(L.LightningModule):
         return self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
 
 
+class PairModel(PartModel):
+    r"""
+    A part over the joined pair z = (x, u), normalized with the pair's own statistics (`xu`) and conditioned
+    on the noise levels σ_k of a schedule: the score model and the data-distance estimator.
+
+    Args:
+        state_shape, action_shape (`int` or `list[int]`):
+            As in [`StateActionModel`].
+        schedule, sigma_max, sigma_min, num_levels:
+            The noise levels σ_0 > … > σ_{L−1} in normalized units (see [`NoiseSchedule.build`]).
+        optimizer (`OptimizerFactory`, *optional*):
+            As in [`PartModel`].
+    """
+
+    def __init__(
+        self, state_shape, action_shape, schedule: str, sigma_max: float, sigma_min: float, num_levels: int,
+        optimizer: OptimizerFactory | None = None,
+    ):  # fmt: skip
+        from sgp_lightning.schedules import NoiseSchedule
+
+        super().__init__(optimizer)
+        self.state_shape, self.action_shape = as_shape(state_shape), as_shape(action_shape)
+        self.pair_shape = pair_shape(self.state_shape, self.action_shape)
+        self.schedule = NoiseSchedule.build(schedule, sigma_max, sigma_min, num_levels)
+        self.pair_norm = Normalizer(stats_shape(self.pair_shape))
+
+    def set_normalizers(self, stats) -> None:
+        """Reads the joined pair's statistics, `xu`."""
+        self.pair_norm.set_stats(*stats["xu"])
+
+    def normalize_pair(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        r"""
+        The part's input z: x and u joined, then normalized.
+
+        Args:
+            x, u (`torch.Tensor`):
+                States `(…, *state_shape)` and actions `(…, *action_shape)` in the data's units.
+
+        Returns:
+            `torch.Tensor` of shape `(…, *pair_shape)`: z in normalized units.
+        """
+        return self.pair_norm(join(x, u, self.state_shape))
+
+
 class StateActionModel(PartModel):
     r"""
     A part reading normalized (x, u): vectors joined along features, images along channels. It keeps the

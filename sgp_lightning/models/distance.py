@@ -16,14 +16,12 @@ import torch
 
 from sgp_lightning.distance import smoothed_distance_sq
 from sgp_lightning.errors import require
-from sgp_lightning.models.base import Batch, OptimizerFactory, PartModel
+from sgp_lightning.models.base import Batch, OptimizerFactory, PairModel
 from sgp_lightning.nets import NoiseConditionedMLP
-from sgp_lightning.normalization import Normalizer
-from sgp_lightning.schedules import NoiseSchedule
-from sgp_lightning.spaces import as_shape, is_image, join, pair_shape
+from sgp_lightning.spaces import is_image, join
 
 
-class DistanceEstimator(PartModel):
+class DistanceEstimator(PairModel):
     r"""
     d̂_σk(z)² = σ_k² · g(z, k), trained with eq. 43:  E |g(z, k) − d_σk(z)² / σ_k²|  (the 1/σ² weighted
     absolute error), over queries z drawn near the data (data + σ_k noise) and uniformly over the data's
@@ -69,10 +67,8 @@ class DistanceEstimator(PartModel):
         margin: float = 1.0,
         optimizer: OptimizerFactory | None = None,
     ):
-        super().__init__(optimizer)
+        super().__init__(state_shape, action_shape, schedule, sigma_max, sigma_min, num_levels, optimizer)
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
-        self.state_shape, self.action_shape = as_shape(state_shape), as_shape(action_shape)
-        self.pair_shape = pair_shape(self.state_shape, self.action_shape)
         require(
             not is_image(self.pair_shape),
             f"the distance estimator takes vector (x, u) pairs, got shape {self.pair_shape}",
@@ -93,8 +89,6 @@ class DistanceEstimator(PartModel):
             float(uniform_fraction),
             float(margin),
         )
-        self.schedule = NoiseSchedule.build(schedule, sigma_max, sigma_min, num_levels)
-        self.pair_norm = Normalizer(self.pair_shape)
         self.net = NoiseConditionedMLP(
             self.pair_shape[0],
             self.schedule.sigmas,
@@ -106,10 +100,6 @@ class DistanceEstimator(PartModel):
         # Normalized training pairs the targets are computed against: rebuilt from the data for training,
         # never saved (a checkpoint plans without them).
         self.register_buffer("reference", torch.zeros(0, self.pair_shape[0]), persistent=False)
-
-    def set_normalizers(self, stats) -> None:
-        """Reads the joined pair's statistics, `xu`."""
-        self.pair_norm.set_stats(*stats["xu"])
 
     def set_data(self, datamodule) -> None:
         """The normalizer statistics, and the reference pairs from the training split (seeded subset)."""
@@ -133,13 +123,6 @@ class DistanceEstimator(PartModel):
             ]
             pairs = pairs[keep]
         self.reference = pairs.detach().to(self.reference.device)
-
-    def normalize_pair(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r"""
-        The estimator's input z, as [`ScoreModel.normalize_pair`]: `(…, n)` and `(…, m)` in the data's
-        units → `(…, n + m)` normalized.
-        """
-        return self.pair_norm(join(x, u, self.state_shape))
 
     def forward(self, z: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
         r"""

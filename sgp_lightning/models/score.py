@@ -7,14 +7,12 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from sgp_lightning.errors import require
-from sgp_lightning.models.base import ARCHITECTURES, Batch, OptimizerFactory, PartModel
+from sgp_lightning.models.base import ARCHITECTURES, Batch, OptimizerFactory, PairModel
 from sgp_lightning.nets import NoiseConditionedMLP, NoiseConditionedUNet
-from sgp_lightning.normalization import Normalizer
-from sgp_lightning.schedules import NoiseSchedule
-from sgp_lightning.spaces import as_shape, feature_sum, is_image, join, pair_shape, stats_shape
+from sgp_lightning.spaces import feature_sum, is_image
 
 
-class ScoreModel(PartModel):
+class ScoreModel(PairModel):
     r"""
     Noise-conditioned score s_θ(z, k) ≈ ∇_z log p_σk(z), trained by denoising score matching (eq. 10) with
     one random level per sample: loss = ‖σ·s(z + σε) + ε‖².
@@ -61,12 +59,8 @@ class ScoreModel(PartModel):
         unet: Mapping | None = None,
         optimizer: OptimizerFactory | None = None,
     ):
-        super().__init__(optimizer)
+        super().__init__(state_shape, action_shape, schedule, sigma_max, sigma_min, num_levels, optimizer)
         self.save_hyperparameters(ignore=["optimizer"], logger=False)
-        self.state_shape, self.action_shape = as_shape(state_shape), as_shape(action_shape)
-        self.pair_shape = pair_shape(self.state_shape, self.action_shape)
-        self.schedule = NoiseSchedule.build(schedule, sigma_max, sigma_min, num_levels)
-        self.pair_norm = Normalizer(stats_shape(self.pair_shape))
         require(
             architecture in ARCHITECTURES,
             f"unknown architecture {architecture!r}; choose one of {ARCHITECTURES}",
@@ -84,23 +78,6 @@ class ScoreModel(PartModel):
             self.net = NoiseConditionedMLP(
                 self.pair_shape[0], self.schedule.sigmas, list(hidden_dims), activation
             )
-
-    def set_normalizers(self, stats) -> None:
-        """Reads the joined pair's statistics, `xu`."""
-        self.pair_norm.set_stats(*stats["xu"])
-
-    def normalize_pair(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        r"""
-        The score's input z: x and u joined, then normalized.
-
-        Args:
-            x, u (`torch.Tensor`):
-                States `(…, *state_shape)` and actions `(…, *action_shape)` in the data's units.
-
-        Returns:
-            `torch.Tensor` of shape `(…, *pair_shape)`: z in normalized units.
-        """
-        return self.pair_norm(join(x, u, self.state_shape))
 
     def forward(self, z: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
         r"""

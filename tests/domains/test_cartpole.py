@@ -24,7 +24,7 @@ from sgp_lightning.planning import (
     ShootingProblem,
 )
 from sgp_lightning.train import train
-from tests.conftest import CONF, compose_config, hydra_conf, hydra_list, raises_user_error, run_cli
+from tests.conftest import CONF, ONE_EPOCH, compose_config, hydra_conf, hydra_list, raises_user_error, run_cli
 
 
 def test_linearisation_at_the_upright_matches_the_hand_derived_one():
@@ -184,9 +184,7 @@ TINY_CARTPOLE = [
     "model.distance.reference_size=500",
     "model.ensemble.num_members=2",
     "planner.optimizer.iterations=4",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
+    *ONE_EPOCH,
 ]
 
 

@@ -23,7 +23,7 @@ from sgp_lightning.data.rollout import evaluate_policy
 from sgp_lightning.envs import MujocoEnv
 from sgp_lightning.envs.mujoco import mujoco_task
 from sgp_lightning.errors import SGPError
-from tests.conftest import run_cli
+from tests.conftest import ONE_EPOCH, run_cli
 
 OBS, ACT = 11, 3
 HOPPER = MujocoEnv("hopper", "hopper")
@@ -321,9 +321,7 @@ TINY_HOPPER = [
     "planner.optimizer.iterations=3",
     "callbacks.planning.evaluator.num_episodes=2",
     "callbacks.planning.evaluator.episode_steps=4",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
+    *ONE_EPOCH,
 ]
 
 

@@ -23,7 +23,7 @@ from sgp_lightning.planning import (
     plan_and_evaluate,
 )
 from sgp_lightning.train import train
-from tests.conftest import compose_config, run_cli
+from tests.conftest import ONE_EPOCH, compose_config, run_cli
 
 SMALL_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "attention": False}
 
@@ -203,9 +203,7 @@ TINY_PIXEL = [
     "model.score.unet.block_out_channels=[8,16]",
     "model.ensemble.num_members=2",
     "planner.optimizer.iterations=3",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
+    *ONE_EPOCH,
 ]
 
 
