@@ -23,7 +23,7 @@ from sgp_lightning.planning import (
     plan_and_evaluate,
 )
 from sgp_lightning.train import train
-from tests.conftest import ONE_EPOCH, compose_config, run_cli
+from tests.conftest import ONE_EPOCH, compose_config
 
 SMALL_UNET = {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "attention": False}
 
@@ -255,13 +255,12 @@ def test_tiny_pixel_run_trains_and_plans_every_method(tmp_path):
 
 
 def test_unet_config_errors_reach_the_user_before_training(tmp_path):
-    result = run_cli(
-        "train.py", *TINY_PIXEL, "model.score.unet.norm_num_groups=3", f"paths.output_dir={tmp_path / 'run'}"
-    )
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: U-Net block widths [8, 16] are not divisible by norm_num_groups=3")
-    assert "Traceback" not in result.stderr
+    from tests.conftest import raises_user_error
+
+    cfg = compose_config("train", [*TINY_PIXEL, "model.score.unet.norm_num_groups=3"], tmp_path / "run")
+    with raises_user_error(r"U-Net block widths \[8, 16\] are not divisible by norm_num_groups=3"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before any training
 
 
 def test_ensemble_and_cem_planners_work_on_a_vector_domain():
