@@ -75,40 +75,28 @@ def reproduce(cfg: DictConfig) -> dict:
         methods = {"": [f"methods=[{','.join(entry.methods)}]"]}
 
     grids = _check_tune(entry) if entry.get("tune") else {}
+    workers = int(entry.get("workers", 1))
+    require(workers >= 1, f"reproduce.workers must be ≥ 1, got {workers}")
+    seed_run = functools.partial(
+        _seed_run, OmegaConf.to_container(entry, resolve=True), str(out), threads, fresh, grids, methods
+    )
+    seed_runs = _map_seeds(seed_run, list(entry.seeds), workers)
     per_method: dict[str, list[dict]] = {}
     distance_errors: list[list[dict]] = []  # per seed, per level (systems with a distance estimator)
     tuning: dict[int, dict] = {}  # per seed: each tuned method's sweep and chosen β
     domain = None
-    for seed in entry.seeds:
-        run_dir = out / "runs" / f"seed_{seed}"
-        train_cfg = _compose(
-            "train",
-            [
-                *entry.train_overrides,
-                f"seed={seed}",
-                threads,
-                f"paths.output_dir='{run_dir}'",
-                "trainer.enable_progress_bar=false",
-            ],
-        )
-        trained_key, trained = reuse_or_train(run_dir, train_cfg, fresh)
-        ckpt = trained["ckpt_path"]
-        if trained["system"].distance is not None:
-            distance_errors.append(_distance_errors(trained["system"].distance, trained["datamodule"], seed))
-        plan_once = functools.partial(_plan_checkpoint, entry, ckpt, seed, threads=threads, trained=trained_key,
-                                      fresh=fresh)  # fmt: skip
-        tuned = _tune(entry, grids, run_dir, plan_once) if grids else {}
-        tuning[seed] = tuned
-        chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
-        for label, overrides in methods.items():
-            plan_dir = run_dir / "plan" / (label.replace("=", "_") or "methods")
-            result = plan_once(plan_dir, [*chosen, *overrides])
+    for seed, run in zip(entry.seeds, seed_runs, strict=True):
+        tuning[seed] = run["tuned"]
+        if run["distance_errors"] is not None:
+            distance_errors.append(run["distance_errors"])
+        for label, result in run["results"].items():
             domain = result["domain"]
             for name, metrics in result["methods"].items():
                 per_method.setdefault(label or name, []).append(metrics)
-        for figure in ("plan.png", "image_rollouts.png"):
-            if seed == entry.seeds[0] and (run_dir / "plan" / "methods" / figure).exists():
-                shutil.copy(run_dir / "plan" / "methods" / figure, out / figure)
+    first_plans = out / "runs" / f"seed_{entry.seeds[0]}" / "plan" / "methods"
+    for figure in ("plan.png", "image_rollouts.png"):
+        if (first_plans / figure).exists():
+            shutil.copy(first_plans / figure, out / figure)
 
     methods_summary = {name: _aggregate(runs) for name, runs in per_method.items()}
     threshold = entry.get("convergence_threshold")
@@ -154,6 +142,56 @@ def reproduce(cfg: DictConfig) -> dict:
     write_text(out / "table.md", table)
     print(table)
     return payload
+
+
+def _seed_run(
+    entry: dict, out: str, threads: str, fresh: bool, grids: dict, methods: dict, seed: int
+) -> dict:  # fmt: skip
+    """One seed of a generic entry: train (or reuse the finished training), tune, plan every method.
+    Returns plain values (it may run in a worker process): each plan's results by label, the tuning
+    choices and the distance estimator's errors (None without one)."""
+    entry = OmegaConf.create(entry)
+    run_dir = Path(out) / "runs" / f"seed_{seed}"
+    train_cfg = _compose(
+        "train",
+        [*entry.train_overrides, f"seed={seed}", threads, f"paths.output_dir='{run_dir}'",
+         "trainer.enable_progress_bar=false"],
+    )  # fmt: skip
+    trained_key, trained = reuse_or_train(run_dir, train_cfg, fresh)
+    errors = None
+    if trained["system"].distance is not None:
+        errors = _distance_errors(trained["system"].distance, trained["datamodule"], seed)
+    plan_once = functools.partial(_plan_checkpoint, entry, trained["ckpt_path"], seed, threads=threads,
+                                  trained=trained_key, fresh=fresh)  # fmt: skip
+    tuned = _tune(entry, grids, run_dir, plan_once) if grids else {}
+    chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
+    results = {
+        label: plan_once(run_dir / "plan" / (label.replace("=", "_") or "methods"), [*chosen, *overrides])
+        for label, overrides in methods.items()
+    }
+    return {"results": results, "tuned": tuned, "distance_errors": errors}
+
+
+def _map_seeds(function, seeds: list[int], workers: int) -> list:
+    """function(seed) for each seed: in this process, or in `workers` processes (each with its own torch
+    threads, `num_threads`), which gives the same results since every seed's run is seeded on its own."""
+    if workers == 1 or len(seeds) == 1:
+        return [function(seed) for seed in seeds]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state shared with this one
+    with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=context, initializer=_start_worker) as pool:
+        return list(pool.map(function, seeds))
+
+
+def _start_worker() -> None:
+    """A worker composes configs like the main process: Hydra initialized on conf/ for its lifetime."""
+    from hydra import initialize_config_dir
+
+    from sgp_lightning.planning.config import CONF_DIR
+
+    initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3").__enter__()
 
 
 def _plan_checkpoint(

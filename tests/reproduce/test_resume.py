@@ -107,3 +107,13 @@ def test_reproduction_killed_after_a_seeds_training_resumes_with_the_same_result
     resumed = json.loads((killed / "results.json").read_text())
     reference = json.loads((uninterrupted / "results.json").read_text())
     assert _numbers(resumed) == _numbers(reference)
+
+
+@pytest.mark.slow  # two spawned interpreters import torch and Lightning: ~40 s on 2 cores
+def test_two_workers_give_the_same_table_as_one(tmp_path):
+    """reproduce.workers=2 runs the seeds as two processes; every seed is seeded on its own, so the table
+    equals a sequential run's."""
+    sequential = _run(tmp_path / "one", _entry(tmp_path / "one"))
+    parallel = _run(tmp_path / "two", [*_entry(tmp_path / "two"), "reproduce.workers=2"])
+    assert _numbers(parallel) == _numbers(sequential)
+    assert len(parallel["methods"]["sgp"]["per_seed"]) == 2
