@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sgp_lightning.errors import require
 from sgp_lightning.utils import log, write_text
 
 FINISHED = ".finished"  # the key of the settings that produced a finished piece
@@ -106,3 +107,27 @@ def plan_piece(plan_dir: Path, plan_cfg: DictConfig, depends_on: str, fresh: boo
     payload = json.loads(json.dumps(plan(plan_cfg)))  # as results.json holds it, for either path
     mark_finished(plan_dir, key)
     return payload
+
+
+def map_runs(function, items: list, workers: int = 1) -> list:
+    """function(item) for each item (a seed, a dataset and seed): in this process, or in `workers` processes
+    (reproduce.workers; each sets its own torch threads), which gives the same results since every run is
+    seeded on its own. `function` and `items` must be picklable (module-level functions, plain values)."""
+    require(int(workers) >= 1, f"reproduce.workers must be ≥ 1, got {workers}")
+    if workers == 1 or len(items) == 1:
+        return [function(item) for item in items]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state shared with this one
+    with ProcessPoolExecutor(min(workers, len(items)), mp_context=context, initializer=_start_worker) as pool:
+        return list(pool.map(function, items))
+
+
+def _start_worker() -> None:
+    """A worker composes configs like the main process: Hydra initialized on conf/ for its lifetime."""
+    from hydra import initialize_config_dir
+
+    from sgp_lightning.planning.config import CONF_DIR
+
+    initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3").__enter__()

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sgp_lightning.analysis.common import run_record
 from sgp_lightning.errors import require
-from sgp_lightning.pieces import plan_piece, reuse_or_train
+from sgp_lightning.pieces import map_runs, plan_piece, reuse_or_train
 from sgp_lightning.plan import compose_plan_config
 from sgp_lightning.planning import make_planner
 from sgp_lightning.report import methods_table
@@ -76,11 +76,10 @@ def reproduce(cfg: DictConfig) -> dict:
 
     grids = _check_tune(entry) if entry.get("tune") else {}
     workers = int(entry.get("workers", 1))
-    require(workers >= 1, f"reproduce.workers must be ≥ 1, got {workers}")
     seed_run = functools.partial(
         _seed_run, OmegaConf.to_container(entry, resolve=True), str(out), threads, fresh, grids, methods
     )
-    seed_runs = _map_seeds(seed_run, list(entry.seeds), workers)
+    seed_runs = map_runs(seed_run, list(entry.seeds), workers)
     per_method: dict[str, list[dict]] = {}
     distance_errors: list[list[dict]] = []  # per seed, per level (systems with a distance estimator)
     tuning: dict[int, dict] = {}  # per seed: each tuned method's sweep and chosen β
@@ -170,28 +169,6 @@ def _seed_run(
         for label, overrides in methods.items()
     }
     return {"results": results, "tuned": tuned, "distance_errors": errors}
-
-
-def _map_seeds(function, seeds: list[int], workers: int) -> list:
-    """function(seed) for each seed: in this process, or in `workers` processes (each with its own torch
-    threads, `num_threads`), which gives the same results since every seed's run is seeded on its own."""
-    if workers == 1 or len(seeds) == 1:
-        return [function(seed) for seed in seeds]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state shared with this one
-    with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=context, initializer=_start_worker) as pool:
-        return list(pool.map(function, seeds))
-
-
-def _start_worker() -> None:
-    """A worker composes configs like the main process: Hydra initialized on conf/ for its lifetime."""
-    from hydra import initialize_config_dir
-
-    from sgp_lightning.planning.config import CONF_DIR
-
-    initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3").__enter__()
 
 
 def _plan_checkpoint(

@@ -9,6 +9,7 @@ method by MPC episodes, and report the D4RL-normalised score, mean ± std over s
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -20,7 +21,7 @@ from sgp_lightning.analysis.common import run_record, write_report
 from sgp_lightning.data.collect import collect, dataset_name
 from sgp_lightning.envs.mujoco import mujoco_task
 from sgp_lightning.errors import require
-from sgp_lightning.pieces import is_finished, mark_finished, plan_piece, settings_key, train_piece
+from sgp_lightning.pieces import is_finished, map_runs, mark_finished, plan_piece, settings_key, train_piece
 from sgp_lightning.utils import set_threads, write_json
 
 
@@ -41,38 +42,33 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
     # The behaviour-policy MLPs' float rounding depends on the thread count, and a rounding difference
     # grows into different trajectories: collect with the run's threads, not torch's default.
     set_threads(cfg.num_threads)
-    datasets: dict[str, dict] = {}
     fresh = bool(entry.get("fresh", False))  # reproduce.fresh=true: ignore the finished pieces in DIR
+    paths, collected = {}, {}
     for dataset in entry.datasets:
-        path = out / "data" / f"{dataset_name(entry.env, dataset)}.hdf5"
-        collected = _collect_once(path, OmegaConf.create({
+        paths[dataset] = str(out / "data" / f"{dataset_name(entry.env, dataset)}.hdf5")
+        collected[dataset] = _collect_once(Path(paths[dataset]), OmegaConf.create({
             "env": entry.env, "dataset": dataset, "n": int(entry.collect.n), "num_envs": int(entry.collect.num_envs),
-            "seed": int(entry.collect.seed), "policy": None, "output": str(path),
+            "seed": int(entry.collect.seed), "policy": None, "output": paths[dataset],
         }), fresh)  # fmt: skip
+    # Every (dataset, seed) trains and evaluates on its own: in this process, or reproduce.workers at once.
+    pairs = [(dataset, int(seed)) for dataset in entry.datasets for seed in entry.seeds]
+    run = functools.partial(
+        _dataset_seed_run,
+        OmegaConf.to_container(entry, resolve=True),
+        str(out),
+        threads,
+        fresh,
+        paths,
+        compose,
+    )
+    evaluated = dict(zip(pairs, map_runs(run, pairs, int(entry.get("workers", 1))), strict=True))
+    datasets: dict[str, dict] = {}
+    for dataset in entry.datasets:
         runs: dict[str, dict[str, list[float]]] = {}  # method -> {"last": [...], "best": [...]}
         seconds: dict[str, list[float]] = {}
         lengths: dict[str, list[float]] = {}  # mean episode length per seed (last checkpoint)
         for seed in entry.seeds:
-            run_dir = out / "runs" / dataset / f"seed_{seed}"
-            train_cfg = compose("train", [
-                f"experiment=d4rl/{entry.env}_{dataset}", *entry.train_overrides, f"domain.datamodule.dataset='{path}'",
-                f"seed={seed}", threads, f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false",
-            ])  # fmt: skip
-            trained_key, trained = train_piece(run_dir, train_cfg, fresh)
-            last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-            best_ckpt = _best_checkpoint(run_dir, trained)  # lowest val/loss
-
-            def evaluate(label: str, ckpt: Path, seed=seed, run_dir=run_dir, trained_key=trained_key) -> dict:
-                plan_dir = run_dir / ("plan_" + label)
-                plan_cfg = compose("plan", [
-                    *entry.plan_overrides, f"methods=[{','.join(entry.methods)}]", f"ckpt_path='{ckpt}'",
-                    f"seed={seed}", f"output_dir='{plan_dir}'", threads,
-                ])  # fmt: skip
-                return plan_piece(plan_dir, plan_cfg, f"{trained_key}:{Path(ckpt).name}", fresh)["methods"]
-
-            last = evaluate("last", last_ckpt)
-            same = not best_ckpt or _same_step(Path(best_ckpt), last_ckpt)
-            best = last if same else evaluate("best", Path(best_ckpt))
+            last, best = evaluated[(dataset, int(seed))]
             for method in last:
                 scores = runs.setdefault(method, {"last": [], "best": []})
                 scores["last"].append(last[method]["normalized_score"])
@@ -80,11 +76,11 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
                 seconds.setdefault(method, []).append(last[method]["seconds_per_step"])
                 lengths.setdefault(method, []).append(last[method]["episode_length"])
         datasets[dataset] = {
-            "file": str(path),
-            "rows": collected["rows"],
+            "file": paths[dataset],
+            "rows": collected[dataset]["rows"],
             # The collector's mean return over whole episodes (not the ones its step budget cut).
-            "dataset_return": collected["return_mean"],
-            "dataset_normalized_score": float(task.normalized_score(collected["return_mean"])),
+            "dataset_return": collected[dataset]["return_mean"],
+            "dataset_normalized_score": float(task.normalized_score(collected[dataset]["return_mean"])),
             "methods": {
                 method: {
                     "last": _mean_std(scores["last"]),
@@ -108,6 +104,34 @@ def reproduce_d4rl(cfg: DictConfig, compose) -> dict:
     }
     write_report(out, payload, d4rl_markdown(payload))
     return payload
+
+
+def _dataset_seed_run(
+    entry: dict, out: str, threads: str, fresh: bool, paths: dict, compose, pair: tuple[str, int]
+) -> tuple[dict, dict]:  # fmt: skip
+    """Train one (dataset, seed) (or reuse the finished training) and evaluate its last and best checkpoints:
+    (last, best), each method → its plan.py summary. Plain values: it may run in a worker process."""
+    entry, (dataset, seed) = OmegaConf.create(entry), pair
+    run_dir = Path(out) / "runs" / dataset / f"seed_{seed}"
+    train_cfg = compose("train", [
+        f"experiment=d4rl/{entry.env}_{dataset}", *entry.train_overrides, f"domain.datamodule.dataset='{paths[dataset]}'",
+        f"seed={seed}", threads, f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false",
+    ])  # fmt: skip
+    trained_key, trained = train_piece(run_dir, train_cfg, fresh)
+    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    best_ckpt = _best_checkpoint(run_dir, trained)  # lowest val/loss
+
+    def evaluate(label: str, ckpt: Path) -> dict:
+        plan_dir = run_dir / ("plan_" + label)
+        plan_cfg = compose("plan", [
+            *entry.plan_overrides, f"methods=[{','.join(entry.methods)}]", f"ckpt_path='{ckpt}'",
+            f"seed={seed}", f"output_dir='{plan_dir}'", threads,
+        ])  # fmt: skip
+        return plan_piece(plan_dir, plan_cfg, f"{trained_key}:{Path(ckpt).name}", fresh)["methods"]
+
+    last = evaluate("last", last_ckpt)
+    same = not best_ckpt or _same_step(Path(best_ckpt), last_ckpt)
+    return last, (last if same else evaluate("best", Path(best_ckpt)))
 
 
 def _collect_once(path: Path, settings, fresh: bool) -> dict:
