@@ -24,7 +24,7 @@ from sgp_lightning.planning import (
     ShootingProblem,
 )
 from sgp_lightning.train import train
-from tests.conftest import CONF, ONE_EPOCH, compose_config, hydra_conf, hydra_list, raises_user_error, run_cli
+from tests.conftest import CONF, ONE_EPOCH, compose_config, hydra_conf, hydra_list, raises_user_error
 
 
 def test_linearisation_at_the_upright_matches_the_hand_derived_one():
@@ -246,18 +246,22 @@ def test_reproduce_cartpole_reports_convergence_and_distance_errors(tmp_path):
     entry = OmegaConf.load(CONF / "reproduce" / "cartpole_small.yaml")
     methods = ["sgp", "vanilla", "ensemble", "cem_ensemble", "cem_distance", "sgp_ensemble"]
     assert list(entry.methods) == methods
+    from sgp_lightning.reproduce import reproduce
+
     shrink = [f"planners.{m}.optimizer.iterations=4" for m in methods]
-    proc = run_cli(
-        "reproduce.py",
-        "cartpole_small",
-        f"output_dir={tmp_path}",
-        f"reproduce.train_overrides={hydra_list(TINY_CARTPOLE)}",
-        f"reproduce.plan_overrides={hydra_list(['planner_set=cartpole_small', 'track_true_cost_every=2', *shrink])}",
-        "reproduce.seeds=[0]",
-        "reproduce.convergence_threshold=1e9",  # reached at the first record
-        timeout=300,
+    cfg = compose_config(
+        "reproduce",
+        [
+            "reproduce=cartpole_small",
+            f"reproduce.train_overrides={hydra_list(TINY_CARTPOLE)}",
+            f"reproduce.plan_overrides={hydra_list(['planner_set=cartpole_small', 'track_true_cost_every=2', *shrink])}",
+            "reproduce.seeds=[0]",
+            "reproduce.convergence_threshold=1e9",  # reached at the first record
+        ],
+        tmp_path,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with hydra_conf():  # reproduce composes the train and plan configs itself, as reproduce.py does
+        reproduce(cfg)
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["methods"]) == methods
     assert all(m["iterations_to_threshold"] == 0 for m in results["methods"].values())
