@@ -118,7 +118,23 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if trainer.is_global_zero:
         write_json(Path(cfg.paths.output_dir) / "metrics.json", {"hparams": hparams, "metrics": metrics})
+        print(run_summary(Path(cfg.paths.output_dir), trainer, metrics))
     return metrics, {"cfg": cfg, "env": env, "datamodule": datamodule, "system": system, "trainer": trainer}
+
+
+def run_summary(output_dir: Path, trainer: L.Trainer, metrics: dict) -> str:
+    """What a finished run left and how to look at it: folder, checkpoint, TensorBoard, final plan/* metrics."""
+    lines = [f"\nRun finished: {output_dir}"]
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.last_model_path:
+        lines.append(f"  checkpoint:  {checkpoint.last_model_path}  (python plan.py ckpt_path=…)")
+    if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+        lines.append(f"  TensorBoard: tensorboard --logdir {output_dir}")
+    plan_metrics = {k: v for k, v in metrics.items() if k.startswith("plan/")}
+    if plan_metrics:
+        lines.append("  " + "   ".join(f"{k} {v:.4g}" for k, v in sorted(plan_metrics.items())))
+    lines.append(f"  metrics:     {output_dir / 'metrics.json'}")
+    return "\n".join(lines)
 
 
 def optimized_metric(cfg: DictConfig, metrics: dict) -> float | None:

@@ -77,6 +77,9 @@ def test_multirun_with_a_failing_job_goes_on_then_sweep_report_then_plan_cli(tmp
     proc = run_cli("train.py", "-m", *TINY, "planner.beta=0,-1,1", f"hydra.sweep.dir={sweep}", timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "error: 1 job(s) of the sweep failed" in proc.stderr and "Traceback" not in proc.stderr
+    # Each finished job ends with a summary: its folder, checkpoint, TensorBoard command and plan metrics.
+    assert proc.stdout.count("Run finished: ") == 2 and proc.stdout.count("tensorboard --logdir ") == 2
+    assert proc.stdout.count("plan/cost_achieved ") == 2 and "last.ckpt" in proc.stdout
     jobs = sorted(sweep.glob("*/metrics.json"))
     assert len(jobs) == 2
     assert sorted(json.loads(j.read_text())["hparams"]["beta"] for j in jobs) == [0.0, 1.0]
