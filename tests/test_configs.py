@@ -76,3 +76,13 @@ def test_reproduce_entry_composes_with_its_overrides(entry, tmp_path: Path):
         plan_cfg = compose_config("plan", [*cfg.plan_overrides, "ckpt_path=unused"], tmp_path)
         assert set(cfg.methods) <= set(plan_cfg.planners), f"{entry}: methods without a planner"
         _resolved(plan_cfg)
+
+
+@pytest.mark.parametrize("logger", sorted(p.stem for p in (CONF / "logger").glob("*.yaml")))
+def test_every_logger_config_composes(logger, tmp_path: Path):
+    """logger=csv | tensorboard | none | wandb | mlflow: each composes to Lightning loggers (wandb and mlflow
+    are optional packages, so they are composed here, not instantiated)."""
+    cfg = _resolved(compose_config("train", [f"logger={logger}"], tmp_path))
+    targets = [c["_target_"] for c in (cfg.get("logger") or {}).values()]
+    assert all(t.startswith("lightning.pytorch.loggers.") for t in targets)
+    assert (logger == "none") == (not targets)
