@@ -23,10 +23,12 @@ STARTED = ".started"  # the key of a training run that began (its last.ckpt can 
 
 
 def _settings(config: DictConfig) -> dict:
-    """A config's resolved values without `paths` and `hydra` (where this process writes, not what it does)."""
+    """A config's resolved values without `paths`, `hydra` and `progress` (where and how this process
+    writes and reports, not what it does)."""
     config = config.copy()
     with open_dict(config):
-        config.pop("hydra", None)
+        for key in ("hydra", "progress"):  # how this process reports, not what it does
+            config.pop(key, None)
         if "paths" in config:  # the folder is the piece's own (or the launching run's), not a setting
             config.paths = {"output_dir": "<output_dir>"}
     return OmegaConf.to_container(config, resolve=True)
@@ -109,19 +111,21 @@ def plan_piece(plan_dir: Path, plan_cfg: DictConfig, depends_on: str, fresh: boo
     return payload
 
 
-def map_runs(function, items: list, workers: int = 1) -> list:
+def map_runs(function, items: list, workers: int = 1, progress: bool = False) -> list:
     """function(item) for each item (a seed, a dataset and seed): in this process, or in `workers` processes
     (reproduce.workers; each sets its own torch threads), which gives the same results since every run is
     seeded on its own. `function` and `items` must be picklable (module-level functions, plain values)."""
     require(int(workers) >= 1, f"reproduce.workers must be ≥ 1, got {workers}")
+    from tqdm.auto import tqdm
+
     if workers == 1 or len(items) == 1:
-        return [function(item) for item in items]
+        return [function(item) for item in tqdm(items, desc="runs", disable=not progress)]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state shared with this one
     with ProcessPoolExecutor(min(workers, len(items)), mp_context=context, initializer=_start_worker) as pool:
-        return list(pool.map(function, items))
+        return list(tqdm(pool.map(function, items), total=len(items), desc="runs", disable=not progress))
 
 
 def _start_worker() -> None:

@@ -69,6 +69,7 @@ def reproduce(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     threads = f"num_threads={cfg.num_threads}"
     fresh = bool(entry.get("fresh", False))  # reproduce.fresh=true: ignore the finished pieces in DIR
+    progress = bool(cfg.get("progress", False))  # progress bars over the seeds and each plan's methods
     if entry.get("beta_sweep") is not None:
         methods = {f"beta={b:g}": [f"planners.sgp.beta={b}", "methods=[sgp]"] for b in entry.beta_sweep}
     else:
@@ -77,9 +78,16 @@ def reproduce(cfg: DictConfig) -> dict:
     grids = _check_tune(entry) if entry.get("tune") else {}
     workers = int(entry.get("workers", 1))
     seed_run = functools.partial(
-        _seed_run, OmegaConf.to_container(entry, resolve=True), str(out), threads, fresh, grids, methods
+        _seed_run,
+        OmegaConf.to_container(entry, resolve=True),
+        str(out),
+        threads,
+        fresh,
+        grids,
+        methods,
+        progress,
     )
-    seed_runs = map_runs(seed_run, list(entry.seeds), workers)
+    seed_runs = map_runs(seed_run, list(entry.seeds), workers, progress=progress)
     per_method: dict[str, list[dict]] = {}
     distance_errors: list[list[dict]] = []  # per seed, per level (systems with a distance estimator)
     tuning: dict[int, dict] = {}  # per seed: each tuned method's sweep and chosen β
@@ -144,7 +152,7 @@ def reproduce(cfg: DictConfig) -> dict:
 
 
 def _seed_run(
-    entry: dict, out: str, threads: str, fresh: bool, grids: dict, methods: dict, seed: int
+    entry: dict, out: str, threads: str, fresh: bool, grids: dict, methods: dict, progress: bool, seed: int
 ) -> dict:  # fmt: skip
     """One seed of a generic entry: train (or reuse the finished training), tune, plan every method.
     Returns plain values (it may run in a worker process): each plan's results by label, the tuning
@@ -161,7 +169,7 @@ def _seed_run(
     if trained["system"].distance is not None:
         errors = _distance_errors(trained["system"].distance, trained["datamodule"], seed)
     plan_once = functools.partial(_plan_checkpoint, entry, trained["ckpt_path"], seed, threads=threads,
-                                  trained=trained_key, fresh=fresh)  # fmt: skip
+                                  trained=trained_key, fresh=fresh, progress=progress)  # fmt: skip
     tuned = _tune(entry, grids, run_dir, plan_once) if grids else {}
     chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
     results = {
@@ -173,7 +181,7 @@ def _seed_run(
 
 def _plan_checkpoint(
     entry: DictConfig, ckpt: Path, seed: int, plan_dir: Path, overrides: list[str], threads: str, trained: str,
-    fresh: bool,
+    fresh: bool, progress: bool = False,
 ) -> dict:  # fmt: skip
     """plan.py on one seed's checkpoint with the entry's plan overrides, then `overrides` (reused when the
     same plan of the same training, key `trained`, finished in plan_dir)."""
@@ -186,6 +194,7 @@ def _plan_checkpoint(
             f"output_dir='{plan_dir}'",
             f"mpc={str(bool(entry.mpc)).lower()}",
             threads,
+            f"progress={str(progress).lower()}",
         ]
     )
     return plan_piece(plan_dir, plan_cfg, trained, fresh)

@@ -55,9 +55,10 @@ def run_episodes(
     num_episodes: int | None = None,
     max_steps: int | None = None,
     seed: int | None = None,
+    progress: bool = False,
 ) -> EpisodeEvaluation:
     """Run `num_episodes` seeded episodes (default: the env's) of at most `max_steps` steps with a
-    Controller of `planner` (a Planner or its config)."""
+    Controller of `planner` (a Planner or its config); `progress` shows a bar over the control steps."""
     from sgp_lightning.data.rollout import make_vector_env
 
     controller = Controller(system, planner, env)
@@ -69,8 +70,12 @@ def run_episodes(
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=int)
     alive = np.ones(episodes, dtype=bool)
     start, steps = time.perf_counter(), 0
-    with frozen(system):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_steps, desc=f"{method or controller.planner.name} episodes", disable=not progress)
+    with frozen(system), bar:
         for steps in range(1, max_steps + 1):  # noqa: B007 (steps is reported)
+            bar.update()
             x = torch.as_tensor(obs, dtype=torch.float32, device=system.device)
             u = env.normalize_action(
                 controller.step(x, torch.zeros_like(x))

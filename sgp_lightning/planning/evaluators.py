@@ -68,10 +68,6 @@ class Evaluator:
 
 
 class OpenLoopTasks(Evaluator):
-    # plan.py's options (conf/plan.yaml) → this evaluator's arguments
-    plan_options = {"mpc": "mpc", "num_tasks": "num_tasks", "task_seed": "task_seed",
-                    "track_true_cost_every": "track_true_cost_every"}  # fmt: skip
-
     """The domain's task set, planned in one batch: open loop (`mpc` false), or MPC on the batched torch env.
 
     Args:
@@ -79,7 +75,12 @@ class OpenLoopTasks(Evaluator):
         num_tasks: evaluate this many tasks instead of the env's (domains with a seeded task set).
         task_seed: draw a fresh task set with this seed (to check settings tuned on another set).
         track_true_cost_every: record the true cost of each open-loop plan every k iterations (Fig. 2F).
+        progress: show a progress bar over the methods of `evaluate_all`.
     """
+
+    # plan.py's options (conf/plan.yaml) → this evaluator's arguments
+    plan_options = {"mpc": "mpc", "num_tasks": "num_tasks", "task_seed": "task_seed",
+                    "track_true_cost_every": "track_true_cost_every", "progress": "progress"}  # fmt: skip
 
     def __init__(
         self,
@@ -87,8 +88,9 @@ class OpenLoopTasks(Evaluator):
         num_tasks: int | None = None,
         task_seed: int | None = None,
         track_true_cost_every: int | None = None,
+        progress: bool = False,
     ):
-        self.mpc = bool(mpc)
+        self.mpc, self.progress = bool(mpc), bool(progress)
         self.num_tasks = _positive("num_tasks", num_tasks)
         self.task_seed = None if task_seed is None else int(task_seed)
         self.track_true_cost_every = _positive("track_true_cost_every", track_true_cost_every)
@@ -105,9 +107,11 @@ class OpenLoopTasks(Evaluator):
         return tasks if world_size == 1 else tasks.select(slice(rank, None, world_size))
 
     def evaluate_all(self, system, env, planners, seed=0) -> list:
+        from tqdm.auto import tqdm
+
         tasks = self.tasks(env)  # drawn once: every method plans the same tasks
         evaluations = []
-        for name, planner in planners.items():
+        for name, planner in tqdm(planners.items(), desc="plan", disable=not self.progress):
             torch.manual_seed(seed)
             evaluations.append(self.evaluate(system, env, planner, method=name, tasks=tasks))
         return evaluations
@@ -158,9 +162,6 @@ class OpenLoopTasks(Evaluator):
 
 
 class MPCEpisodes(Evaluator):
-    # plan.py's options → this evaluator's arguments (episodes always re-plan every step, so `mpc` is moot)
-    plan_options = {"num_tasks": "num_episodes", "episode_steps": "episode_steps"}
-
     """Seeded closed-loop episodes in the domain's gymnasium env, all run as one batch (D4RL, paper C.2).
 
     Args:
@@ -168,11 +169,20 @@ class MPCEpisodes(Evaluator):
         episode_steps: step limit per episode (None: the env's `episode_steps`).
         seed: episode i resets with seed + i (None: the env's `episode_seed`); under DDP each rank's
             episodes continue the seeds of the ranks before it.
+        progress: show a progress bar over each planner's control steps.
     """
 
+    # plan.py's options → this evaluator's arguments (episodes always re-plan every step, so `mpc` is moot)
+    plan_options = {"num_tasks": "num_episodes", "episode_steps": "episode_steps", "progress": "progress"}
+
     def __init__(
-        self, num_episodes: int | None = None, episode_steps: int | None = None, seed: int | None = None
+        self,
+        num_episodes: int | None = None,
+        episode_steps: int | None = None,
+        seed: int | None = None,
+        progress: bool = False,
     ):
+        self.progress = bool(progress)
         self.num_episodes = _positive("num_tasks (episodes)", num_episodes)
         self.episode_steps = _positive("episode_steps", episode_steps)
         self.seed = None if seed is None else int(seed)
@@ -191,6 +201,7 @@ class MPCEpisodes(Evaluator):
             num_episodes=per_rank,
             max_steps=self.episode_steps,
             seed=seed,
+            progress=self.progress,
         )
 
     def metric_sums(self, evaluation) -> dict:
