@@ -14,14 +14,16 @@ from sgp_lightning.planning.evaluators import reduce_metrics
 
 
 def should_run(trainer: L.Trainer, every_n_epochs: int) -> bool:
-    """Every N validation epochs, and always after the final one (so a run ends with fresh metrics)."""
+    """Every N validation epochs, and always after the final one (so a run ends with fresh metrics): the
+    last epoch of a `max_epochs` run, or the validation that ends a `max_steps` run (D4RL's paper sizes)."""
     if trainer.sanity_checking:
         return False
     if trainer.fast_dev_run:
         return True
     epoch = trainer.current_epoch + 1
     max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.inf
-    return epoch % every_n_epochs == 0 or epoch >= max_epochs
+    last_step = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+    return epoch % every_n_epochs == 0 or epoch >= max_epochs or last_step
 
 
 def log_figure(trainer: L.Trainer, tag: str, fig) -> None:

@@ -216,3 +216,56 @@ def test_a_non_finite_training_loss_stops_the_run_with_one_clear_error(tmp_path)
     cfg = compose_config("train", [*TINY, "model.optimizer.lr=1e12"], tmp_path)
     with raises_user_error("the training loss became non-finite in epoch 0"):
         train(cfg)
+
+
+def test_training_losses_reach_the_loggers_and_the_epoch_end_check(tmp_path):
+    """training_step logs on the steps the loggers write (every log_every_n_steps) and on each epoch's last
+    step: the loggers get each such step's own losses, and at on_train_epoch_end callback_metrics hold the
+    epoch's last losses (what the non-finite check reads)."""
+    import lightning as L
+    from lightning.pytorch.loggers.logger import Logger
+
+    from sgp_lightning.train import instantiate_env_and_data, instantiate_system
+
+    class Recorder(Logger, L.Callback):
+        name, version = "record", 0
+
+        def __init__(self):
+            super().__init__()
+            self.logged, self.losses, self.at_epoch_end = [], [], []
+
+        def log_metrics(self, metrics, step=None):
+            self.logged.append((step, dict(metrics)))
+
+        def log_hyperparams(self, *args, **kwargs):
+            pass
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.losses.append(outputs["loss"].item())
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            metrics = trainer.callback_metrics
+            parts = {f"train/{name}_loss" for name in pl_module.trainable_parts}
+            self.at_epoch_end.append((metrics["train/loss"].item(), parts <= set(metrics)))
+
+    cfg = compose_config("train", list(TINY), tmp_path)
+    env, datamodule = instantiate_env_and_data(cfg)
+    system, recorder = instantiate_system(cfg, env), Recorder()
+    trainer = L.Trainer(
+        max_epochs=2, log_every_n_steps=4, logger=recorder, callbacks=[recorder], limit_val_batches=0,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(system, datamodule=datamodule)
+    per_epoch = trainer.num_training_batches  # 6 (1350 rows in batches of 256)
+    steps = [(step, m["train/loss"]) for step, m in recorder.logged if "train/loss" in m]
+    assert [step for step, _ in steps] == [3, 7, 11]  # Lightning's logging steps (0-based)
+    assert all(value == pytest.approx(recorder.losses[step]) for step, value in steps)
+    assert all(
+        {"train/dynamics_loss", "train/reward_loss", "train/score_loss"} <= set(m)
+        for _, m in recorder.logged
+        if "train/loss" in m
+    )
+    assert recorder.at_epoch_end == [
+        (pytest.approx(recorder.losses[per_epoch - 1]), True),
+        (pytest.approx(recorder.losses[2 * per_epoch - 1]), True),
+    ]

@@ -23,7 +23,13 @@ from omegaconf import OmegaConf
 
 from sgp_lightning.envs import Env
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.models.base import Batch, OptimizerFactory, default_optimizer, validation_generator
+from sgp_lightning.models.base import (
+    Batch,
+    OptimizerFactory,
+    default_optimizer,
+    logs_this_step,
+    validation_generator,
+)
 from sgp_lightning.models.distance import DistanceEstimator
 from sgp_lightning.models.dynamics import DynamicsModel
 from sgp_lightning.models.ensemble import EnsembleDynamicsModel
@@ -259,17 +265,18 @@ class SGPSystem(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         r"""
         Sum of the trainable parts' losses on a batch of transitions; logs `train/<part>_loss` and
-        `train/loss`.
+        `train/loss` on the steps the loggers write and on each epoch's last step ([`logs_this_step`]).
 
         Returns:
             `torch.Tensor`: the scalar loss.
         """
         losses = self._losses(batch)
         require(len(losses) > 0, "nothing to train: every part is switched off or frozen")
-        for name, value in losses.items():
-            self.log(f"train/{name}_loss", value)
         loss = sum(losses.values())
-        self.log("train/loss", loss, prog_bar=True)
+        if logs_this_step(self, batch_idx):
+            for name, value in losses.items():
+                self.log(f"train/{name}_loss", value)
+            self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def on_train_epoch_end(self) -> None:

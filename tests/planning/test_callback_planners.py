@@ -66,3 +66,29 @@ def test_experiment_planner_set_reaches_callback_checkpoint_and_plan(tmp_path: P
         == 0.3
     )
     assert payload["methods"]["sgp"]["cost_achieved"] > 0
+
+
+def test_callback_plans_after_the_last_validation_of_a_max_steps_run(tmp_path: Path):
+    """A run bounded by trainer.max_steps (D4RL's paper sizes: max_epochs=-1, validation every N steps)
+    still plans after its final validation, and only there when every_n_epochs is not reached."""
+    from callbacks.planning import PlanningCallback
+
+    steps_run = []
+    original = PlanningCallback.on_validation_epoch_end
+
+    def recording(self, trainer, pl_module):
+        before = self.last_metrics
+        original(self, trainer, pl_module)
+        if self.last_metrics is not before:
+            steps_run.append(trainer.global_step)
+
+    overrides = [*TINY, "callbacks.score_field=null", "trainer.max_epochs=-1", "+trainer.max_steps=8",
+                 "+trainer.val_check_interval=4", "trainer.check_val_every_n_epoch=null",
+                 "callbacks.planning.every_n_epochs=1000", "+trainer.num_sanity_val_steps=0"]  # fmt: skip
+    PlanningCallback.on_validation_epoch_end = recording
+    try:
+        metrics, _ = train(compose_config("train", overrides, tmp_path / "run"))
+    finally:
+        PlanningCallback.on_validation_epoch_end = original
+    assert steps_run == [8]  # validations at steps 4 and 8 (TINY has 6 batches per epoch); plans at 8 only
+    assert "plan/cost_achieved" in metrics

@@ -1,0 +1,275 @@
+"""Lightning's training loop vs a bare PyTorch loop over the same SGPSystem, batches and Adam; prints JSON.
+
+- `bare`: a freshly built system (seed 0), for each batch of a ShuffledBatches over the training split (the
+  batches the datamodule's loader yields): `zero_grad`, the sum of the trainable parts' losses, `backward`,
+  `step`, with the Adam of the system's optimizer config (its cosine schedule, if any, left out);
+- `lightning`: `lightning.Trainer.fit(system, datamodule)` on another freshly built system (seed 0), with
+  no validation, no checkpointing, no progress bar and no logger; `lightning_tensorboard`: the same with
+  the default TensorBoard logger (writing every `trainer.log_every_n_steps` steps into a temporary folder);
+  `lightning_progress_bar`: with the logger and Lightning's progress bar too, as `python train.py` runs
+  (its output discarded).
+
+The machine this runs on is shared, so the two loops are timed side by side inside one fit: after
+`--warmup` untimed steps (of each), Lightning's steps are timed in chunks of `--chunk`, and after each
+chunk a callback runs `--chunk` bare steps, timed apart. A run reports both loops' steps/s over its
+`--steps` timed steps and their ratio; the runs alternate between the Lightning variants `--repeats` times
+and the medians are reported. Trainer start-up is not counted.
+
+Configs: `pit` (`python train.py`'s default: conf/train.yaml and its datamodule) and `d4rl_small`
+(experiment=d4rl/hopper_medium d4rl_size=small: dynamics, reward, score and a 5-member ensemble of 3 × 256,
+a BC policy of 2 × 256, batch 256, cosine lr) on random transitions of hopper's shapes, 100k rows (no gym
+and no dataset needed).
+
+    OMP_NUM_THREADS=1 python benchmarks/train_loop.py [--configs pit,d4rl_small] [--repeats 5]
+
+`--profile` instead runs cProfile over one Lightning fit per config (no bare steps) and prints its top
+functions to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.loggers import TensorBoardLogger
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from datamodules.base import ShuffledBatches, TransitionDataModule  # noqa: E402
+from sgp_lightning.train import instantiate_system  # noqa: E402
+from sgp_lightning.utils import machine_info  # noqa: E402
+
+CONFIGS = {
+    "pit": [],  # conf/train.yaml: the default domain and model
+    "d4rl_small": ["experiment=d4rl/hopper_medium", "d4rl_size=small"],
+}
+VARIANTS = ("lightning", "lightning_tensorboard", "lightning_progress_bar")
+
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+class RandomTransitions(TransitionDataModule):
+    """`num_samples` random transitions of the env's shapes (timing only)."""
+
+    def __init__(self, env, num_samples: int, **kwargs):
+        super().__init__(**kwargs)
+        self.env, self.num_samples = env, num_samples
+
+    def load_transitions(self) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed)
+        n, state, action = self.num_samples, tuple(self.env.state_shape), tuple(self.env.action_shape)
+        return {
+            "x": torch.randn(n, *state, generator=g),
+            "u": torch.rand(n, *action, generator=g) * 2 - 1,
+            "x_next": torch.randn(n, *state, generator=g),
+            "r": torch.randn(n, generator=g),
+            "done": torch.rand(n, generator=g) < 0.01,
+        }
+
+
+def compose_config(name: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=["paths.output_dir=/tmp/unused", *CONFIGS[name]])
+
+
+def build(name: str):
+    """(cfg, env, datamodule after setup) of a config."""
+    cfg = compose_config(name)
+    env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
+    if name == "pit":
+        datamodule = hydra.utils.instantiate(cfg.domain.datamodule, env=env, _convert_="all")
+    else:  # D4RL: random rows of the dataset's size and the experiment's batch and split
+        dm = cfg.domain.datamodule
+        datamodule = RandomTransitions(
+            env, int(dm.max_transitions), batch_size=int(dm.batch_size), val_fraction=float(dm.val_fraction)
+        )
+    datamodule.setup("fit")
+    return cfg, env, datamodule
+
+
+def new_system(cfg, env):
+    torch.manual_seed(0)
+    return instantiate_system(cfg, env)
+
+
+class BareLoop:
+    """The bare loop on its own freshly built system: `zero_grad`, the sum of the trainable parts' losses,
+    `backward`, `step`, over the same batches as the datamodule's training loader (a new order each epoch)."""
+
+    def __init__(self, cfg, env, datamodule):
+        self.system = new_system(cfg, env).train()
+        for part in self.system.trainable_parts.values():
+            part.set_data(datamodule)
+        self.parts = list(self.system.trainable_parts.values())
+        params = [p for part in self.parts for p in part.parameters() if p.requires_grad]
+        self.optimizer = self.system.optimizer_factory(params=params)
+        self.batches = self._batches(datamodule)
+
+    @staticmethod
+    def _batches(datamodule):
+        loader = ShuffledBatches(datamodule.train_data, datamodule.batch_size, True, datamodule.seed + 1)
+        while True:
+            yield from loader
+
+    @torch.enable_grad()
+    def run(self, steps: int) -> float:
+        """Seconds that `steps` steps took."""
+        start = time.perf_counter()
+        for _ in range(steps):
+            batch = next(self.batches)
+            self.optimizer.zero_grad()
+            loss = sum(part.loss(batch) for part in self.parts)
+            loss.backward()
+            self.optimizer.step()
+        return time.perf_counter() - start
+
+
+class Interleave(L.Callback):
+    """Times Lightning's steps in chunks of `chunk` and, between two chunks, runs `chunk` bare steps (timed
+    apart), so both loops see the same machine load. The first `warmup` steps of each are not timed."""
+
+    def __init__(self, bare: BareLoop, warmup: int, chunk: int):
+        self.bare, self.warmup, self.chunk = bare, warmup, chunk
+        self.lightning_s, self.bare_s, self.steps, self.start = 0.0, 0.0, 0, None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step  # optimiser steps done
+        if step < self.warmup or (step - self.warmup) % self.chunk:
+            return
+        now = time.perf_counter()
+        if self.start is None:  # end of warm-up: warm the bare loop up too
+            self.bare.run(self.warmup)
+        else:
+            self.lightning_s += now - self.start
+            self.steps += self.chunk
+            self.bare_s += self.bare.run(self.chunk)
+        self.start = time.perf_counter()
+
+
+def run_lightning(
+    cfg,
+    env,
+    datamodule,
+    warmup: int,
+    steps: int,
+    chunk: int,
+    tensorboard: bool,
+    bare: bool = True,
+    progress_bar: bool = False,
+) -> dict:
+    """One fit of `warmup + steps` steps with bare chunks interleaved: steps/s of each and their ratio
+    (`bare=False`: no bare steps, for profiling)."""
+    timer = Interleave(BareLoop(cfg, env, datamodule), warmup, chunk) if bare else None
+    system = new_system(cfg, env)
+    with tempfile.TemporaryDirectory() as tmp:
+        logger = TensorBoardLogger(tmp, name="tb", version="") if tensorboard else False
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=warmup + steps,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            enable_checkpointing=False,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,
+            logger=logger,
+            log_every_n_steps=int(cfg.trainer.log_every_n_steps),
+            callbacks=[timer] if timer else [],
+            default_root_dir=tmp,
+        )
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            trainer.fit(system, datamodule=datamodule)  # the progress bar writes to stdout
+    if timer is None:
+        return {}
+    lightning, bare = timer.steps / timer.lightning_s, timer.steps / timer.bare_s
+    return {"lightning": lightning, "bare": bare, "ratio": lightning / bare}
+
+
+def profile(name: str, cfg, env, datamodule, warmup: int, steps: int) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_lightning(cfg, env, datamodule, warmup, steps, steps, tensorboard=False, bare=False)
+    profiler.disable()
+    for order, count in (("cumulative", 60), ("tottime", 40)):
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(count)
+        print(f"==== {name}: one Lightning fit ({warmup} + {steps} steps), by {order}", file=sys.stderr)
+        print(out.getvalue(), file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {list(CONFIGS)}")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="fits per Lightning variant (alternating)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per fit (default per config)")
+    parser.add_argument("--chunk", type=int, default=None, help="steps per timed chunk (default per config)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed steps before timing")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--profile", action="store_true", help="cProfile one Lightning fit per config")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    variants = args.variants.split(",")
+    defaults = {"pit": (400, 40), "d4rl_small": (150, 15)}  # (timed steps, chunk): ~6 s per loop and fit
+    results = {}
+    for name in args.configs.split(","):
+        cfg, env, datamodule = build(name)
+        steps, chunk = args.steps or defaults[name][0], args.chunk or defaults[name][1]
+        if args.profile:
+            profile(name, cfg, env, datamodule, args.warmup, steps)
+            continue
+        runs = {v: [] for v in variants}
+        for _ in range(args.repeats):
+            for variant in variants:
+                runs[variant].append(
+                    run_lightning(
+                        cfg,
+                        env,
+                        datamodule,
+                        args.warmup,
+                        steps,
+                        chunk,
+                        tensorboard=variant != "lightning",
+                        progress_bar=variant == "lightning_progress_bar",
+                    )
+                )
+        results[name] = {
+            "steps_timed": steps,
+            "chunk": chunk,
+            "batch_size": datamodule.batch_size,
+            "steps_per_epoch": len(ShuffledBatches(datamodule.train_data, datamodule.batch_size, True, 0)),
+            "parts": list(new_system(cfg, env).trainable_parts),
+            **{
+                variant: {
+                    "ratio_median": statistics.median(r["ratio"] for r in rs),
+                    "steps_per_s_median": statistics.median(r["lightning"] for r in rs),
+                    "bare_steps_per_s_median": statistics.median(r["bare"] for r in rs),
+                    "ratios": [r["ratio"] for r in rs],
+                }
+                for variant, rs in runs.items()
+            },
+        }
+    if not args.profile:
+        print(json.dumps({"benchmark": "train_loop", **results, "machine": machine_info()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
