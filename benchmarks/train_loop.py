@@ -24,6 +24,14 @@ and no dataset needed).
 
 `--profile` instead runs cProfile over one Lightning fit per config (no bare steps) and prints its top
 functions to stderr.
+
+`--validation OVERRIDES` (repeatable) instead measures the PlanningCallback's share of the `train.py` run
+those Hydra overrides compose (`""` is `python train.py`): the whole default run, or with `--epochs K`
+K epochs planning after each, projected onto the default run's epochs and schedule (epoch-bounded runs).
+The numbers and commands of docs/benchmarks.md:
+
+    OMP_NUM_THREADS=1 python benchmarks/train_loop.py --validation "" --validation "experiment=stitching"
+    OMP_NUM_THREADS=1 python benchmarks/train_loop.py --epochs 1 --validation "experiment=cartpole_small"
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -201,6 +210,124 @@ def run_lightning(
     return {"lightning": lightning, "bare": bare, "ratio": lightning / bare}
 
 
+# ---------------------------------------------------------------- validation's share of a training run
+def plans_in_run(epochs: int, every_n_epochs: int) -> int:
+    """How many validations the PlanningCallback plans in during an `epochs`-epoch run (callbacks/planning.py:
+    every N epochs and after the last)."""
+    return sum(1 for epoch in range(1, epochs + 1) if epoch % every_n_epochs == 0 or epoch == epochs)
+
+
+@contextlib.contextmanager
+def timed_methods(targets: dict[str, tuple[type, str]]):
+    """Patch each (class, method) to add its wall time and call count to `totals[name]` (and the time of its
+    first call)."""
+    totals = {name: [0.0, 0, None] for name in targets}
+    originals, own = {}, {name: method in vars(cls) for name, (cls, method) in targets.items()}
+    for name, (cls, method) in targets.items():
+        original = originals[name] = getattr(cls, method)
+
+        def wrapper(*args, _original=original, _name=name, **kwargs):
+            start = time.perf_counter()
+            if totals[_name][2] is None:
+                totals[_name][2] = start
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                totals[_name][0] += time.perf_counter() - start
+                totals[_name][1] += 1
+
+        setattr(cls, method, wrapper)
+    try:
+        yield totals
+    finally:
+        for name, (cls, method) in targets.items():
+            if own[name]:
+                setattr(cls, method, originals[name])
+            else:  # inherited: drop the patch, the base class's method shows again
+                delattr(cls, method)
+
+
+def validation_share(overrides: list[str], epochs: int | None) -> dict:
+    """Train the run `overrides` compose (train.py's config) and time its parts: the fit, the validation
+    loops, and the PlanningCallback's and ScoreFieldCallback's `on_validation_epoch_end` (counted only
+    when they run). With `epochs`, the run is shortened to that many epochs with planning after each, and
+    the times are projected onto the default run's epochs and planning schedule; without, the default run
+    is measured as it is. The score-field images are left out of the projection (2-D domains: ~3% of a
+    run)."""
+    from lightning.pytorch.loops import _EvaluationLoop
+
+    from callbacks.planning import PlanningCallback
+    from callbacks.score_field import ScoreFieldCallback
+    from sgp_lightning.models import SGPSystem
+    from sgp_lightning.train import train
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        default = compose(config_name="train", overrides=["paths.output_dir=/tmp/unused", *overrides])
+    planning = (default.get("callbacks") or {}).get("planning")
+    default_epochs = int(default.trainer.max_epochs)
+    every_n = int(planning.every_n_epochs) if planning else None
+    shrink = []
+    if epochs:
+        shrink = [f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false"]
+        if planning:
+            shrink.append("callbacks.planning.every_n_epochs=1")
+    with tempfile.TemporaryDirectory() as tmp:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"paths.output_dir={tmp}", *overrides, *shrink])
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        targets = {
+            "fit": (L.Trainer, "fit"),
+            "validation": (_EvaluationLoop, "run"),
+            "planning": (PlanningCallback, "on_validation_epoch_end"),
+            "score_field": (ScoreFieldCallback, "on_validation_epoch_end"),
+            "train_start": (SGPSystem, "on_train_start"),  # its first call ends the fit's start-up
+        }
+        with timed_methods(targets) as totals, contextlib.redirect_stdout(io.StringIO()):
+            _, objects = train(cfg)
+        trainer = objects["trainer"]
+        ran = {"planning": 0, "score_field": 0}
+        for callback in trainer.callbacks:
+            kind = {PlanningCallback: "planning", ScoreFieldCallback: "score_field"}.get(type(callback))
+            if kind:
+                ran[kind] = plans_in_run(trainer.current_epoch, callback.every_n_epochs)
+    fit_s, val_s = totals["fit"][0], totals["validation"][0]
+    plan_s, field_s = totals["planning"][0], totals["score_field"][0]
+    startup_s = totals["train_start"][2] - totals["fit"][2]  # setup, sanity check: once per run
+    measured_epochs = trainer.current_epoch
+    measured = {
+        "epochs": measured_epochs,
+        "fit_s": fit_s,
+        "startup_s": startup_s,
+        "validation_s": val_s,
+        "planning_s": plan_s,
+        "plans": ran["planning"],
+        "score_field_s": field_s,
+        "planning_share_of_fit": plan_s / fit_s,
+        "planning_over_rest_of_fit": plan_s / (fit_s - plan_s),
+    }
+    result = {"overrides": overrides, "measured": measured}
+    if epochs and planning and default_epochs > 0:  # project onto the default run
+        # training + the rest of validation (and checkpoints), per epoch
+        per_epoch = (fit_s - startup_s - plan_s - field_s) / measured_epochs
+        per_plan = plan_s / max(ran["planning"], 1)
+        plans = plans_in_run(default_epochs, every_n)
+        plan_total, rest = plans * per_plan, startup_s + default_epochs * per_epoch
+        result["default_run"] = {
+            "epochs": default_epochs,
+            "every_n_epochs": every_n,
+            "evaluator": dict(planning.evaluator or {}),
+            "plans": plans,
+            "seconds_per_epoch_without_planning": per_epoch,
+            "seconds_per_plan": per_plan,
+            "planning_s": plan_total,
+            "fit_s_without_score_field": rest + plan_total,
+            "planning_share_of_fit": plan_total / (rest + plan_total),
+            "planning_over_rest_of_fit": plan_total / rest,
+        }
+    return result
+
+
 def profile(name: str, cfg, env, datamodule, warmup: int, steps: int) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
@@ -225,7 +352,27 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps before timing")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--profile", action="store_true", help="cProfile one Lightning fit per config")
+    parser.add_argument(
+        "--validation",
+        action="append",
+        metavar="OVERRIDES",
+        help="instead: validation's share of the train.py run these Hydra overrides compose (repeatable)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="with --validation: measure this many epochs (planning after each) and project onto the "
+        "default run (default: run the default run as it is)",
+    )
     args = parser.parse_args()
+    if args.validation:
+        torch.set_num_threads(args.threads)
+        runs = [validation_share(o.split(), args.epochs) for o in args.validation]
+        print(
+            json.dumps({"benchmark": "validation_share", "runs": runs, "machine": machine_info()}, indent=2)
+        )
+        return
     torch.set_num_threads(args.threads)
     variants = args.variants.split(",")
     defaults = {"pit": (400, 40), "d4rl_small": (150, 15)}  # (timed steps, chunk): ~6 s per loop and fit

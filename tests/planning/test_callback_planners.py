@@ -92,3 +92,18 @@ def test_callback_plans_after_the_last_validation_of_a_max_steps_run(tmp_path: P
         PlanningCallback.on_validation_epoch_end = original
     assert steps_run == [8]  # validations at steps 4 and 8 (TINY has 6 batches per epoch); plans at 8 only
     assert "plan/cost_achieved" in metrics
+
+
+def test_validation_planning_leaves_the_trained_weights_unchanged(tmp_path: Path):
+    """Planning during validation draws nothing from the global torch RNG (the score loss's noise): a run
+    that plans after every epoch ends with the same weights as one without the callback."""
+    overrides = [*TINY, "trainer.max_epochs=2", "callbacks.score_field=null"]
+    weights = {}
+    for name, planning in (
+        ("every", ["callbacks.planning.every_n_epochs=1"]),
+        ("none", ["callbacks.planning=null"]),
+    ):
+        _, objects = train(compose_config("train", [*overrides, *planning], tmp_path / name))
+        weights[name] = objects["system"].state_dict()
+    assert weights["every"].keys() == weights["none"].keys()
+    assert all(torch.equal(weights["every"][k], weights["none"][k]) for k in weights["every"])
