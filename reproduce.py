@@ -20,7 +20,11 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    entries = sorted(p.stem for p in (Path(__file__).parent / "conf" / "reproduce").glob("*.yaml"))
+    entries = sorted(  # files starting with _ hold settings entries share (e.g. _d4rl.yaml)
+        p.stem
+        for p in (Path(__file__).parent / "conf" / "reproduce").glob("*.yaml")
+        if not p.name.startswith("_")
+    )
     if len(sys.argv) < 2 or "=" in sys.argv[1] or sys.argv[1].startswith("-"):
         print(
             f"usage: python reproduce.py NAME output_dir=DIR [key=value ...]; NAME is one of {entries}",

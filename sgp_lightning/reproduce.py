@@ -1,24 +1,22 @@
-"""reproduce(cfg): train what one results table needs, plan every method it compares, write the table."""
+"""reproduce(cfg): generate the data one results table needs, train, tune and plan every method it compares
+per dataset and seed, write the table (sgp_lightning/tables.py)."""
 
 from __future__ import annotations
 
 import functools
 import math
-import shutil
-import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from sgp_lightning.analysis.common import run_record
+from sgp_lightning.analysis.common import run_record, write_report
 from sgp_lightning.errors import require
 from sgp_lightning.pieces import map_runs, plan_piece, reuse_or_train
 from sgp_lightning.plan import compose_plan_config
 from sgp_lightning.planning import make_planner
-from sgp_lightning.report import methods_table
-from sgp_lightning.utils import write_json, write_text
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -28,37 +26,14 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _aggregate(per_seed: list[dict]) -> dict:
-    """Mean (± std for achieved cost) over seeds of each seed's task-mean metrics."""
-    out = {}
-    for key in ("cost_planned", "cost_achieved", "model_error", "seconds"):
-        values = [run[key] for run in per_seed]
-        out[key] = statistics.fmean(values)
-        if key == "cost_achieved":
-            out["cost_achieved_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    out["gap"] = statistics.fmean(abs(r["cost_achieved"] - r["cost_planned"]) for r in per_seed)
-    for key in ("success_rate", "outside_data", "time_in_trap"):
-        if key in per_seed[0]:
-            out[key] = statistics.fmean(run[key] for run in per_seed)
-    if "convergence" in per_seed[0]:  # same iterations in every seed: average the curves
-        curves = [run["convergence"]["true_cost"] for run in per_seed]
-        out["convergence"] = {
-            "iteration": per_seed[0]["convergence"]["iteration"],
-            "true_cost": [statistics.fmean(values) for values in zip(*curves, strict=True)],
-        }
-    out["per_seed"] = [  # with each seed's planner settings (tuned values differ between seeds)
-        {
-            k: run[k]
-            for k in ("cost_planned", "cost_achieved", "model_error", "seconds", "planner")
-            if k in run
-        }
-        for run in per_seed
-    ]
-    out["per_task"] = [task for run in per_seed for task in run["per_task"]]
-    return out
-
-
 def reproduce(cfg: DictConfig) -> dict:
+    """Regenerate one results table (`cfg.reproduce`, an entry of conf/reproduce/) into `cfg.output_dir`.
+
+    A generic entry generates its data if it has a `data` step, then for every dataset (entries without
+    `datasets`: one) and seed trains (or reuses the finished training), tunes β on separate tasks (`tune`),
+    plans every method on each of its `checkpoints` (last, best) and hands the runs to its `table`
+    (`sgp_lightning.tables`), which writes the summary fields of results.json and table.md. An entry with a
+    `pipeline` of its own (box pushing, the analyses) is called as `pipeline(cfg, compose)` instead."""
     entry = cfg.reproduce
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,116 +42,121 @@ def reproduce(cfg: DictConfig) -> dict:
         require(callable(pipeline), f"reproduce.pipeline {entry.pipeline} is not a function")
         return pipeline(cfg, _compose)
     start = time.perf_counter()
-    threads = f"num_threads={cfg.num_threads}"
+    datasets = list(entry.datasets) if entry.get("datasets") is not None else [None]
+    require(
+        len(datasets) > 0 and len(entry.seeds) > 0, "reproduce.datasets and reproduce.seeds must be non-empty"
+    )
+    checkpoints = list(entry.get("checkpoints") or ["last"])
+    require(
+        len(checkpoints) > 0 and set(checkpoints) <= {"last", "best"} and checkpoints[0] == "last",
+        f"reproduce.checkpoints must be [last] or [last, best], got {checkpoints}",
+    )
+    table = hydra.utils.instantiate(entry.get("table") or {"_target_": "sgp_lightning.tables.CostTable"})
     fresh = bool(entry.get("fresh", False))  # reproduce.fresh=true: ignore the finished pieces in DIR
-    progress = bool(cfg.get("progress", False))  # progress bars over the seeds and each plan's methods
+    progress = bool(cfg.get("progress", False))  # progress bars over the runs and each plan's methods
     if entry.get("beta_sweep") is not None:
         methods = {f"beta={b:g}": [f"planners.sgp.beta={b}", "methods=[sgp]"] for b in entry.beta_sweep}
     else:
         methods = {"": [f"methods=[{','.join(entry.methods)}]"]}
-
     grids = _check_tune(entry) if entry.get("tune") else {}
-    workers = int(entry.get("workers", 1))
-    seed_run = functools.partial(
-        _seed_run,
-        OmegaConf.to_container(entry, resolve=True),
-        str(out),
-        threads,
-        fresh,
-        grids,
-        methods,
-        progress,
+    data = {}
+    if entry.get("data") is not None:  # datasets generated before any training (D4RL: the collector)
+        data = hydra.utils.instantiate(entry.data)(entry, out, fresh, cfg.num_threads)
+    settings = RunSettings(
+        entry=OmegaConf.to_container(entry, resolve=True),
+        out=str(out),
+        threads=f"num_threads={cfg.num_threads}",
+        fresh=fresh,
+        progress=progress,
+        grids=grids,
+        methods=methods,
+        checkpoints=checkpoints,
+        data_overrides={name: list(d["train_overrides"]) for name, d in data.items()},
     )
-    seed_runs = map_runs(seed_run, list(entry.seeds), workers, progress=progress)
-    per_method: dict[str, list[dict]] = {}
-    distance_errors: list[list[dict]] = []  # per seed, per level (systems with a distance estimator)
-    tuning: dict[int, dict] = {}  # per seed: each tuned method's sweep and chosen β
-    domain = None
-    for seed, run in zip(entry.seeds, seed_runs, strict=True):
-        tuning[seed] = run["tuned"]
-        if run["distance_errors"] is not None:
-            distance_errors.append(run["distance_errors"])
-        for label, result in run["results"].items():
-            domain = result["domain"]
-            for name, metrics in result["methods"].items():
-                per_method.setdefault(label or name, []).append(metrics)
-    first_plans = out / "runs" / f"seed_{entry.seeds[0]}" / "plan" / "methods"
-    for figure in ("plan.png", "image_rollouts.png"):
-        if (first_plans / figure).exists():
-            shutil.copy(first_plans / figure, out / figure)
-
-    methods_summary = {name: _aggregate(runs) for name, runs in per_method.items()}
-    threshold = entry.get("convergence_threshold")
-    if threshold is not None:  # how fast each method's true cost gets there (paper Fig. 2F)
-        for metrics in methods_summary.values():
-            if "convergence" in metrics:
-                curve = metrics["convergence"]
-                reached = [
-                    i for i, c in zip(curve["iteration"], curve["true_cost"], strict=True) if c <= threshold
-                ]
-                metrics["iterations_to_threshold"] = reached[0] if reached else "never"
+    # Every (dataset, seed) trains and plans on its own: in this process, or reproduce.workers at once.
+    pairs = [(dataset, int(seed)) for dataset in datasets for seed in entry.seeds]
+    runs = map_runs(functools.partial(_run, settings), pairs, int(entry.get("workers", 1)), progress=progress)
     payload = {
         **run_record(cfg, start),  # name, title, command, argv, machine, wall time
-        "domain": domain,
         "seeds": list(entry.seeds),
         "train_overrides": list(entry.train_overrides),
-        "mpc": bool(entry.mpc),
-        "methods": methods_summary,
-        "paper": OmegaConf.to_container(entry.paper) if entry.get("paper") else None,
-        "convergence_threshold": threshold,
+        **table.summarize(entry, dict(zip(pairs, runs, strict=True)), data, out),
     }
-    if entry.get("tune"):
-        payload["tuning"] = {
-            "task_seed": entry.tune.task_seed,
-            "per_seed": {str(k): v for k, v in tuning.items()},
-        }
-    if distance_errors:  # mean over seeds, per level
-        payload["distance_estimator"] = [
-            {key: statistics.fmean(seed_rows[k][key] for seed_rows in distance_errors) for key in rows}
-            for k, rows in enumerate(distance_errors[0])
-        ]
-    if any("convergence" in m for m in methods_summary.values()):
-        from sgp_lightning.plotting import plot_convergence, save_figure
-
-        save_figure(plot_convergence(methods_summary), out / "convergence.png")  # mean over seeds
-    if entry.get("beta_sweep") is not None:
-        from sgp_lightning.plotting import plot_sweep, save_figure
-
-        rows = [{"beta": float(b), **methods_summary[f"beta={b:g}"]} for b in entry.beta_sweep]
-        save_figure(plot_sweep(rows), out / "sweep.png")
-    write_json(out / "results.json", payload)
-    table = _markdown(payload)
-    write_text(out / "table.md", table)
-    print(table)
+    write_report(out, payload, table.markdown(payload))
     return payload
 
 
-def _seed_run(
-    entry: dict, out: str, threads: str, fresh: bool, grids: dict, methods: dict, progress: bool, seed: int
-) -> dict:  # fmt: skip
-    """One seed of a generic entry: train (or reuse the finished training), tune, plan every method.
-    Returns plain values (it may run in a worker process): each plan's results by label, the tuning
-    choices and the distance estimator's errors (None without one)."""
-    entry = OmegaConf.create(entry)
-    run_dir = Path(out) / "runs" / f"seed_{seed}"
+@dataclass(frozen=True)
+class RunSettings:
+    """What every (dataset, seed) run of an entry shares; plain values, so a worker process can take it."""
+
+    entry: dict  # the reproduce entry, resolved
+    out: str  # the entry's output_dir
+    threads: str  # the num_threads override for training and planning
+    fresh: bool  # redo finished pieces
+    progress: bool  # progress bars in each plan
+    grids: dict  # tuned method → its β grid (empty: no tuning)
+    methods: dict  # plan label → plan overrides ("" → the entry's methods, or one row per swept β)
+    checkpoints: list  # [last] or [last, best]
+    data_overrides: dict  # dataset → the train overrides of the data it generated
+
+
+def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
+    """One (dataset, seed) of a generic entry: train (or reuse the finished training), tune, plan every
+    method on each checkpoint. Returns plain values (it may run in a worker process): `plans`
+    (checkpoint → label → plan payload), the tuning choices and the distance estimator's errors (None
+    without one)."""
+    entry, (dataset, seed) = OmegaConf.create(settings.entry), pair
+    run_dir = Path(settings.out) / "runs" / (f"{dataset}/seed_{seed}" if dataset else f"seed_{seed}")
     train_cfg = _compose(
         "train",
-        [*entry.train_overrides, f"seed={seed}", threads, f"paths.output_dir='{run_dir}'",
-         "trainer.enable_progress_bar=false"],
+        [*entry.train_overrides, *settings.data_overrides.get(dataset, []), f"seed={seed}", settings.threads,
+         f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false"],
     )  # fmt: skip
-    trained_key, trained = reuse_or_train(run_dir, train_cfg, fresh)
+    trained_key, trained = reuse_or_train(run_dir, train_cfg, settings.fresh)
     errors = None
     if trained["system"].distance is not None:
         errors = _distance_errors(trained["system"].distance, trained["datamodule"], seed)
-    plan_once = functools.partial(_plan_checkpoint, entry, trained["ckpt_path"], seed, threads=threads,
-                                  trained=trained_key, fresh=fresh, progress=progress)  # fmt: skip
-    tuned = _tune(entry, grids, run_dir, plan_once) if grids else {}
+
+    def plan_once(ckpt: Path, plan_dir: Path, overrides: list[str]) -> dict:
+        return _plan_checkpoint(
+            entry, ckpt, seed, plan_dir, overrides, threads=settings.threads, fresh=settings.fresh,
+            trained=f"{trained_key}:{Path(ckpt).name}", progress=settings.progress,
+        )  # fmt: skip
+
+    last = trained["ckpt_path"]
+    tuned = (
+        _tune(entry, settings.grids, run_dir, functools.partial(plan_once, last)) if settings.grids else {}
+    )
     chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
-    results = {
-        label: plan_once(run_dir / "plan" / (label.replace("=", "_") or "methods"), [*chosen, *overrides])
-        for label, overrides in methods.items()
-    }
-    return {"results": results, "tuned": tuned, "distance_errors": errors}
+    plans = {}
+    for checkpoint in settings.checkpoints:
+        ckpt = last if checkpoint == "last" else _best_checkpoint(run_dir, trained)
+        if checkpoint == "best" and (not ckpt or _same_step(Path(ckpt), Path(last))):
+            plans["best"] = plans["last"]  # the best checkpoint is the last one: planning it again repeats it
+            continue
+        plan_root = run_dir / ("plan" if checkpoint == "last" else f"plan_{checkpoint}")
+        plans[checkpoint] = {
+            label: plan_once(ckpt, plan_root / (label.replace("=", "_") or "methods"), [*chosen, *overrides])
+            for label, overrides in settings.methods.items()
+        }
+    return {"plans": plans, "tuned": tuned, "distance_errors": errors}
+
+
+def _best_checkpoint(run_dir: Path, trained: dict) -> str:
+    """ModelCheckpoint's best (lowest val/loss) checkpoint of a run: from the trainer, or, for a reused
+    run, the one epoch checkpoint it kept ("" if none)."""
+    if trained.get("trainer") is not None:
+        return trained["trainer"].checkpoint_callback.best_model_path
+    kept = sorted((run_dir / "checkpoints").glob("epoch_*.ckpt"))
+    return str(kept[-1]) if kept else ""
+
+
+def _same_step(best: Path, last: Path) -> bool:
+    """Whether ModelCheckpoint's best checkpoint is the last one (then evaluating it again would repeat it)."""
+    from sgp_lightning.models import read_checkpoint
+
+    return read_checkpoint(str(best))["global_step"] == read_checkpoint(str(last))["global_step"]
 
 
 def _plan_checkpoint(
@@ -278,81 +258,3 @@ def _distance_errors(estimator, datamodule, seed: int, num_points: int = 2000) -
     val = datamodule.val_data
     anchors = estimator.normalize_pair(val["x"][:num_points], val["u"][:num_points])
     return estimator.error_by_level(anchors, seed=seed)
-
-
-def _distance_markdown(rows: list[dict]) -> str:
-    lines = [
-        "| level | σ | near data: mean \\|d̂² − d²\\| | near, ÷σ² | uniform in Ω: mean \\|d̂² − d²\\| | uniform, ÷σ² |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        values = [r["sigma"], r.get("abs_error_near"), r.get("scaled_error_near")]
-        values += [r.get("abs_error_uniform"), r.get("scaled_error_uniform")]
-        lines.append(
-            f"| {int(r['level'])} | "
-            + " | ".join(f"{v:.3g}" if v is not None else "–" for v in values)
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def _markdown(payload: dict) -> str:
-    m = payload["machine"]
-    seeds = payload["seeds"]
-    notes = ""
-    if payload.get("convergence_threshold") is not None:
-        notes += (
-            f"Iterations to threshold: the first recorded optimiser iteration at which the mean true cost of the "
-            f"current plan is ≤ {payload['convergence_threshold']:g} (recorded every few iterations).\n"
-        )
-    for key, text in (
-        (
-            "success_rate",
-            "Success rate: share of tasks whose true rollout meets the domain's success criterion.\n",
-        ),
-        (
-            "outside_data",
-            "Plan outside data: share of planned steps outside the region the data was drawn from.\n",
-        ),
-        (
-            "time_in_trap",
-            "True steps in pit: share of the true trajectory's states inside the pit (actuation lost).\n",
-        ),
-    ):
-        if any(key in m for m in payload["methods"].values()):
-            notes += text
-    distance = ""
-    if payload.get("distance_estimator"):
-        distance = (
-            "\nData-distance estimator against the exact streamed softmin (queries around held-out pairs, "
-            f"normalized (x, u) space, mean over seeds):\n\n{_distance_markdown(payload['distance_estimator'])}\n"
-        )
-    return (
-        f"### {payload['title']}\n\n"
-        f"{methods_table(payload['methods'])}\n\n"
-        f"Mean over {len(seeds)} seeds {seeds} (each the mean over the domain's tasks); achieved cost ± std over "
-        f"seeds; gap is the mean over seeds of |achieved − planned|.\n{notes}"
-        f"Command: `{payload['command']}` (train overrides: {payload['train_overrides']}); "
-        f"machine: {m['processor']}, {m['cpu_count']} cores, torch {m['torch']} with {m['torch_threads']} thread(s), "
-        f"{m['cuda'] or 'no GPU'}; wall time {payload['wall_seconds'] / 60:.1f} min.\n"
-        + ("" if not payload.get("paper") else f"\nPaper: {payload['paper']}\n")
-        + distance
-        + _tuning_markdown(payload.get("tuning"))
-    )
-
-
-def _tuning_markdown(tuning: dict | None) -> str:
-    """One row per seed and tuned method: achieved cost on the tuning tasks at each β, and the choice."""
-    if not tuning:
-        return ""
-    rows = [
-        f"| {seed} | {name} | "
-        + ", ".join(f"{beta}: {cost:.3g}" for beta, cost in result["achieved_by_beta"].items())
-        + f" | {result['beta']:g} |"
-        for seed, methods in tuning["per_seed"].items()
-        for name, result in methods.items()
-    ]
-    return (
-        f"\nβ chosen per seed on a separate task set (task_seed={tuning['task_seed']}), by achieved cost:\n\n"
-        "| seed | method | achieved cost at each β | chosen β |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
-    )

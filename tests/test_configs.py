@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hydra
 import pytest
 from omegaconf import OmegaConf
 
@@ -20,7 +21,7 @@ EXPERIMENTS = sorted(
     if not p.name.startswith("_")
 )
 PLANNER_SETS = sorted(p.stem for p in (CONF / "planner_set").glob("*.yaml"))
-ENTRIES = sorted(p.stem for p in (CONF / "reproduce").glob("*.yaml"))
+ENTRIES = sorted(p.stem for p in (CONF / "reproduce").glob("*.yaml") if not p.name.startswith("_"))
 
 
 def _resolved(cfg) -> dict:
@@ -57,8 +58,11 @@ def test_planner_set_composes_and_resolves(planner_set, tmp_path: Path):
 def test_reproduce_entry_composes_with_its_overrides(entry, tmp_path: Path):
     cfg = compose_config("reproduce", [f"reproduce={entry}"], tmp_path).reproduce
     assert cfg.name == entry, f"conf/reproduce/{entry}.yaml names itself {cfg.name!r}"
-    if cfg.get("pipeline") is None:  # generic entries: one train config and one plan config per seed
-        _resolved(compose_config("train", list(cfg.train_overrides), tmp_path))
+    if cfg.get("pipeline") is None:  # generic entries: a train config per dataset (or one), one plan config
+        for dataset in cfg.get("datasets") or [None]:
+            # the data step's overrides (D4RL: the dataset's experiment; its file path is only known at run time)
+            data = [f"experiment=d4rl/{cfg.env}_{dataset}"] if dataset else []
+            _resolved(compose_config("train", [*cfg.train_overrides, *data], tmp_path))
         plan_cfg = compose_config("plan", [*cfg.plan_overrides, "ckpt_path=unused"], tmp_path)
         missing = [m for m in cfg.methods if m not in plan_cfg.planners]
         assert not missing, f"{entry}: methods {missing} have no planner"
@@ -67,15 +71,12 @@ def test_reproduce_entry_composes_with_its_overrides(entry, tmp_path: Path):
             with hydra_conf():  # _check_tune composes the plan config itself
                 grids = _check_tune(cfg)
             assert set(grids) == set(cfg.tune.methods)
-    elif cfg.pipeline._target_.endswith(
-        "reproduce_d4rl"
-    ):  # one train config per dataset (reproduce_d4rl.py), the plan config once
-        for dataset in cfg.datasets:
-            train = [f"experiment=d4rl/{cfg.env}_{dataset}", *cfg.train_overrides]
-            _resolved(compose_config("train", train, tmp_path))
-        plan_cfg = compose_config("plan", [*cfg.plan_overrides, "ckpt_path=unused"], tmp_path)
-        assert set(cfg.methods) <= set(plan_cfg.planners), f"{entry}: methods without a planner"
-        _resolved(plan_cfg)
+        # the entry's data step and table resolve to real objects
+        if cfg.get("data") is not None:
+            assert callable(hydra.utils.instantiate(cfg.data))
+        if cfg.get("table") is not None:
+            table = hydra.utils.instantiate(cfg.table)
+            assert callable(table.summarize) and callable(table.markdown)
 
 
 @pytest.mark.parametrize("logger", sorted(p.stem for p in (CONF / "logger").glob("*.yaml")))
