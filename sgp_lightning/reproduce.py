@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hydra
@@ -17,6 +17,7 @@ from sgp_lightning.errors import require
 from sgp_lightning.pieces import map_runs, plan_piece, reuse_or_train
 from sgp_lightning.plan import compose_plan_config
 from sgp_lightning.planning import make_planner
+from sgp_lightning.tables import tuning_record
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -73,15 +74,24 @@ def reproduce(cfg: DictConfig) -> dict:
         checkpoints=checkpoints,
         data_overrides={name: list(d["train_overrides"]) for name, d in data.items()},
     )
+    workers = int(entry.get("workers", 1))
+    if grids and entry.tune.get("train_seed") is not None:
+        # tune.train_seed: β is chosen once per dataset on a training seed of its own, for every table seed
+        tune_pairs = [(dataset, int(entry.tune.train_seed)) for dataset in datasets]
+        tuned = map_runs(functools.partial(_tune_run, settings), tune_pairs, workers, progress=progress)
+        settings = replace(settings, tuned=dict(zip(datasets, tuned, strict=True)))
     # Every (dataset, seed) trains and plans on its own: in this process, or reproduce.workers at once.
     pairs = [(dataset, int(seed)) for dataset in datasets for seed in entry.seeds]
-    runs = map_runs(functools.partial(_run, settings), pairs, int(entry.get("workers", 1)), progress=progress)
+    runs = map_runs(functools.partial(_run, settings), pairs, workers, progress=progress)
+    runs = dict(zip(pairs, runs, strict=True))
     payload = {
         **run_record(cfg, start),  # name, title, command, argv, machine, wall time
         "seeds": list(entry.seeds),
         "train_overrides": list(entry.train_overrides),
-        **table.summarize(entry, dict(zip(pairs, runs, strict=True)), data, out),
+        **table.summarize(entry, runs, data, out),
     }
+    if entry.get("tune"):
+        payload["tuning"] = tuning_record(entry, runs, settings.tuned)
     write_report(out, payload, table.markdown(payload))
     return payload
 
@@ -99,24 +109,20 @@ class RunSettings:
     methods: dict  # plan label → plan overrides ("" → the entry's methods, or one row per swept β)
     checkpoints: list  # [last] or [last, best]
     data_overrides: dict  # dataset → the train overrides of the data it generated
+    tuned: dict | None = None  # dataset → the choices tuned once on tune.train_seed (None: tune per run)
 
 
-def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
-    """One (dataset, seed) of a generic entry: train (or reuse the finished training), tune, plan every
-    method on each checkpoint. Returns plain values (it may run in a worker process): `plans`
-    (checkpoint → label → plan payload), the tuning choices and the distance estimator's errors (None
-    without one)."""
-    entry, (dataset, seed) = OmegaConf.create(settings.entry), pair
-    run_dir = Path(settings.out) / "runs" / (f"{dataset}/seed_{seed}" if dataset else f"seed_{seed}")
+def _trained_run(settings: RunSettings, dataset: str | None, seed: int, folder: str):
+    """Train one (dataset, seed) into DIR/runs/[dataset/]folder, or reuse the finished training there.
+    Returns (run_dir, reuse_or_train's objects, plan_once(ckpt, plan_dir, overrides))."""
+    entry = OmegaConf.create(settings.entry)
+    run_dir = Path(settings.out) / "runs" / (f"{dataset}/{folder}" if dataset else folder)
     train_cfg = _compose(
         "train",
         [*entry.train_overrides, *settings.data_overrides.get(dataset, []), f"seed={seed}", settings.threads,
          f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false"],
     )  # fmt: skip
     trained_key, trained = reuse_or_train(run_dir, train_cfg, settings.fresh)
-    errors = None
-    if trained["system"].distance is not None:
-        errors = _distance_errors(trained["system"].distance, trained["datamodule"], seed)
 
     def plan_once(ckpt: Path, plan_dir: Path, overrides: list[str]) -> dict:
         return _plan_checkpoint(
@@ -124,10 +130,33 @@ def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
             trained=f"{trained_key}:{Path(ckpt).name}", progress=settings.progress,
         )  # fmt: skip
 
+    return run_dir, trained, plan_once
+
+
+def _tune_run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
+    """Train on `tune.train_seed` (a seed the table does not report) and tune β there (`_tune`)."""
+    (dataset, seed), entry = pair, OmegaConf.create(settings.entry)
+    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, f"tune_seed_{seed}")
+    return _tune(entry, settings.grids, run_dir, functools.partial(plan_once, trained["ckpt_path"]))
+
+
+def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
+    """One (dataset, seed) of a generic entry: train (or reuse the finished training), tune (unless tuned
+    once on `tune.train_seed`), plan every method on each checkpoint. Returns plain values (it may run in a
+    worker process): `plans` (checkpoint → label → plan payload), the tuning choices and the distance
+    estimator's errors (None without one)."""
+    (dataset, seed), entry = pair, OmegaConf.create(settings.entry)
+    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, f"seed_{seed}")
+    errors = None
+    if trained["system"].distance is not None:
+        errors = _distance_errors(trained["system"].distance, trained["datamodule"], seed)
     last = trained["ckpt_path"]
-    tuned = (
-        _tune(entry, settings.grids, run_dir, functools.partial(plan_once, last)) if settings.grids else {}
-    )
+    if settings.tuned is not None:  # tuned once on tune.train_seed
+        tuned = settings.tuned[dataset]
+    elif settings.grids:
+        tuned = _tune(entry, settings.grids, run_dir, functools.partial(plan_once, last))
+    else:
+        tuned = {}
     chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
     plans = {}
     for checkpoint in settings.checkpoints:
@@ -214,6 +243,15 @@ def _check_tune(entry: DictConfig) -> dict[str, list[float]]:
     """Stop before any training on a tuning section that cannot work; returns each tuned method's grid."""
     tune = entry.tune
     require(entry.get("beta_sweep") is None, "reproduce.tune and reproduce.beta_sweep cannot be combined")
+    require(
+        tune.get("mode") in (None, "min", "max"),
+        f"reproduce.tune.mode must be min or max, got {tune.get('mode')}",
+    )
+    require(
+        tune.get("train_seed") is None or int(tune.train_seed) not in [int(s) for s in entry.seeds],
+        f"reproduce.tune.train_seed={tune.get('train_seed')} is one of the table's seeds {list(entry.seeds)}: "
+        "tuning must train on a seed the table does not report",
+    )
     unknown = [m for m in tune.methods if m not in entry.methods]
     require(
         not unknown, f"reproduce.tune.methods {unknown} are not in reproduce.methods {list(entry.methods)}"
@@ -228,10 +266,12 @@ def _check_tune(entry: DictConfig) -> dict[str, list[float]]:
 
 
 def _tune(entry: DictConfig, grids: dict[str, list[float]], run_dir: Path, plan_once) -> dict[str, dict]:
-    """Each method in `tune.methods` gets the β of `tune.betas` with the lowest achieved cost on a separate
-    task set (`tune.task_seed`), planned with the trained checkpoint of this seed: the table's own tasks
+    """Each method in `tune.methods` gets the β of `tune.betas` with the best `tune.metric` (default: the
+    lowest achieved cost; `tune.mode: max` for scores) on a separate task set or episode seed range
+    (`tune.task_seed`), planned with the trained checkpoint of this run: the table's own tasks and episodes
     never choose a setting."""
     tune = entry.tune
+    metric, sign = tune.get("metric") or "cost_achieved", -1.0 if tune.get("mode") == "max" else 1.0
     chosen = {}
     for name, betas in grids.items():
         achieved = {}
@@ -244,9 +284,11 @@ def _tune(entry: DictConfig, grids: dict[str, list[float]], run_dir: Path, plan_
             ]
             plan_dir = run_dir / "tune" / f"{name}_beta_{beta:g}"
             result = plan_once(plan_dir, overrides)
-            achieved[f"{beta:g}"] = result["methods"][name]["cost_achieved"]
+            achieved[f"{beta:g}"] = result["methods"][name][metric]
         # the first of equals (the smallest listed) wins; a diverged plan (NaN) never does
-        best = min(betas, key=lambda b: math.inf if math.isnan(achieved[f"{b:g}"]) else achieved[f"{b:g}"])
+        best = min(
+            betas, key=lambda b: math.inf if math.isnan(achieved[f"{b:g}"]) else sign * achieved[f"{b:g}"]
+        )
         chosen[name] = {"beta": float(best), "achieved_by_beta": achieved}
     return chosen
 

@@ -74,11 +74,6 @@ class CostTable:
             "paper": OmegaConf.to_container(entry.paper) if entry.get("paper") else None,
             "convergence_threshold": threshold,
         }
-        if entry.get("tune"):
-            payload["tuning"] = {
-                "task_seed": entry.tune.task_seed,
-                "per_seed": {str(seed): run["tuned"] for (_, seed), run in runs.items()},
-            }
         if distance_errors:  # mean over seeds, per level
             payload["distance_estimator"] = [
                 {key: statistics.fmean(seed_rows[k][key] for seed_rows in distance_errors) for key in rows}
@@ -179,20 +174,45 @@ def _distance_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def tuning_record(entry: DictConfig, runs: dict, tuned_once: dict | None) -> dict | None:
+    """results.json's `tuning`: the tuning set, and each tuning's sweep and choice (`_tune`): per table seed,
+    or per dataset when β was tuned once on `tune.train_seed`."""
+    if not entry.get("tune"):
+        return None
+    tune = entry.tune
+    record = {"task_seed": tune.task_seed, "metric": tune.get("metric") or "cost_achieved"}
+    if tuned_once is not None:
+        record.update(train_seed=int(tune.train_seed), per_dataset={str(d): c for d, c in tuned_once.items()})
+    else:
+        record["per_seed"] = {str(seed): run["tuned"] for (_, seed), run in runs.items()}
+    return record
+
+
 def _tuning_markdown(tuning: dict | None) -> str:
-    """One row per seed and tuned method: achieved cost on the tuning tasks at each β, and the choice."""
+    """One row per tuning (seed, or dataset) and tuned method: the metric on the tuning tasks or episodes at
+    each β, and the choice."""
     if not tuning:
         return ""
+    metric = {"cost_achieved": "achieved cost"}.get(
+        tuning.get("metric", "cost_achieved"), tuning.get("metric")
+    )
+    per_run = tuning.get("per_seed") or tuning["per_dataset"]
     rows = [
-        f"| {seed} | {name} | "
-        + ", ".join(f"{beta}: {cost:.3g}" for beta, cost in result["achieved_by_beta"].items())
+        f"| {run} | {name} | "
+        + ", ".join(f"{beta}: {value:.3g}" for beta, value in result["achieved_by_beta"].items())
         + f" | {result['beta']:g} |"
-        for seed, methods in tuning["per_seed"].items()
+        for run, methods in per_run.items()
         for name, result in methods.items()
     ]
+    if "per_seed" in tuning:
+        where, column = f"per seed on a separate task set (task_seed={tuning['task_seed']})", "seed"
+    else:
+        where = (f"per dataset on training seed {tuning['train_seed']} and tasks / episodes from seed "
+                 f"{tuning['task_seed']}, none of them the table's")  # fmt: skip
+        column = "dataset"
     return (
-        f"\nβ chosen per seed on a separate task set (task_seed={tuning['task_seed']}), by achieved cost:\n\n"
-        "| seed | method | achieved cost at each β | chosen β |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        f"\nβ chosen {where}, by {metric}:\n\n"
+        f"| {column} | method | {metric} at each β | chosen β |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
 
 
@@ -276,4 +296,5 @@ class ScoreTable:
             f"{payload['train_overrides']}; plan overrides: {payload['plan_overrides']}); "
             + _machine_line(payload)
             + "\n"
+            + _tuning_markdown(payload.get("tuning"))
         )

@@ -87,3 +87,33 @@ def test_every_logger_config_composes(logger, tmp_path: Path):
     targets = [c["_target_"] for c in (cfg.get("logger") or {}).values()]
     assert all(t.startswith("lightning.pytorch.loggers.") for t in targets)
     assert (logger == "none") == (not targets)
+
+
+def _plan_override(overrides, key: str):
+    """The value a `key=value` plan override sets (the last one wins), or None."""
+    values = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")]
+    return int(values[-1]) if values else None
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_tuning_never_sees_the_tables_tasks_or_seeds(entry, tmp_path: Path):
+    """The tuning protocol (docs/results.md): an entry that chooses a setting does so on tasks (or episode
+    seeds) and, where it trains for tuning, a training seed that its table does not report."""
+    cfg = compose_config("reproduce", [f"reproduce={entry}"], tmp_path).reproduce
+    tune_seed = cfg.tune.task_seed if cfg.get("tune") else cfg.get("tuning_task_seed")
+    if tune_seed is None or (cfg.get("tune") is None and cfg.get("beta_sweep") is None):
+        return  # nothing is tuned
+    for dataset in cfg.get("datasets") or [None]:
+        data = [f"experiment=d4rl/{cfg.env}_{dataset}"] if dataset else []
+        env = compose_config("train", [*cfg.train_overrides, *data], tmp_path).domain.env
+        table_seed = _plan_override(cfg.plan_overrides, "task_seed")
+        if "episode_seed" in env:  # episodic: the tuning episodes' seeds must not be the table's
+            count = _plan_override(cfg.plan_overrides, "num_tasks") or env.num_episodes
+            table = set(range(table_seed or env.episode_seed, (table_seed or env.episode_seed) + count))
+            assert not table & set(range(tune_seed, tune_seed + count)), (
+                f"{entry}: tuning episodes are the table's"
+            )
+        else:
+            assert tune_seed != (table_seed if table_seed is not None else env.task_seed), entry
+    if cfg.get("tune") and cfg.tune.get("train_seed") is not None:
+        assert cfg.tune.train_seed not in cfg.seeds, f"{entry}: tunes on a training seed its table reports"

@@ -106,12 +106,7 @@ class Env:
 
     @property
     def action_shape(self) -> tuple[int, ...]:
-        r"""
-        Shape of one action as the planner and the learned models see it.
-
-        Returns:
-            `tuple[int, ...]`: `(action_dim,)` for vector domains, `image_shape` for image domains.
-        """
+        """As [`~Env.state_shape`], for one action: `(action_dim,)`, or `image_shape` for image domains."""
         return self.image_shape or (self.action_dim,)
 
     # ------------------------------------------------------------------ dynamics (required)
@@ -289,18 +284,8 @@ class Env:
 
     def sample_actions(self, n: int, generator: torch.Generator) -> torch.Tensor:
         r"""
-        Draw actions uniformly from the range the dataset covers. Needed by datamodules that draw
-        synthetic transitions; domains with recorded data need not implement it.
-
-        Args:
-            n (`int`):
-                Number of actions.
-            generator (`torch.Generator`):
-                The datamodule's seeded generator.
-
-        Returns:
-            `torch.Tensor` of shape `(n, action_dim)`: actions in the domain's units (image domains: hidden
-            controls).
+        As [`~Env.sample_states`], for actions: `n` actions drawn uniformly from the range the dataset covers,
+        `(n, action_dim)` in the domain's units (image domains: hidden controls).
         """
         raise self._missing("sample_actions", "datamodules that draw synthetic transitions need it")
 

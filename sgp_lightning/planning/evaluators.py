@@ -173,7 +173,12 @@ class MPCEpisodes(Evaluator):
     """
 
     # plan.py's options → this evaluator's arguments (episodes always re-plan every step, so `mpc` is moot)
-    plan_options = {"num_tasks": "num_episodes", "episode_steps": "episode_steps", "progress": "progress"}
+    plan_options = {
+        "num_tasks": "num_episodes",
+        "episode_steps": "episode_steps",
+        "task_seed": "seed",
+        "progress": "progress",
+    }
 
     def __init__(
         self,

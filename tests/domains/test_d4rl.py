@@ -422,15 +422,17 @@ def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):
 
 
 def test_reproduce_d4rl_writes_the_table(tmp_path):
-    """The D4RL reproduce entry generates its data, trains per seed and reports last / best per method."""
+    """The D4RL reproduce entry generates its data, tunes SGP's β on a training seed and episodes of its own,
+    trains the table's seed and reports last / best per method."""
     from tests.conftest import hydra_list
 
     tiny = [o for o in TINY_HOPPER if not o.startswith("experiment=")]
     proc = run_cli(
         "reproduce.py", "d4rl_hopper_small", f"output_dir={tmp_path}", "reproduce.datasets=[random]",
-        "reproduce.seeds=[0,1]", "reproduce.collect.n=900", "reproduce.collect.num_envs=3",
+        "reproduce.seeds=[0]", "reproduce.collect.n=900", "reproduce.collect.num_envs=3",
         f"reproduce.train_overrides={hydra_list([*tiny, 'trainer.max_epochs=2'])}",
         f"reproduce.plan_overrides={hydra_list(['planner_set=d4rl', 'num_tasks=2', 'episode_steps=3', 'planners.sgp.optimizer.iterations=2', 'planners.vanilla.optimizer.iterations=2', 'planners.ensemble.optimizer.iterations=2'])}",
+        "+reproduce.tune={task_seed: 200000, train_seed: 7, metric: normalized_score, mode: max, methods: [sgp], betas: [1, 100]}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     payload = json.loads((tmp_path / "results.json").read_text())
@@ -438,12 +440,25 @@ def test_reproduce_d4rl_writes_the_table(tmp_path):
     assert random["rows"] == 900 and (tmp_path / "data" / "hopper-random-v5.hdf5").is_file()
     assert set(random["methods"]) == {"bc", "vanilla", "ensemble", "sgp"}
     for method in random["methods"].values():
-        assert len(method["per_seed_last"]) == 2
+        assert len(method["per_seed_last"]) == 1
         assert method["last"][0] == pytest.approx(np.mean(method["per_seed_last"]))
-        assert len(method["per_seed_episode_length"]) == 2
+        assert len(method["per_seed_episode_length"]) == 1
         assert all(1 <= length <= 3 for length in method["per_seed_episode_length"])  # episode_steps=3
+    # β was tuned once, on training seed 7 and episodes from seed 200000, and the table planned with it.
+    tuned = payload["tuning"]["per_dataset"]["random"]["sgp"]
+    scores = tuned["achieved_by_beta"]
+    assert set(scores) == {"1", "100"} and tuned["beta"] == (1.0 if scores["1"] >= scores["100"] else 100.0)
+    tune_plan = json.loads(
+        (tmp_path / "runs" / "random" / "tune_seed_7" / "tune" / "sgp_beta_1" / "results.json").read_text()
+    )
+    assert tune_plan["methods"]["sgp"]["normalized_score"] == scores["1"]
+    table_plan = json.loads(
+        (tmp_path / "runs" / "random" / "seed_0" / "plan" / "methods" / "results.json").read_text()
+    )
+    assert table_plan["methods"]["sgp"]["planner"]["beta"] == tuned["beta"]
     table = (tmp_path / "table.md").read_text()
     assert "| random |" in table and "1.6 / 11.7 / 12.3" in table  # the paper's column beside ours
+    assert "β chosen per dataset on training seed 7" in table
     # The stated command regenerates this table: it carries the overrides, not only output_dir.
     assert payload["command"].startswith(f"python reproduce.py d4rl_hopper_small output_dir={tmp_path} ")
     assert "'reproduce.datasets=[random]'" in payload["command"] and payload["command"] in table
