@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from datamodules.base import ShuffledBatches, TransitionDataModule  # noqa: E402
-from sgp_lightning.train import instantiate_system  # noqa: E402
+from sgp_lightning.train import instantiate_env_and_data, instantiate_system  # noqa: E402
 from sgp_lightning.utils import machine_info  # noqa: E402
 
 CONFIGS = {
@@ -100,10 +100,10 @@ def compose_config(name: str):
 def build(name: str):
     """(cfg, env, datamodule after setup) of a config."""
     cfg = compose_config(name)
-    env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
     if name == "pit":
-        datamodule = hydra.utils.instantiate(cfg.domain.datamodule, env=env, _convert_="all")
-    else:  # D4RL: random rows of the dataset's size and the experiment's batch and split
+        env, datamodule = instantiate_env_and_data(cfg)
+    else:  # D4RL: random rows of the dataset's size and the experiment's batch and split (no file needed)
+        env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
         dm = cfg.domain.datamodule
         datamodule = RandomTransitions(
             env, int(dm.max_transitions), batch_size=int(dm.batch_size), val_fraction=float(dm.val_fraction)

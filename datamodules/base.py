@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.spaces import join, sample_stats
+from sgp_lightning.spaces import NORMALIZATIONS, join, sample_stats
 
 KEYS = ("x", "u", "x_next", "r")
 # Optional `done` (bool, N): the episode ended at this row by a fall (D4RL's terminals), not by the time
@@ -124,15 +124,28 @@ class TransitionDataModule(L.LightningDataModule):
             Seed of the split, of the shuffling and (in subclasses) of the data drawn.
         name (`str`, *optional*, defaults to `"dataset"`):
             What the data is, for error messages.
+        normalization (`str`, *optional*, defaults to `"zscore"`):
+            How the models normalize x, u, x' − x, r and (x, u) (σ and β are in these units): `zscore` (mean
+            and std of the training split) or `minmax` (its range mapped to [−1, 1], as the paper's code).
     """
 
     def __init__(
-        self, batch_size: int = 1024, val_fraction: float = 0.1, seed: int = 0, name: str = "dataset"
+        self,
+        batch_size: int = 1024,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        name: str = "dataset",
+        normalization: str = "zscore",
     ):
         super().__init__()
         require(batch_size > 0, f"batch_size must be positive, got {batch_size}")
         require(0 < val_fraction < 1, f"val_fraction must be in (0, 1), got {val_fraction}")
+        require(
+            normalization in NORMALIZATIONS,
+            f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}",
+        )
         self.batch_size, self.val_fraction, self.seed, self.name = batch_size, val_fraction, seed, name
+        self.normalization = normalization
         self.train_data: dict[str, torch.Tensor] | None = None
         self.val_data: dict[str, torch.Tensor] | None = None
         self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -166,7 +179,8 @@ class TransitionDataModule(L.LightningDataModule):
 
     def compute_stats(self, data: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         r"""
-        Mean and std per quantity the models normalize, from the training split only.
+        Offset and scale per quantity the models normalize (mean and std, or the range's midpoint and
+        half-width for `normalization="minmax"`), from the training split only.
 
         Args:
             data (`dict[str, torch.Tensor]`):
@@ -185,7 +199,7 @@ class TransitionDataModule(L.LightningDataModule):
             "r": data["r"].unsqueeze(-1),
             "xu": join(data["x"], data["u"], tuple(data["x"].shape[1:])),
         }
-        return {k: sample_stats(v, tuple(v.shape[1:])) for k, v in quantities.items()}
+        return {k: sample_stats(v, tuple(v.shape[1:]), self.normalization) for k, v in quantities.items()}
 
     def _loader(self, data, shuffle: bool, seed_offset: int) -> DataLoader:
         dataset = ShuffledBatches(data, self.batch_size, shuffle, self.seed + seed_offset)

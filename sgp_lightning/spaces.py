@@ -48,12 +48,22 @@ def join(x: torch.Tensor, u: torch.Tensor, shape: Shape) -> torch.Tensor:
     return torch.cat([x, u], feature_axis(shape))
 
 
-def sample_stats(data: torch.Tensor, shape: Shape) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) of samples (N, *shape) in the layout Normalizer(stats_shape(shape)) expects."""
-    if is_image(shape):
-        per_channel = data.transpose(0, 1).flatten(1)  # (C, N·H·W)
-        return per_channel.mean(1).view(-1, 1, 1), per_channel.std(1).view(-1, 1, 1)
-    return data.mean(0), data.std(0)
+NORMALIZATIONS = ("zscore", "minmax")
+
+
+def sample_stats(data: torch.Tensor, shape: Shape, kind: str = "zscore") -> tuple[torch.Tensor, torch.Tensor]:
+    """(offset, scale) of samples (N, *shape) in the layout Normalizer(stats_shape(shape)) expects, so that
+    (v − offset) / scale is normalized: `zscore`, mean and std; `minmax`, the range's midpoint and half-width
+    (the data then spans [−1, 1], as the authors' code normalises by range). Images: per channel."""
+    require(kind in NORMALIZATIONS, f"normalization must be one of {NORMALIZATIONS}, got {kind!r}")
+    image = is_image(shape)
+    values, dim = (data.transpose(0, 1).flatten(1), 1) if image else (data, 0)  # (C, N·H·W) or (N, dim)
+    if kind == "zscore":
+        offset, scale = values.mean(dim), values.std(dim)
+    else:
+        low, high = values.amin(dim), values.amax(dim)
+        offset, scale = (high + low) / 2, (high - low) / 2
+    return (offset.view(-1, 1, 1), scale.view(-1, 1, 1)) if image else (offset, scale)
 
 
 def feature_sum(values: torch.Tensor, shape: Shape) -> torch.Tensor:

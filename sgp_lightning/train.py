@@ -67,8 +67,13 @@ def run_hparams(cfg: DictConfig) -> dict:
 
 
 def instantiate_env_and_data(cfg: DictConfig):
+    """The domain's env and datamodule of a train config; the datamodule normalizes as `cfg.normalization`
+    says (zscore when the config predates the key)."""
     env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
-    datamodule = hydra.utils.instantiate(cfg.domain.datamodule, env=env, _convert_="all")
+    normalization = cfg.get("normalization") or "zscore"
+    datamodule = hydra.utils.instantiate(
+        cfg.domain.datamodule, env=env, normalization=normalization, _convert_="all"
+    )
     return env, datamodule
 
 

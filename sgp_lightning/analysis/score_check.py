@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from sgp_lightning.distance import ExactScoreModel, nearest_distance
 from sgp_lightning.errors import require
 from sgp_lightning.normalization import Normalizer
+from sgp_lightning.train import instantiate_env_and_data
 from sgp_lightning.utils import clean_errors, cli_options, set_threads, write_json
 
 DEFAULTS = {
@@ -88,7 +89,6 @@ def check_score(score, data: torch.Tensor, cfg) -> dict:
 
 def _training_pairs(ckpt_path: Path, system) -> torch.Tensor:
     """The run's training pairs (x, u), rebuilt from RUN/config.yaml, normalized like the score's input."""
-    import hydra
 
     run_dir = ckpt_path.resolve().parent.parent
     config = run_dir / "config.yaml"
@@ -97,8 +97,7 @@ def _training_pairs(ckpt_path: Path, system) -> torch.Tensor:
         f"{config} not found: the score check rebuilds the run's data from train.py's config.yaml",
     )
     cfg = OmegaConf.load(config)
-    env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
-    datamodule = hydra.utils.instantiate(cfg.domain.datamodule, env=env, _convert_="all")
+    _, datamodule = instantiate_env_and_data(cfg)
     datamodule.setup("fit")
     train = datamodule.train_data
     return system.score.normalize_pair(train["x"], train["u"]).detach().flatten(1)
