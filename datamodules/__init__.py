@@ -5,6 +5,7 @@ from datamodules.box_pushing import BoxPushingDataModule
 from datamodules.cartpole import CartPoleDataModule
 from datamodules.d4rl import D4RLDataModule
 from datamodules.integrator import DemonstrationDataModule, IntegratorDataModule
+from datamodules.offline import OfflineDataModule
 from datamodules.pixel import PixelDataModule
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "D4RLDataModule",
     "DemonstrationDataModule",
     "IntegratorDataModule",
+    "OfflineDataModule",
     "PixelDataModule",
     "TransitionDataModule",
 ]

@@ -165,7 +165,23 @@ class TransitionDataModule(L.LightningDataModule):
         if self.train_data is not None:
             return
         data = validate_transitions(self.load_transitions(), self.name)
-        n = data["x"].shape[0]
+        val_rows, train_rows = self.split(data["x"].shape[0])
+        self.val_data = {k: v[val_rows] for k, v in data.items()}
+        self.train_data = {k: v[train_rows] for k, v in data.items()}
+        self.stats = self.compute_stats(self.train_data)
+
+    def split(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""
+        Which rows are held out: a seeded random `val_fraction` of them (datasets of episodes hold out whole
+        episodes instead).
+
+        Args:
+            n (`int`):
+                Rows of the dataset.
+
+        Returns:
+            `tuple[torch.Tensor, torch.Tensor]`: the validation rows and the training rows (int64 indices).
+        """
         num_val = int(round(n * self.val_fraction))
         require(
             num_val >= 1 and n - num_val >= 2,
@@ -173,9 +189,7 @@ class TransitionDataModule(L.LightningDataModule):
             f"val_fraction={self.val_fraction}; both splits must be non-empty",
         )
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-        self.val_data = {k: v[order[:num_val]] for k, v in data.items()}
-        self.train_data = {k: v[order[num_val:]] for k, v in data.items()}
-        self.stats = self.compute_stats(self.train_data)
+        return order[:num_val], order[num_val:]
 
     def compute_stats(self, data: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         r"""

@@ -16,6 +16,17 @@ from sgp_lightning.envs.mujoco import MujocoEnv
 from sgp_lightning.errors import require
 
 
+def transitions(data: dict) -> dict[str, torch.Tensor]:
+    """D4RL-layout arrays as the transitions (x, u, x', r, done) a TransitionDataModule loads."""
+    return {
+        "x": torch.from_numpy(data["observations"]),
+        "u": torch.from_numpy(data["actions"]),
+        "x_next": torch.from_numpy(data["next_observations"]),
+        "r": torch.from_numpy(data["rewards"]),
+        "done": torch.from_numpy(data["terminals"]),  # a fall; a timeout is not an end of the dynamics
+    }
+
+
 class D4RLDataModule(TransitionDataModule):
     def __init__(self, env: MujocoEnv, dataset: str, max_transitions: int | None = None, **kwargs):
         """The env's observation and action sizes are checked against the file, so a dataset of another
@@ -41,13 +52,7 @@ class D4RLDataModule(TransitionDataModule):
         if self.max_transitions is not None and self.max_transitions < len(data["rewards"]):
             data = self._episode_subset(data)
         self.metadata = data["metadata"]
-        return {
-            "x": torch.from_numpy(data["observations"]),
-            "u": torch.from_numpy(data["actions"]),
-            "x_next": torch.from_numpy(data["next_observations"]),
-            "r": torch.from_numpy(data["rewards"]),
-            "done": torch.from_numpy(data["terminals"]),  # a fall; a timeout is not an end of the dynamics
-        }
+        return transitions(data)
 
     def _episode_subset(self, data: dict) -> dict:
         """Whole episodes in a seeded random order, as many as fit in max_transitions (at least one)."""

@@ -66,6 +66,26 @@ def episodes_table(methods: Mapping[str, Mapping]) -> str:
     return "\n".join(lines)
 
 
+def held_out_table(methods: Mapping[str, Mapping]) -> str:
+    """Markdown table for the offline domain: each plan's predicted return beside the data's own over the
+    same steps, its distance to the training data (exact, smoothed), the model error at the first and last
+    step of the horizon, and the gymnasium episodes' return where they were run."""
+    header = ["method", "predicted return", "data's return", "distance to data", "smoothed d²",
+              "model error (first → last step)", "seconds"]  # fmt: skip
+    episodes = any("episodes" in m for m in methods.values())
+    header += ["episode return", "normalized score"] if episodes else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, m in methods.items():
+        curve = m["model_error_horizon"]
+        row = [m["predicted_return"], m["data_return"], m.get("distance_exact"), m.get("distance_smoothed_sq"),
+               f"{_fmt(curve[0])} → {_fmt(curve[-1])}", m.get("seconds")]  # fmt: skip
+        if episodes:
+            e = m.get("episodes") or {}
+            row += [e.get("return_mean"), e.get("normalized_score")]
+        lines.append(f"| {name} | " + " | ".join(_fmt(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
 def gather_sweep(sweep_dir: str | Path) -> list[dict]:
     """One row per job of a `train.py -m` sweep: its hparams and final plan/* metrics (metrics.json), and
     one per failed job (status.json: its overrides and error, metrics NaN)."""

@@ -82,7 +82,11 @@ def instantiate_system(cfg: DictConfig, env: Env):
     one place a domain writes them). Every value reaches the system as plain Python (`_convert_="all"`), so
     its saved hyperparameters load weights-only."""
     system = hydra.utils.instantiate(
-        cfg.model, state_shape=list(env.state_shape), action_shape=list(env.action_shape), _convert_="all"
+        cfg.model,
+        state_shape=list(env.state_shape),
+        action_shape=list(env.action_shape),
+        env=env.saved_config(OmegaConf.to_container(cfg.model.env, resolve=True)),
+        _convert_="all",
     )
     require(system.domain == env.name, f"model.domain {system.domain!r} != domain.env.name {env.name!r}")
     return system

@@ -1,6 +1,7 @@
-"""Generate offline datasets in D4RL's layout from gymnasium MuJoCo v5 rollouts.
+"""Generate offline datasets in D4RL's layout, or as Minari datasets, from gymnasium MuJoCo v5 rollouts.
 
     python -m sgp_lightning.data.collect env=hopper dataset=random n=100000 [seed=0] [output=PATH]
+    python -m sgp_lightning.data.collect env=hopper dataset=random format=minari minari_storage=hdf5
 
 dataset:
 - random: uniform random actions (D4RL's random data);
@@ -11,6 +12,11 @@ dataset:
 The file goes to `output`, by default `$D4RL_DATASET_DIR/<env>-<dataset>-v5.hdf5` (~/.d4rl/datasets), where
 `datamodule.dataset=<env>-<dataset>-v5` finds it. Its `metadata/*` names the generator, env, policy and
 the mean return of the collected whole episodes (the step budget cuts one episode per env copy). Prints a JSON summary.
+
+`format=minari` writes a Minari dataset instead (`minari_storage=arrow` or `hdf5`), by default to
+`$MINARI_DATASETS_PATH/<env>-<dataset>-v5` (~/.minari/datasets), with the same metadata plus D4RL's reference
+returns (`ref_min_score`, `ref_max_score`) and the env's spec; `minari.load_dataset("<env>-<dataset>-v5")`
+and `datamodule.dataset=<env>-<dataset>-v5` both find it there.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from sgp_lightning.data.d4rl import (
     open_tail,
     write_dataset,
 )
+from sgp_lightning.data.minari_datasets import STORAGES, minari_dataset_dir, write_minari
 from sgp_lightning.data.policies import UniformRandomPolicy, committed_policy_path, load_policy
 from sgp_lightning.data.rollout import rollout
 from sgp_lightning.envs.mujoco import mujoco_task
@@ -36,6 +43,7 @@ from sgp_lightning.errors import require
 from sgp_lightning.utils import clean_errors, cli_options, set_threads
 
 DATASETS = ("random", "medium", "expert", "medium_expert")
+FORMATS = ("d4rl", "minari")
 DEFAULTS = {
     "env": "hopper",  # halfcheetah | hopper | walker2d
     "dataset": "random",  # random | medium | expert | medium_expert
@@ -43,7 +51,9 @@ DEFAULTS = {
     "num_envs": 10,  # env copies stepped as one batch
     "seed": 0,  # env resets and action sampling
     "policy": None,  # a policy file instead of the committed one (medium / expert)
-    "output": None,  # default: $D4RL_DATASET_DIR/<env>-<dataset>-v5.hdf5
+    "output": None,  # default: $D4RL_DATASET_DIR/<env>-<dataset>-v5.hdf5 (minari: $MINARI_DATASETS_PATH/<env>-<dataset>-v5)
+    "format": "d4rl",  # d4rl: one HDF5 file in D4RL's layout | minari: a Minari dataset directory
+    "minari_storage": "arrow",  # format=minari: arrow | hdf5
     "threads": 1,
 }
 
@@ -102,6 +112,11 @@ def collect(cfg) -> dict:
     require(cfg.dataset in DATASETS, f"unknown dataset {cfg.dataset!r}; choose one of {list(DATASETS)}")
     require(int(cfg.n) > 0, f"n must be positive, got {cfg.n}")
     require(int(cfg.num_envs) > 0, f"num_envs must be positive, got {cfg.num_envs}")
+    require(cfg.format in FORMATS, f"unknown format {cfg.format!r}; choose one of {list(FORMATS)}")
+    require(
+        cfg.minari_storage in STORAGES,
+        f"unknown minari_storage {cfg.minari_storage!r}; choose one of {list(STORAGES)}",
+    )
     started = time.time()
     levels = ["medium", "expert"] if cfg.dataset == "medium_expert" else [cfg.dataset]
     require(
@@ -126,10 +141,16 @@ def collect(cfg) -> dict:
         metadata["expert_policy_return_mean"] = parts[1][1]["policy_return_mean"]
         metadata["expert_policy_train_step"] = parts[1][1]["policy_train_step"]
         metadata["expert_return_mean"] = parts[1][1]["return_mean"]
-    output = (
-        Path(cfg.output) if cfg.output else d4rl_dataset_dir() / f"{dataset_name(cfg.env, cfg.dataset)}.hdf5"
-    )
-    write_dataset(output, data, metadata)
+    name = dataset_name(cfg.env, cfg.dataset)
+    if cfg.format == "minari":
+        task = mujoco_task(cfg.env)
+        output = Path(cfg.output) if cfg.output else minari_dataset_dir() / name
+        write_minari(
+            output, data, metadata, task.gym_id, task.ref_min_score, task.ref_max_score, cfg.minari_storage
+        )
+    else:
+        output = Path(cfg.output) if cfg.output else d4rl_dataset_dir() / f"{name}.hdf5"
+        write_dataset(output, data, metadata)
     return {
         "output": str(output),
         "rows": int(len(data["rewards"])),

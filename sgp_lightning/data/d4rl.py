@@ -6,7 +6,8 @@ the medium-replay files), `rewards` (N,), `terminals` and `timeouts` (N,) bool, 
 ends at a `terminals` row (a fall) or a `timeouts` row (the time limit). Dynamics are learned from
 `next_observations`: the row after a terminal is the next episode's start, not a successor.
 
-Also reads Minari datasets (`<dir>/data/main_data.hdf5`: one group per episode with T+1 observations).
+Also reads Minari datasets (arrow or HDF5 storage) through the `minari` package
+(`sgp_lightning.data.minari_datasets`), into the same layout, with their metadata.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sgp_lightning.data.minari_datasets import is_minari_dataset, minari_dataset_dir, read_minari
 from sgp_lightning.errors import SGPError, require
 
 REQUIRED_KEYS = ("observations", "actions", "next_observations", "rewards", "terminals", "timeouts")
@@ -27,20 +29,17 @@ def d4rl_dataset_dir() -> Path:
     return Path(os.environ.get("D4RL_DATASET_DIR", Path.home() / ".d4rl" / "datasets")).expanduser()
 
 
-def minari_dataset_dir() -> Path:
-    return Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets")).expanduser()
-
-
 def resolve_dataset(source: str) -> Path:
     """A dataset given as an HDF5 path, a Minari dataset directory, or a name found in D4RL's or Minari's
-    dataset directory (`hopper-medium-v2` → ~/.d4rl/datasets/hopper-medium-v2.hdf5)."""
+    dataset directory (`hopper-medium-v2` → ~/.d4rl/datasets/hopper-medium-v2.hdf5; a Minari id such as
+    `mujoco/hopper/medium-v0` → $MINARI_DATASETS_PATH/mujoco/hopper/medium-v0). Never downloads."""
     candidates = [
         Path(source).expanduser(),
         d4rl_dataset_dir() / f"{source}.hdf5",
         minari_dataset_dir() / source,
     ]
     for path in candidates:
-        if path.is_file() or (path.is_dir() and (path / "data" / "main_data.hdf5").is_file()):
+        if path.is_file() or is_minari_dataset(path):
             return path
     raise SGPError(
         f"dataset {source!r} not found: looked for {', '.join(str(p) for p in candidates)}. Generate one with "
@@ -52,7 +51,7 @@ def read_dataset(source: str | Path) -> dict[str, np.ndarray]:
     """Load and validate a D4RL-layout file or a Minari dataset; float arrays come back as float32."""
     path = resolve_dataset(str(source))
     if path.is_dir():
-        return _read_minari(path / "data" / "main_data.hdf5")
+        return validate_dataset(read_minari(path), str(path))
     return _read_d4rl(path)
 
 
@@ -75,30 +74,6 @@ def _read_d4rl(path: Path) -> dict[str, np.ndarray]:
             if "metadata" in handle
             else {}
         )
-    return validate_dataset(data, str(path))
-
-
-def _read_minari(path: Path) -> dict[str, np.ndarray]:
-    """Minari stores each episode as a group with T+1 observations and T actions, rewards, flags."""
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        episodes = sorted((k for k in handle if k.startswith("episode_")), key=lambda k: int(k.split("_")[1]))
-        require(episodes, f"{path} holds no episode_* groups (not a Minari dataset)")
-        parts = {key: [] for key in REQUIRED_KEYS}
-        for name in episodes:  # loading only: one read per episode group
-            group = handle[name]
-            for key in ("observations", "actions", "rewards", "terminations", "truncations"):
-                require(key in group, f"{path}: {name} is missing {key!r}")
-            observations = group["observations"][()]
-            parts["observations"].append(observations[:-1])
-            parts["next_observations"].append(observations[1:])
-            parts["actions"].append(group["actions"][()])
-            parts["rewards"].append(group["rewards"][()])
-            parts["terminals"].append(group["terminations"][()])
-            parts["timeouts"].append(group["truncations"][()])
-    data = {key: np.concatenate(value) for key, value in parts.items()}
-    data["metadata"] = {"source": f"minari:{path.parent.parent.name}"}
     return validate_dataset(data, str(path))
 
 

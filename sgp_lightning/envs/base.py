@@ -109,6 +109,20 @@ class Env:
         """As [`~Env.state_shape`], for one action: `(action_dim,)`, or `image_shape` for image domains."""
         return self.image_shape or (self.action_dim,)
 
+    def saved_config(self, config: dict) -> dict:
+        r"""
+        The env's config as a checkpoint saves it (`SGPSystem.make_env` rebuilds the env from it). Defaults
+        to `config` unchanged; an env that infers settings from its data (`OfflineEnv`) writes them in.
+
+        Args:
+            config (`dict`):
+                The env's resolved Hydra config (plain values, with `_target_`).
+
+        Returns:
+            `dict`: plain values that rebuild this env.
+        """
+        return config
+
     # ------------------------------------------------------------------ dynamics (required)
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         r"""

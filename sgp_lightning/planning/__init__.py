@@ -3,7 +3,13 @@ the Controller for receding-horizon control; evaluation on the true env."""
 
 from sgp_lightning.planning.controller import Controller
 from sgp_lightning.planning.evaluate import Evaluation, plan_and_evaluate
-from sgp_lightning.planning.evaluators import Evaluator, MPCEpisodes, OpenLoopTasks, make_evaluator
+from sgp_lightning.planning.evaluators import (
+    Evaluator,
+    HeldOutEpisodes,
+    MPCEpisodes,
+    OpenLoopTasks,
+    make_evaluator,
+)
 from sgp_lightning.planning.penalties import (
     DistancePenalty,
     EnsemblePenalty,
@@ -33,6 +39,7 @@ __all__ = [
     "EnsemblePenalty",
     "Evaluation",
     "Evaluator",
+    "HeldOutEpisodes",
     "MPCEpisodes",
     "OpenLoopTasks",
     "GradientPlanner",

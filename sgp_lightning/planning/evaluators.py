@@ -4,6 +4,8 @@
   compare the cost of the plan under the learned model with the cost the same actions achieve.
 - `MPCEpisodes`: run seeded closed-loop episodes in an external simulator (gymnasium MuJoCo, D4RL) with a
   Controller and report return and D4RL-normalised score.
+- `HeldOutEpisodes`: no simulator (`domain=offline`): measure models and plans against an offline
+  dataset's held-out episodes.
 
 The domain config chooses one (`evaluator: {_target_: sgp_lightning.planning.MPCEpisodes}`, default
 OpenLoopTasks); the checkpoint records it. plan.py, the PlanningCallback and reproduce call `evaluate` once
@@ -230,6 +232,88 @@ class MPCEpisodes(Evaluator):
 
     def headline(self, system, env, evaluations):
         return f"{system.domain} ({env.task.gym_id}, D4RL-normalised): {len(evaluations[0].returns)} episodes"
+
+
+class HeldOutEpisodes(Evaluator):
+    """An offline dataset's held-out episodes, no simulator (`domain=offline`; sgp_lightning.planning.held_out):
+    model error against the prediction horizon, each plan's distance to the training data (exact and
+    smoothed) and its predicted return beside the data's. With the env's `gym_id` it also runs MPC episodes
+    in that gymnasium env (as `MPCEpisodes`).
+
+    Args:
+        num_tasks: held-out states planned from (seeded by `seed`).
+        max_windows: held-out windows the model-error curve averages over (at most).
+        seed: which held-out states and windows.
+        num_episodes, episode_steps: the gymnasium episodes (None: the env's); only with a gym_id.
+        progress: show a progress bar over the methods and each episode's control steps.
+    """
+
+    plan_options = {"num_tasks": "num_tasks", "task_seed": "seed", "episode_steps": "episode_steps",
+                    "progress": "progress"}  # fmt: skip
+
+    def __init__(
+        self,
+        num_tasks: int = 16,
+        max_windows: int = 1000,
+        seed: int = 0,
+        num_episodes: int | None = None,
+        episode_steps: int | None = None,
+        progress: bool = False,
+    ):
+        self.num_tasks, self.max_windows = (
+            _positive("num_tasks", num_tasks),
+            _positive("max_windows", max_windows),
+        )
+        self.seed, self.progress = int(seed), bool(progress)
+        self.episodes = MPCEpisodes(num_episodes, episode_steps, progress=progress)
+
+    def evaluate(self, system, env, planner, method="", rank=0, world_size=1):
+        from sgp_lightning.planning.held_out import evaluate_held_out
+
+        evaluation = evaluate_held_out(
+            system, env, planner, method, self.num_tasks, self.max_windows, self.seed, rank, world_size
+        )
+        if evaluation is not None and env.gym_id is not None:
+            evaluation.episodes = self.episodes.evaluate(system, env, planner, method, rank, world_size)
+        return evaluation
+
+    def metric_sums(self, evaluation) -> dict:
+        # Per-task means, and the model-error curve's mean (the same on every rank) weighted by the task count.
+        names = ("predicted_return", "data_return", "model_error", "distance_exact", "distance_smoothed_sq")
+        if evaluation is None:
+            return {**dict.fromkeys(names, 0.0), "count": 0.0}
+        count = float(len(evaluation.predicted_return))
+        sums = {
+            "predicted_return": evaluation.predicted_return.sum(),
+            "data_return": evaluation.data_return.sum(),
+            "model_error": evaluation.model_error_horizon.mean() * count,
+        }
+        if evaluation.distance_exact is not None:
+            sums["distance_exact"] = evaluation.distance_exact.sum()
+            sums["distance_smoothed_sq"] = evaluation.distance_smoothed_sq.sum()
+        if evaluation.episodes is not None:
+            sums["return"] = float(evaluation.episodes.returns.mean()) * count
+            sums["normalized_score"] = float(evaluation.episodes.normalized_scores.mean()) * count
+        return {**sums, "count": count}
+
+    def table(self, methods):
+        from sgp_lightning.report import held_out_table
+
+        return held_out_table(methods)
+
+    def describe(self, env, evaluations):
+        return {
+            "dataset": env.dataset,
+            "horizon": len(evaluations[0].model_error_horizon),
+            "num_tasks": len(evaluations[0].predicted_return),
+            **({"env": env.gym_id} if env.gym_id is not None else {}),
+        }
+
+    def headline(self, system, env, evaluations):
+        return (
+            f"{system.domain} ({env.dataset}): {len(evaluations[0].predicted_return)} held-out states, "
+            f"horizon {len(evaluations[0].model_error_horizon)}"
+        )
 
 
 def make_evaluator(

@@ -91,27 +91,46 @@ def test_dataset_found_by_name_in_d4rl_dir(tmp_path, monkeypatch):
         read_dataset("hopper-medium-v5")
 
 
-def test_minari_directory(tmp_path):
-    """Minari keeps one group per episode with T+1 observations."""
+@pytest.mark.parametrize("storage", ["arrow", "hdf5"])
+def test_minari_dataset_is_read_with_its_metadata(tmp_path, monkeypatch, storage):
+    """A Minari dataset written by minari itself (T+1 observations per episode), found by id in
+    $MINARI_DATASETS_PATH or by directory, in D4RL's layout with its reference scores and env spec."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     rng = np.random.default_rng(0)
-    root = tmp_path / "mujoco" / "hopper" / "medium-v0"
-    (root / "data").mkdir(parents=True)
-    episodes = []
-    with h5py.File(root / "data" / "main_data.hdf5", "w") as f:
-        for i, length in enumerate([5, 3]):
-            obs = rng.normal(size=(length + 1, OBS))
-            group = f.create_group(f"episode_{i}")
-            group["observations"], group["actions"] = obs, rng.normal(size=(length, ACT))
-            group["rewards"] = rng.normal(size=length)
-            group["terminations"] = np.arange(length) == length - 1 if i == 0 else np.zeros(length, bool)
-            group["truncations"] = np.zeros(length, bool) if i == 0 else np.arange(length) == length - 1
-            episodes.append(obs)
-    data = read_dataset(str(root))
-    assert data["observations"].shape == (8, OBS)
-    np.testing.assert_allclose(data["observations"][5:], episodes[1][:-1], rtol=1e-6)
-    np.testing.assert_allclose(data["next_observations"][:5], episodes[0][1:], rtol=1e-6)
-    assert data["terminals"].tolist() == [False] * 4 + [True] + [False] * 3
-    assert data["timeouts"].tolist() == [False] * 7 + [True]
+    episodes = [rng.normal(size=(length + 1, OBS)).astype(np.float32) for length in (5, 3)]
+    buffers = [
+        EpisodeBuffer(
+            observations=obs, actions=rng.uniform(-1, 1, size=(len(obs) - 1, ACT)).astype(np.float32),
+            rewards=rng.normal(size=len(obs) - 1), terminations=np.arange(len(obs) - 1) == len(obs) - 2 if i == 0
+            else np.zeros(len(obs) - 1, bool), truncations=np.zeros(len(obs) - 1, bool) if i == 0
+            else np.arange(len(obs) - 1) == len(obs) - 2,
+        )
+        for i, obs in enumerate(episodes)
+    ]  # fmt: skip
+    import gymnasium as gym
+
+    minari.create_dataset_from_buffers(
+        "hopper/test-v0", buffers, env="Hopper-v5", eval_env="Hopper-v5", algorithm_name="test", author="t",
+        code_permalink="-", description="-", ref_min_score=-20.0, ref_max_score=3000.0, data_format=storage,
+        observation_space=gym.spaces.Box(-np.inf, np.inf, (OBS,), np.float32),
+    )  # fmt: skip
+    for source in ("hopper/test-v0", str(tmp_path / "hopper" / "test-v0")):
+        data = read_dataset(source)
+        assert data["observations"].shape == (8, OBS)
+        np.testing.assert_allclose(data["observations"][5:], episodes[1][:-1], rtol=1e-6)
+        np.testing.assert_allclose(data["next_observations"][:5], episodes[0][1:], rtol=1e-6)
+        assert data["terminals"].tolist() == [False] * 4 + [True] + [False] * 3
+        assert data["timeouts"].tolist() == [False] * 7 + [True]
+        metadata = data["metadata"]
+        assert (metadata["ref_min_score"], metadata["ref_max_score"]) == (-20.0, 3000.0)
+        assert (
+            json.loads(metadata["env_spec"])["id"] == "Hopper-v5"
+            and metadata["dataset_id"] == "hopper/test-v0"
+        )
+        assert metadata["data_format"] == storage and metadata["action_high"] == [1.0] * ACT
 
 
 @pytest.mark.parametrize(
