@@ -28,13 +28,21 @@ class OfflineDataModule(TransitionDataModule):
             Transitions per batch.
         seed (`int`, *optional*, defaults to 0):
             Seed of the shuffling.
+        normalization (`str`, *optional*, defaults to `"zscore"`):
+            As in [`TransitionDataModule`] (train.py's `normalization`).
     """
 
-    def __init__(self, env: OfflineEnv, batch_size: int = 1024, seed: int = 0):
+    def __init__(self, env: OfflineEnv, batch_size: int = 1024, seed: int = 0, normalization: str = "zscore"):
         require(
             isinstance(env, OfflineEnv), f"OfflineDataModule needs an OfflineEnv, got {type(env).__name__}"
         )
-        super().__init__(batch_size, env.val_fraction, seed, name=f"offline dataset {env.dataset!r}")
+        super().__init__(
+            batch_size,
+            env.val_fraction,
+            seed,
+            name=f"offline dataset {env.dataset!r}",
+            normalization=normalization,
+        )
         self.env = env
         self.metadata: dict = {}
 
