@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -125,16 +125,15 @@ class Report:
         self.save_figure(plot(payload), figure)
         return payload
 
-    def table(self, columns: Mapping[str, str], rows: Iterable[Mapping], note: str) -> str:
+    def table(self, columns: Sequence[str], rows: Iterable[Sequence[str]], note: str) -> str:
         r"""
         The markdown of table.md: `### <title>`, a table, and `note` under it.
 
         Args:
-            columns (`Mapping[str, str]`):
-                Column header → the cell's format template, filled from each row by `str.format_map`
-                (e.g. `{"achieved cost": "{cost_achieved:.3g}"}`).
-            rows (`Iterable[Mapping]`):
-                One mapping of values per row, holding every field the templates name.
+            columns (`Sequence[str]`):
+                Column headers.
+            rows (`Iterable[Sequence[str]]`):
+                Formatted cells, one sequence per row, as many as `columns`.
             note (`str`):
                 The paragraph under the table (settings and [`provenance`]).
 
@@ -142,7 +141,7 @@ class Report:
             `str`: the markdown.
         """
         lines = [f"### {self.entry.title}\n", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        lines += ["| " + " | ".join(cell.format_map(row) for cell in columns.values()) + " |" for row in rows]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append(f"\n{note}\n")
         return "\n".join(lines)
 

@@ -43,13 +43,13 @@ def reproduce_imitation(cfg, compose) -> dict:
         "start_offset_from_demonstrations": start_offset.tolist(),
         **report.record(),
     }  # fmt: skip
-    columns = {
-        "method": "{method}",
-        "true states' distance to the demonstrations: mean / at T":
-            "{distance_to_demonstrations_mean:.3g} / {distance_to_demonstrations_last:.3g}",
-        "distance to the expert's end point": "{distance_to_expert_end:.3g}",
-    }  # fmt: skip
-    cells = [{"method": label, **r} for label, r in rows.items()]
+    columns = ["method", "true states' distance to the demonstrations: mean / at T",
+               "distance to the expert's end point"]  # fmt: skip
+    cells = [
+        [label, f"{r['distance_to_demonstrations_mean']:.3g} / {r['distance_to_demonstrations_last']:.3g}",
+         f"{r['distance_to_expert_end']:.3g}"]
+        for label, r in rows.items()
+    ]  # fmt: skip
     note = (
         f"{len(tasks)} start states at x = −0.8, y from {env.start_y_range[0]} to {env.start_y_range[1]} (up to "
         f"{float(start_offset.max()):.2f} from the demonstrations), T = {env.horizon}; the expert's route ends at "

@@ -55,11 +55,11 @@ def reproduce_policy_search(cfg, compose) -> dict:
     from sgp_lightning.plotting import plot_plans
 
     report.save_figure(plot_plans(env, evaluations), "policy_search.png")
-    columns = {
-        "method": "{method}", "achieved cost": "{cost_achieved:.3g}", "true steps in pit": "{true_steps_in_pit:.1%}",
-        "seconds": "{seconds:.3g}",
-    }  # fmt: skip
-    cells = [{"method": label, **r} for label, r in rows.items()]
+    columns = ["method", "achieved cost", "true steps in pit", "seconds"]
+    cells = [
+        [label, f"{r['cost_achieved']:.3g}", f"{r['true_steps_in_pit']:.1%}", f"{r['seconds']:.3g}"]
+        for label, r in rows.items()
+    ]
     note = (
         f"{len(tasks)} pit tasks, T = {env.horizon}. Policy search: {OmegaConf.to_container(entry.policy_search)}, "
         f"initial states uniform in {list(entry.start_low)} … {list(entry.start_high)}, β = {entry.beta}; its "

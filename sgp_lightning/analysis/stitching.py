@@ -46,12 +46,13 @@ def reproduce_stitching(cfg, compose) -> dict:
         "num_demonstration_states": len(data),
         **report.record(),
     }  # fmt: skip
-    columns = {
-        "method": "{method}", "cost of plan": "{cost_planned:.3g}", "achieved cost": "{cost_achieved:.3g}",
-        "distance to goal at T": "{distance_to_goal:.3g}",
-        "plan's distance to data: mean / max": "{plan_distance_to_data_mean:.3g} / {plan_distance_to_data_max:.3g}",
-    }  # fmt: skip
-    rows = [{"method": name, **r} for name, r in methods.items()]
+    columns = ["method", "cost of plan", "achieved cost", "distance to goal at T",
+               "plan's distance to data: mean / max"]  # fmt: skip
+    rows = [
+        [name, f"{r['cost_planned']:.3g}", f"{r['cost_achieved']:.3g}", f"{r['distance_to_goal']:.3g}",
+         f"{r['plan_distance_to_data_mean']:.3g} / {r['plan_distance_to_data_max']:.3g}"]
+        for name, r in methods.items()
+    ]  # fmt: skip
     note = (
         f"{len(tasks)} tasks from around (−0.8, −0.8) to (0.8, −0.8), T = {env.horizon}; {len(data)} demonstrated "
         f"states. Train overrides: {list(entry.train_overrides)}; plan overrides: {list(entry.plan_overrides)}; "

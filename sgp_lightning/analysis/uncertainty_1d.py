@@ -171,17 +171,18 @@ def reproduce_uncertainty_1d(cfg, compose=None) -> dict:
     report = Report(cfg)
     payload = report.settings_study(run, plot_uncertainty_1d, "uncertainty_1d.png")
     s = cfg.reproduce.settings
-    columns = {
-        "metric": "{metric}", "runs ending within ε of data": "{landed_on_data:.1%}",
-        "mean distance to nearest data": "{mean_distance_to_data:.3g}", "true cost f at the end": "{true_cost:.3g}",
-        "learned f_θ at the end": "{model_cost:.3g}",
-    }  # fmt: skip
+    columns = ["metric", "runs ending within ε of data", "mean distance to nearest data",
+               "true cost f at the end", "learned f_θ at the end"]  # fmt: skip
     names = {
         "distance": "distance to data (exact, σ annealed)",
         "ensemble": "ensemble of 2",
         "gp": "Gaussian process",
     }
-    rows = [{**payload["metrics"][metric], "metric": name} for metric, name in names.items()]
+    rows = []
+    for metric, name in names.items():
+        r = payload["metrics"][metric]
+        rows.append([name, f"{r['landed_on_data']:.1%}", f"{r['mean_distance_to_data']:.3g}",
+                     f"{r['true_cost']:.3g}", f"{r['model_cost']:.3g}"])  # fmt: skip
     note = (
         f"{s.num_starts} runs of {s.steps} Adam steps (lr {s.lr}) on f_θ(x) + β μ²(x), β = {s.beta}, from starts "
         f"uniform in [{s.low}, {s.high}]; ε = {s.epsilon}; {s.num_points} samples outside the gap {list(s.gap)}; "
