@@ -138,6 +138,10 @@ class PartModel(L.LightningModule):
     """
 
     part_name = "part"
+    acts = False  # a policy x → u that PolicyPlanner can act with (BC, TD3+BC, IQL)
+    # counts in SGPSystem's `val/loss` (the best checkpoint's criterion); parts that do not (the offline-RL
+    # baselines) also draw their initial weights from a random stream of their own (SGPSystem.__init__)
+    in_val_loss = True
 
     def __init__(self, optimizer: OptimizerFactory | None = None):
         super().__init__()
@@ -200,6 +204,15 @@ class PartModel(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if stage == "fit" and datamodule is not None:
             self.set_data(datamodule)
+
+    def after_optimizer_step(self) -> None:
+        """Called once after every optimiser step of the part's parameters (by itself when trained alone,
+        by [`SGPSystem`] inside a system): where target networks follow their online networks. No-op."""
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Lightning's optimiser step, then [`~PartModel.after_optimizer_step`]."""
+        super().optimizer_step(*args, **kwargs)
+        self.after_optimizer_step()
 
     def configure_optimizers(self):
         """The optimizer factory's optimizer over the parameters that require gradients."""

@@ -17,6 +17,7 @@ class PolicyModel(MLPModel):
     """
 
     part_name = "policy"
+    acts = True
 
     def mlp_shapes(self):
         require(

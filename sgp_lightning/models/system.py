@@ -33,9 +33,11 @@ from sgp_lightning.models.base import (
 from sgp_lightning.models.distance import DistanceEstimator
 from sgp_lightning.models.dynamics import DynamicsModel
 from sgp_lightning.models.ensemble import EnsembleDynamicsModel
+from sgp_lightning.models.iql import IQLModel
 from sgp_lightning.models.policy import PolicyModel
 from sgp_lightning.models.reward import RewardModel
 from sgp_lightning.models.score import ScoreModel
+from sgp_lightning.models.td3bc import TD3BCModel
 from sgp_lightning.planning.evaluators import Evaluator
 
 PARTS = {
@@ -45,6 +47,8 @@ PARTS = {
     "score": ScoreModel,
     "distance": DistanceEstimator,  # the smoothed distance to data as a value (CEM's distance penalty, C.1)
     "policy": PolicyModel,  # behaviour cloning, a baseline that acts without planning
+    "td3bc": TD3BCModel,  # offline-RL baselines on the same transitions, acting without planning
+    "iql": IQLModel,
 }
 
 
@@ -70,7 +74,8 @@ class SGPSystem(L.LightningModule):
         dynamics (`Mapping`, *optional*):
             [`DynamicsModel`] arguments; `None` switches the part off. The same for `reward`
             ([`RewardModel`]), `score` ([`ScoreModel`]), `ensemble` ([`EnsembleDynamicsModel`]), `distance`
-            ([`DistanceEstimator`]) and `policy` ([`PolicyModel`]).
+            ([`DistanceEstimator`]), `policy` ([`PolicyModel`], behaviour cloning), `td3bc` ([`TD3BCModel`])
+            and `iql` ([`IQLModel`]).
         frozen (`Mapping[str, str]`, *optional*):
             Part → checkpoint path: that part's weights are loaded from it before fitting and not trained.
         optimizer (`OptimizerFactory` or `Mapping`, *optional*):
@@ -80,7 +85,8 @@ class SGPSystem(L.LightningModule):
             `constant`, or `cosine`: the learning rate decays to 0 over the run's optimiser steps.
         part_lr (`Mapping[str, float]`, *optional*):
             Part → its own learning rate instead of the optimizer's, e.g. small dynamics MLPs that tolerate
-            a larger one than a wide score network.
+            a larger one than a wide score network. Parts with an `lr` of their own (the offline-RL
+            baselines) use it unless part_lr names them.
         planner_set (`str`, *optional*, defaults to `"default"`):
             The experiment's planner settings (conf/planner_set/), which plan.py and the Controller use by
             default.
@@ -104,6 +110,8 @@ class SGPSystem(L.LightningModule):
         ensemble: Mapping | None = None,
         distance: Mapping | None = None,
         policy: Mapping | None = None,
+        td3bc: Mapping | None = None,
+        iql: Mapping | None = None,
         frozen: Mapping[str, str] | None = None,
         optimizer: OptimizerFactory | Mapping | None = None,
         lr_schedule: str = "constant",
@@ -116,7 +124,7 @@ class SGPSystem(L.LightningModule):
         # with `_convert_: all` (conf/model/*.yaml); an OmegaConf container is refused here, not saved.
         _require_plain(
             env=env, dynamics=dynamics, reward=reward, score=score, ensemble=ensemble, distance=distance,
-            policy=policy, state_shape=state_shape, action_shape=action_shape, frozen=frozen,
+            policy=policy, td3bc=td3bc, iql=iql, state_shape=state_shape, action_shape=action_shape, frozen=frozen,
             optimizer=optimizer, part_lr=part_lr, evaluator=evaluator,
         )  # fmt: skip
         frozen = dict(frozen or {})
@@ -139,11 +147,21 @@ class SGPSystem(L.LightningModule):
         self.domain, self.planner_set = domain, str(planner_set)
         configs = {
             "dynamics": dynamics, "ensemble": ensemble, "reward": reward, "score": score, "distance": distance,
-            "policy": policy
+            "policy": policy, "td3bc": td3bc, "iql": iql,
         }  # fmt: skip
-        for name, cls in PARTS.items():
+        for offset, (name, cls) in enumerate(PARTS.items()):
             config = configs[name]
-            setattr(self, name, None if config is None else cls(state_shape, action_shape, **config))
+            if config is None:
+                setattr(self, name, None)
+            elif cls.in_val_loss:
+                setattr(self, name, cls(state_shape, action_shape, **config))
+            else:
+                # Baselines outside the system's criterion (TD3+BC, IQL) draw their initial weights from a
+                # stream of their own, seeded from the run's seed: switching them on or off leaves every
+                # other part's weights and training noise as they were.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(torch.initial_seed() + 1000 + offset)
+                    setattr(self, name, cls(state_shape, action_shape, **config))
         for part in frozen:
             require(getattr(self, part) is not None, f"part {part!r} is frozen but switched off (null)")
         for part in self.part_lr:
@@ -209,7 +227,8 @@ class SGPSystem(L.LightningModule):
 
         Args:
             name (`str`):
-                `dynamics`, `ensemble`, `reward`, `score`, `distance` or `policy`.
+                A part's name (a key of `PARTS`: `dynamics`, `ensemble`, `reward`, `score`, `distance`,
+                `policy`, `td3bc`, `iql`).
 
         Returns:
             [`PartModel`]: that part.
@@ -308,12 +327,23 @@ class SGPSystem(L.LightningModule):
             torch.cuda.set_rng_state_all(rng["cuda"])
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """Logs `val/<part>_loss` and their sum `val/loss`, with fixed noise per batch."""
+        """Logs `val/<part>_loss`, with fixed noise per batch, and `val/loss`, the sum over the parts that
+        count in it (not the offline-RL baselines): the best checkpoint's criterion."""
         losses = self._losses(batch, validation_generator(self.device, batch_idx))
         for name, value in losses.items():
             self.log(f"val/{name}_loss", value, sync_dist=True)
-        if losses:
-            self.log("val/loss", sum(losses.values()), prog_bar=True, sync_dist=True)
+        # A system of baselines only still has a criterion: then they all count.
+        counted = [value for name, value in losses.items() if self.parts[name].in_val_loss] or list(
+            losses.values()
+        )
+        if counted:
+            self.log("val/loss", sum(counted), prog_bar=True, sync_dist=True)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """Lightning's optimiser step, then each trainable part's `after_optimizer_step` (target networks)."""
+        super().optimizer_step(*args, **kwargs)
+        for part in self.trainable_parts.values():
+            part.after_optimizer_step()
 
     def configure_optimizers(self):
         """One optimizer over the trainable parameters (a group per `part_lr` part), with the cosine
@@ -323,11 +353,12 @@ class SGPSystem(L.LightningModule):
             name: [p for p in part.parameters() if p.requires_grad]
             for name, part in self.trainable_parts.items()
         }
-        if self.part_lr:
-            params = [{"params": trainable[name], "lr": self.part_lr[name]} for name in self.part_lr]
-            params.append(
-                {"params": [p for name, ps in trainable.items() if name not in self.part_lr for p in ps]}
-            )
+        # A part's own learning rate (the offline-RL baselines': `lr` in their config), unless part_lr sets one.
+        own = {name: part.lr for name, part in self.trainable_parts.items() if getattr(part, "lr", None)}
+        lrs = {**own, **self.part_lr}
+        if lrs:
+            params = [{"params": trainable[name], "lr": lrs[name]} for name in lrs]
+            params.append({"params": [p for name, ps in trainable.items() if name not in lrs for p in ps]})
             params = [group for group in params if group["params"]]
         else:  # one group, as checkpoints from before part_lr have (so they still resume)
             params = [p for ps in trainable.values() for p in ps]

@@ -36,7 +36,7 @@ class Controller:
         self.system, self.planner = system, make_planner(planner)
         self.env = system.make_env() if env is None else env
         self.planner.check(system)
-        self.problem = None  # the BC policy without a dynamics model predicts nothing
+        self.problem = None  # a policy baseline without a dynamics model predicts nothing
         if self.planner.uses_model or system.dynamics is not None:
             self.problem = self.planner.problem(system, self.env, horizon or self.planner.mpc.horizon)
         self.reset()
@@ -94,8 +94,8 @@ class Controller:
     def step(self, x: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """One receding-horizon step from states x (B, …) as tensors: the first action of the new plan,
         as planned (before the env's normalisation)."""
-        if not self.planner.uses_model:  # the BC policy
-            return self.system.policy(x)
+        if not self.planner.uses_model:  # a policy baseline (PolicyPlanner)
+            return self.planner.act(self.system, x)
         if self._plan is not None and self._plan.shape[0] != x.shape[0]:
             self.reset()  # another batch: a warm start of the old one does not fit
         plan = self.planner.solve(
@@ -120,7 +120,7 @@ class Controller:
     def plan(self, obs, goal=None) -> PlanResult:
         """An open-loop plan over the whole horizon from `obs` (a full solve, no warm start): actions
         (B, T, …), the learned model's states (B, T+1, …) and its cost (B,)."""
-        require(self.planner.uses_model, f"planner {self.planner.name} plans nothing (the BC policy)")
+        require(self.planner.uses_model, f"planner {self.planner.name} plans nothing (a policy acts)")
         x, _, _ = self._as_batch(obs)
         with frozen(self.system):
             return self.planner.solve(self.problem, x, self._goal(goal, x))

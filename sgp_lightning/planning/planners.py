@@ -473,21 +473,36 @@ class CEMPlanner(Planner):
 
 
 class PolicyPlanner(Planner):
-    """Behaviour cloning (the D4RL baseline): acts with the system's BC policy (model.policy) step by step;
-    nothing is planned. Its `problem` only predicts, with the dynamics model, where executed actions lead
-    (cost_planned of a closed-loop run)."""
+    """A policy baseline: acts step by step with one of the system's policy parts, nothing is planned:
+    behaviour cloning (`policy`, model.policy), TD3+BC (`td3bc`) or IQL (`iql`). Its `problem` only
+    predicts, with the dynamics model, where executed actions lead (cost_planned of a closed-loop run).
+
+    Args:
+        name: label in logs and results.
+        cost_source: as in Planner (how the predicted cost is computed).
+        policy: the system part that acts (a part whose class sets `acts`).
+    """
 
     uses_model = False
+    LABELS = {"policy": "the BC policy", "td3bc": "the TD3+BC policy", "iql": "the IQL policy"}
 
-    def __init__(self, name: str = "bc", cost_source: str = "env"):
+    def __init__(self, name: str = "bc", cost_source: str = "env", policy: str = "policy"):
         super().__init__(name=name, cost_source=cost_source)
+        self.policy = str(policy)
 
     @property
     def rollout_part(self) -> str:
-        return "policy"
+        return self.policy
 
     def _check(self, system) -> None:
-        require(system.policy is not None, "the BC policy needs model.policy, but it is null")
+        label = self.LABELS.get(self.policy, f"policy {self.policy!r}")
+        part = getattr(system, self.policy, None)
+        require(part is not None, f"{label} needs model.{self.policy}, but it is null")
+        require(getattr(part, "acts", False), f"model.{self.policy} is not a policy part")
+
+    def act(self, system, x: torch.Tensor) -> torch.Tensor:
+        """The policy's actions for states x (B, *state_shape), in the data's units (B, *action_shape)."""
+        return getattr(system, self.policy)(x)
 
     def problem(self, system, env, horizon=None) -> ShootingProblem:
         require(

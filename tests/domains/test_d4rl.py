@@ -336,6 +336,8 @@ TINY_HOPPER = [
     "model.ensemble.hidden_dims=[32,32]",
     "model.ensemble.num_members=3",
     "model.policy.hidden_dims=[32,32]",
+    "model.td3bc.hidden_dims=[32,32]",
+    "model.iql.hidden_dims=[32,32]",
     "domain.datamodule.batch_size=256",
     "planner.optimizer.iterations=3",
     "callbacks.planning.evaluator.num_episodes=2",
@@ -372,10 +374,21 @@ def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, tiny_hopper_run):
     run, metrics = tiny_hopper_run
     # Validation runs short MPC episodes and reports the D4RL-normalised score.
     assert {"val/reward_loss", "val/policy_loss", "plan/return", "plan/normalized_score"} <= set(metrics)
+    # The offline-RL baselines train in the same system but stay out of val/loss (the best checkpoint's
+    # criterion), and their target networks followed every optimiser step.
+    counted = ("dynamics", "ensemble", "reward", "score", "policy")
+    assert metrics["val/loss"] == pytest.approx(
+        sum(float(metrics[f"val/{p}_loss"]) for p in counted), rel=1e-5
+    )
+    assert {"val/td3bc_loss", "val/iql_loss"} <= set(metrics)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    for part in ("td3bc", "iql"):
+        assert int(checkpoint["state_dict"][f"{part}.updates"]) == checkpoint["global_step"] > 0
     assert metrics["plan/normalized_score"] == pytest.approx(
         float(mujoco_task("hopper").normalized_score(metrics["plan/return"])), rel=1e-5
     )
-    methods = ["bc", "vanilla", "ensemble", "sgp"]
+    methods = ["bc", "td3bc", "iql", "vanilla", "ensemble", "sgp"]
+    planned = methods[3:]
     plan_cfg = compose_config(
         "plan",
         [
@@ -384,7 +397,7 @@ def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, tiny_hopper_run):
             f"methods=[{','.join(methods)}]",
             "num_tasks=2",
             "episode_steps=5",
-            *[f"planners.{m}.optimizer.iterations=2" for m in methods[1:]],
+            *[f"planners.{m}.optimizer.iterations=2" for m in planned],
         ],
         tmp_path / "plan",
     )
@@ -402,13 +415,15 @@ def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, tiny_hopper_run):
 
 
 def test_episodes_are_seeded(tmp_path, hopper_random_file):
-    """The same seed gives the same episodes; the BC baseline needs a policy part."""
+    """The same seed gives the same episodes; each policy baseline needs its part."""
     from sgp_lightning.planning import GradientPlanner, PolicyPlanner
     from sgp_lightning.planning.episodes import run_episodes
     from sgp_lightning.train import train
     from tests.conftest import compose_config
 
-    _, trained = train(compose_config("train", [*TINY_HOPPER, "model.policy=null"], tmp_path / "run"))
+    _, trained = train(
+        compose_config("train", [*TINY_HOPPER, "model.policy=null", "model.iql=null"], tmp_path / "run")
+    )
     system, env = trained["system"], trained["env"]
     planner = GradientPlanner(
         beta=0.0, cost_source="learned", mpc={"horizon": 3}, optimizer={"iterations": 2, "lr": 0.1}
@@ -420,6 +435,14 @@ def test_episodes_are_seeded(tmp_path, hopper_random_file):
     assert not np.array_equal(first.returns, other.returns)
     with pytest.raises(SGPError, match="the BC policy needs model.policy, but it is null"):
         run_episodes(system, env, PolicyPlanner(), num_episodes=1, max_steps=2)
+    with pytest.raises(SGPError, match="the IQL policy needs model.iql, but it is null"):
+        run_episodes(system, env, PolicyPlanner(name="iql", policy="iql"), num_episodes=1, max_steps=2)
+    with pytest.raises(SGPError, match="model.dynamics is not a policy part"):
+        run_episodes(system, env, PolicyPlanner(name="x", policy="dynamics"), num_episodes=1, max_steps=2)
+    td3bc = run_episodes(
+        system, env, PolicyPlanner(name="td3bc", policy="td3bc"), num_episodes=2, max_steps=6, seed=5
+    )
+    assert td3bc.returns.shape == (2,)
 
 
 def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):
@@ -457,7 +480,7 @@ def test_reproduce_d4rl_writes_the_table(tmp_path):
     payload = json.loads((tmp_path / "results.json").read_text())
     random = payload["datasets"]["random"]
     assert random["rows"] == 900 and (tmp_path / "data" / "hopper-random-v5.hdf5").is_file()
-    assert set(random["methods"]) == {"bc", "vanilla", "ensemble", "sgp"}
+    assert set(random["methods"]) == {"bc", "td3bc", "iql", "vanilla", "ensemble", "sgp"}
     for method in random["methods"].values():
         assert len(method["per_seed_last"]) == 1
         assert method["last"][0] == pytest.approx(np.mean(method["per_seed_last"]))

@@ -16,25 +16,35 @@ from tests.conftest import CONF, TINY, compose_config, hydra_conf
 
 PLANNERS = sorted(p.stem for p in (CONF / "planner").glob("*.yaml") if not p.name.startswith("_"))
 # Every part any planner needs: an ensemble (ensemble, cem, sgp_ensemble), a distance estimator
-# (cem_distance) and a BC policy (bc).
+# (cem_distance) and the policy baselines' parts (bc, td3bc, iql).
 ALL_PARTS = [
     "model.ensemble={num_members: 2, hidden_dims: [16]}",
     "model.distance={hidden_dims: [16], num_levels: 2, reference_size: 200, queries_per_step: 32}",
     "model.policy={hidden_dims: [16]}",
+    "model.td3bc={hidden_dims: [16]}",
+    "model.iql={hidden_dims: [16]}",
 ]
+POLICIES = ("bc", "td3bc", "iql")  # PolicyPlanners: no optimiser
 
 
 def test_every_planner_is_listed():
-    assert {"sgp", "vanilla", "ensemble", "cem", "cem_distance", "sgp_ensemble", "data_landing", "bc"} <= set(
-        PLANNERS
-    )
+    assert {
+        "sgp",
+        "vanilla",
+        "ensemble",
+        "cem",
+        "cem_distance",
+        "sgp_ensemble",
+        "data_landing",
+        *POLICIES,
+    } <= set(PLANNERS)
 
 
 @pytest.mark.parametrize("planner", PLANNERS)
 def test_planner_runs_in_the_planning_callback(planner, tmp_path: Path):
     tiny = [o for o in TINY if not o.startswith("planner.")]  # the BC policy has no optimiser
     overrides = [*tiny, *ALL_PARTS, f"planner={planner}", "callbacks.score_field=null"]
-    if planner != "bc":
+    if planner not in POLICIES:
         overrides.append("planner.optimizer.iterations=3")
     metrics, _ = train(compose_config("train", overrides, tmp_path / "run"))
     for name in ("plan/cost_planned", "plan/cost_achieved", "plan/model_error"):
