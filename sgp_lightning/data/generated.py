@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from sgp_lightning.data.collect import collect, dataset_name
+from sgp_lightning.data.collect import DEFAULTS, collect, dataset_name
 from sgp_lightning.pieces import is_finished, mark_finished, settings_key
 from sgp_lightning.utils import set_threads, write_json
 
@@ -36,8 +36,8 @@ def collect_d4rl_datasets(
     for dataset in entry.datasets:
         path = Path(out) / "data" / f"{dataset_name(entry.env, dataset)}.hdf5"
         settings = OmegaConf.create({
-            "env": entry.env, "dataset": dataset, "n": int(entry.collect.n), "num_envs": int(entry.collect.num_envs),
-            "seed": int(entry.collect.seed), "policy": None, "output": str(path),
+            **DEFAULTS, "env": entry.env, "dataset": dataset, "n": int(entry.collect.n),
+            "num_envs": int(entry.collect.num_envs), "seed": int(entry.collect.seed), "output": str(path),
         })  # fmt: skip
         datasets[dataset] = {
             "file": str(path),
