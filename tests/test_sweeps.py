@@ -87,7 +87,7 @@ def test_pit_optuna_searches_beta_log_uniformly_and_keeps_sigma_min_below_sigma_
     assert space["domain.sigma_min"].high < space["domain.sigma_max"].low  # every trial's range decreases
 
 
-@pytest.mark.parametrize("command", _readme_sweep_commands())
+@pytest.mark.parametrize("command", _readme_sweep_commands(), ids=lambda c: c.split(" -m ", 1)[1].split()[0])
 def test_readme_sweep_command_composes(command):
     args = shlex.split(command, comments=True)[3:]  # after `python train.py -m`
     _needs_plugins(command)
