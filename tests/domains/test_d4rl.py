@@ -560,18 +560,23 @@ def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):
 
 def test_reproduce_d4rl_writes_the_table(tmp_path):
     """The D4RL reproduce entry generates its data, tunes SGP's β on a training seed and episodes of its own,
-    trains the table's seed and reports last / best per method."""
+    trains the table's seed and reports last / best per method; progress=false reaches its plans (no
+    episode progress bars), and its plans keep their trajectories and write no videos."""
     from tests.conftest import hydra_list
 
     tiny = [o for o in TINY_HOPPER if not o.startswith("experiment=")]
     proc = run_cli(
         "reproduce.py", "d4rl_hopper_small", f"output_dir={tmp_path}", "reproduce.datasets=[random]",
-        "reproduce.seeds=[0]", "reproduce.collect.n=900", "reproduce.collect.num_envs=3",
+        "reproduce.seeds=[0]", "reproduce.collect.n=900", "reproduce.collect.num_envs=3", "progress=false",
         f"reproduce.train_overrides={hydra_list([*tiny, 'trainer.max_epochs=2'])}",
         f"reproduce.plan_overrides={hydra_list(['planner_set=d4rl', 'num_tasks=2', 'episode_steps=3', 'planners.sgp.optimizer.iterations=2', 'planners.vanilla.optimizer.iterations=2', 'planners.ensemble.optimizer.iterations=2'])}",
         "+reproduce.tune={task_seed: 200000, train_seed: 7, metric: normalized_score, mode: max, methods: [sgp], betas: [1, 100]}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "episodes:" not in proc.stderr and "runs:" not in proc.stderr  # no progress bars
+    plan_dir = tmp_path / "runs" / "random" / "seed_0" / "plan" / "methods"
+    assert "sgp/true_states" in np.load(plan_dir / "trajectories.npz", allow_pickle=False).files
+    assert not (plan_dir / "videos").exists()  # reproduce's plans: video=false
     payload = json.loads((tmp_path / "results.json").read_text())
     random = payload["datasets"]["random"]
     assert random["rows"] == 900 and (tmp_path / "data" / "hopper-random-v5.hdf5").is_file()
