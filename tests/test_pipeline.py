@@ -91,9 +91,9 @@ def _true_rollout_of_saved_actions(trained_run, trajectories, method):
 
 
 def test_plan_on_produced_checkpoint_writes_results(trained_run, tmp_path):
-    """results.json, plan.png, model_error_by_horizon.png and trajectories.npz: each method's plan (3 tasks,
+    """results.json, plan.png, model_error_horizon.png and trajectories.npz: each method's plan (3 tasks,
     T = 8, 2-D states and actions) and its true rollout, which is the true env's rollout of the saved
-    actions; model_error_by_horizon is the model's error k steps ahead, and its mean is model_error."""
+    actions; model_error_horizon is the model's error k steps ahead, and its mean is model_error."""
     cfg = _plan_config(
         trained_run,
         tmp_path,
@@ -125,9 +125,9 @@ def test_plan_on_produced_checkpoint_writes_results(trained_run, tmp_path):
             saved["cost_achieved"], [t["cost_achieved"] for t in result["per_task"]], rtol=1e-6
         )
         error = np.linalg.norm(saved["planned_states"] - saved["true_states"], axis=-1)[:, 1:]  # (tasks, T)
-        np.testing.assert_allclose(result["model_error_by_horizon"], error.mean(0), rtol=1e-5)
-        assert result["model_error"] == pytest.approx(np.mean(result["model_error_by_horizon"]), rel=1e-5)
-    assert (tmp_path / "model_error_by_horizon.png").stat().st_size > 0
+        np.testing.assert_allclose(result["model_error_horizon"], error.mean(0), rtol=1e-5)
+        assert result["model_error"] == pytest.approx(np.mean(result["model_error_horizon"]), rel=1e-5)
+    assert (tmp_path / "model_error_horizon.png").stat().st_size > 0
 
 
 def test_plan_with_mpc(trained_run, tmp_path):

@@ -39,7 +39,7 @@ class EpisodeEvaluation:
     actions: np.ndarray | None = None  # (episodes, S, action_dim) actions sent to the env
     rewards: np.ndarray | None = None  # (episodes, S) the env's rewards
     planned_states: np.ndarray | None = None  # (episodes, S, H+1, obs_dim) each re-plan's predicted states
-    model_error_by_horizon: np.ndarray | None = None  # (K,) see `horizon_errors`
+    model_error_horizon: np.ndarray | None = None  # (K,) see `horizon_errors`
 
     def summary(self) -> dict:
         out = {
@@ -51,8 +51,8 @@ class EpisodeEvaluation:
             "seconds": self.seconds,
             "seconds_per_step": self.seconds / max(self.steps, 1),
         }
-        if self.model_error_by_horizon is not None:
-            out["model_error_by_horizon"] = self.model_error_by_horizon.tolist()
+        if self.model_error_horizon is not None:
+            out["model_error_horizon"] = self.model_error_horizon.tolist()
         out["per_episode"] = [
             {"return": float(r), "normalized_score": float(s), "length": int(n)}
             for r, s, n in zip(self.returns, self.normalized_scores, self.lengths, strict=True)
@@ -197,5 +197,5 @@ def run_episodes(
         actions=actions,
         rewards=_after_end(np.stack(rewards, 1), lengths, 0),
         planned_states=_after_end(np.stack(plans, 1), lengths, 0) if plans else None,
-        model_error_by_horizon=errors,
+        model_error_horizon=errors,
     )

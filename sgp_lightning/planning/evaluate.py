@@ -2,7 +2,7 @@
 
 The headline metric everywhere is cost of the plan (under the learned model) versus cost achieved (the same
 actions on the true env); model_error is the mean distance between the predicted and the true states, and
-model_error_by_horizon the same distance against the number of steps predicted ahead.
+model_error_horizon the same distance against the number of steps predicted ahead.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def prediction_error(states: torch.Tensor, true_states: torch.Tensor) -> torch.T
     return (states[:, 1:] - true_states[:, 1:]).flatten(2).norm(dim=-1)
 
 
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
+def as_array(tensor: torch.Tensor) -> np.ndarray:
     """A CPU array for trajectories.npz (floats as float32)."""
     array = tensor.detach().cpu().numpy()
     return array.astype(np.float32) if array.dtype.kind == "f" else array
@@ -106,7 +106,7 @@ class Evaluation:
             "cost_planned": float(self.cost_planned[ok].mean()),
             "cost_achieved": float(self.cost_achieved[ok].mean()),
             "model_error": float(self.model_error[ok].mean()),
-            "model_error_by_horizon": by_horizon.tolist(),
+            "model_error_horizon": by_horizon.tolist(),
             "seconds": self.seconds,
         }
         if failed.any():
@@ -151,7 +151,7 @@ class Evaluation:
             "cost_planned": self.cost_planned,
             "cost_achieved": self.cost_achieved,
         }
-        return {key: _numpy(value) for key, value in arrays.items() if value is not None}
+        return {key: as_array(value) for key, value in arrays.items() if value is not None}
 
 
 def plan_and_evaluate(

@@ -361,7 +361,7 @@ def reduce_metrics(evaluator: Evaluator, evaluation, reduce, device=None) -> dic
 
 def write_results(out: Path, payload: dict, evaluator: Evaluator, env, evaluations: list) -> str:
     """results.json, table.md, trajectories.npz (each evaluation's `trajectories()` under
-    `<method>/<key>`), model_error_by_horizon.png and the evaluator's figures in `out`; returns the table."""
+    `<method>/<key>`), model_error_horizon.png and the evaluator's figures in `out`; returns the table."""
     import numpy as np
 
     from sgp_lightning.utils import write_json, write_text
@@ -371,10 +371,10 @@ def write_results(out: Path, payload: dict, evaluator: Evaluator, env, evaluatio
     np.savez_compressed(out / "trajectories.npz", **{
         f"{ev.method}/{key}": array for ev in evaluations for key, array in ev.trajectories().items()
     })  # fmt: skip
-    if any("model_error_by_horizon" in m for m in payload["methods"].values()):
-        from sgp_lightning.plotting import plot_model_error_by_horizon, save_figure
+    if any("model_error_horizon" in m for m in payload["methods"].values()):
+        from sgp_lightning.plotting import plot_model_error_horizon, save_figure
 
-        save_figure(plot_model_error_by_horizon(payload["methods"]), out / "model_error_by_horizon.png")
+        save_figure(plot_model_error_horizon(payload["methods"]), out / "model_error_horizon.png")
     evaluator.figures(env, evaluations, payload["methods"], out)
     table = evaluator.table(payload["methods"])
     write_text(out / "table.md", table + "\n")

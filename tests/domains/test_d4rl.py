@@ -418,7 +418,7 @@ def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, tiny_hopper_run):
 def test_plan_on_hopper_writes_trajectories_horizon_plot_and_videos(tmp_path, tiny_hopper_run):
     """trajectories.npz holds each episode's observations, actions and rewards (NaN after its end): a fresh
     Hopper-v5 reset with the saved seed and stepped with the saved actions meets the same observations and
-    rewards. model_error_by_horizon is the dynamics model's k-step prediction of the executed actions from
+    rewards. model_error_horizon is the dynamics model's k-step prediction of the executed actions from
     every observation met; videos/<method>.mp4 replays the first episode where MuJoCo can render."""
     import gymnasium as gym
 
@@ -473,8 +473,8 @@ def test_plan_on_hopper_writes_trajectories_horizon_plot_and_videos(tmp_path, ti
                         x = dynamics(x, torch.from_numpy(actions[e, t + j : t + j + 1]))
                 errors.append(float(np.linalg.norm(x[0].numpy() - states[e, t + k])))
         expected.append(np.mean(errors) if errors else np.nan)
-    np.testing.assert_allclose(payload["methods"]["sgp"]["model_error_by_horizon"], expected, rtol=1e-4)
-    assert (out / "model_error_by_horizon.png").stat().st_size > 0
+    np.testing.assert_allclose(payload["methods"]["sgp"]["model_error_horizon"], expected, rtol=1e-4)
+    assert (out / "model_error_horizon.png").stat().st_size > 0
     videos = sorted(p.name for p in (out / "videos").glob("*.mp4"))
     if not videos:
         pytest.skip("MuJoCo cannot render headless on this machine (plan.py logged why and skipped videos)")
