@@ -23,11 +23,11 @@ STARTED = ".started"  # the key of a training run that began (its last.ckpt can 
 
 
 def _settings(config: DictConfig) -> dict:
-    """A config's resolved values without `paths`, `hydra` and `progress` (where and how this process
-    writes and reports, not what it does)."""
+    """A config's resolved values without `paths`, `hydra`, `progress` and `video` (where and how this
+    process writes and reports, not what it does)."""
     config = config.copy()
     with open_dict(config):
-        for key in ("hydra", "progress"):  # how this process reports, not what it does
+        for key in ("hydra", "progress", "video"):  # how this process reports, not what it does
             config.pop(key, None)
         if "paths" in config:  # the folder is the piece's own (or the launching run's), not a setting
             config.paths = {"output_dir": "<output_dir>"}

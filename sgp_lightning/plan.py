@@ -16,7 +16,15 @@ from sgp_lightning.utils import set_threads
 
 FROM_CHECKPOINT = "checkpoint"  # plan.yaml's default planner_set: the one the checkpoint recorded
 # plan.yaml's evaluation options, each passed to the domain's evaluator where it applies
-PLAN_OPTIONS = ("mpc", "num_tasks", "task_seed", "episode_steps", "track_true_cost_every", "progress")
+PLAN_OPTIONS = (
+    "mpc",
+    "num_tasks",
+    "task_seed",
+    "episode_steps",
+    "track_true_cost_every",
+    "progress",
+    "video",
+)
 
 
 def compose_plan_config(overrides: list[str]) -> DictConfig:

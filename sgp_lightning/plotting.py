@@ -116,6 +116,23 @@ def plot_sweep(rows: Sequence[dict], x_key: str = "beta"):
     return fig
 
 
+def plot_model_error_horizon(methods: dict):
+    """mbrl-lib's model-error plot: each method's mean ‖x̂ − x‖ of the learned model's prediction against the
+    true states, by steps predicted ahead, from results' "model_error_horizon" entries."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for name, metrics in methods.items():
+        errors = metrics.get("model_error_horizon")
+        if errors:
+            ax.plot(range(1, len(errors) + 1), errors, "o-", label=name)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("steps ahead")
+    ax.set_ylabel("model error ‖x̂ − x‖ (state units)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_convergence(methods: dict):
     """Paper Fig. 2F: the true cost of each method's current plan against optimiser iterations (mean over
     tasks), from results' "convergence" entries; log-log axes."""

@@ -196,6 +196,7 @@ def _plan_checkpoint(
     same plan of the same training, key `trained`, finished in plan_dir)."""
     plan_cfg = compose_plan_config(
         [
+            "video=false",  # no MuJoCo videos in every plan (slow with software rendering) unless plan_overrides ask
             *entry.plan_overrides,
             *overrides,
             f"ckpt_path='{ckpt}'",

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import open_dict
@@ -81,7 +82,18 @@ def _plan_config(trained_run, out, *overrides):
     return compose_config("plan", [f"ckpt_path={run}/checkpoints/last.ckpt", *overrides], out)
 
 
+def _true_rollout_of_saved_actions(trained_run, trajectories, method):
+    """The true env's rollout of a method's saved actions from its saved x0 (a fresh env, as a user would)."""
+    run, _ = trained_run
+    env = SGPSystem.load_from_checkpoint(run / "checkpoints" / "last.ckpt").make_env()
+    x0 = torch.from_numpy(trajectories[f"{method}/true_states"][:, 0])
+    return env.rollout(x0, torch.from_numpy(trajectories[f"{method}/actions"])).numpy()
+
+
 def test_plan_on_produced_checkpoint_writes_results(trained_run, tmp_path):
+    """results.json, plan.png, model_error_horizon.png and trajectories.npz: each method's plan (3 tasks,
+    T = 8, 2-D states and actions) and its true rollout, which is the true env's rollout of the saved
+    actions; model_error_horizon is the model's error k steps ahead, and its mean is model_error."""
     cfg = _plan_config(
         trained_run,
         tmp_path,
@@ -96,6 +108,26 @@ def test_plan_on_produced_checkpoint_writes_results(trained_run, tmp_path):
         assert {"cost_planned", "cost_achieved", "model_error", "seconds", "per_task"} <= set(method)
         assert len(method["per_task"]) == 3
     assert (tmp_path / "plan.png").stat().st_size > 0
+    trajectories = np.load(tmp_path / "trajectories.npz", allow_pickle=False)
+    keys = ("actions", "planned_states", "true_states", "goal", "cost_planned", "cost_achieved")
+    assert sorted(trajectories.files) == sorted(f"{m}/{k}" for m in ("sgp", "vanilla") for k in keys)
+    tasks = SGPSystem.load_from_checkpoint(trained_run[0] / "checkpoints" / "last.ckpt").make_env().tasks()
+    for method, result in payload["methods"].items():
+        saved = {key: trajectories[f"{method}/{key}"] for key in keys}
+        assert saved["actions"].shape == (3, 8, 2) and saved["actions"].dtype == np.float32
+        assert saved["planned_states"].shape == saved["true_states"].shape == (3, 9, 2)
+        np.testing.assert_array_equal(saved["true_states"][:, 0], tasks.x0.numpy())
+        np.testing.assert_array_equal(saved["goal"], tasks.goal.numpy())
+        np.testing.assert_array_equal(
+            saved["true_states"], _true_rollout_of_saved_actions(trained_run, trajectories, method)
+        )
+        np.testing.assert_allclose(
+            saved["cost_achieved"], [t["cost_achieved"] for t in result["per_task"]], rtol=1e-6
+        )
+        error = np.linalg.norm(saved["planned_states"] - saved["true_states"], axis=-1)[:, 1:]  # (tasks, T)
+        np.testing.assert_allclose(result["model_error_horizon"], error.mean(0), rtol=1e-5)
+        assert result["model_error"] == pytest.approx(np.mean(result["model_error_horizon"]), rel=1e-5)
+    assert (tmp_path / "model_error_horizon.png").stat().st_size > 0
 
 
 def test_plan_with_mpc(trained_run, tmp_path):
@@ -105,6 +137,12 @@ def test_plan_with_mpc(trained_run, tmp_path):
     )  # fmt: skip
     result = plan(cfg)["methods"]["sgp"]
     assert result["cost_achieved"] > 0 and len(result["per_task"]) == 3
+    # The states MPC met on the true env are the true rollout of the actions it executed.
+    trajectories = np.load(tmp_path / "trajectories.npz", allow_pickle=False)
+    assert trajectories["sgp/actions"].shape == (3, 8, 2)
+    np.testing.assert_array_equal(
+        trajectories["sgp/true_states"], _true_rollout_of_saved_actions(trained_run, trajectories, "sgp")
+    )
 
 
 def test_plan_with_learned_reward_as_cost(trained_run):

@@ -28,6 +28,15 @@ def make_vector_env(task: MujocoTask, num_envs: int):
     )
 
 
+def reached_observations(next_obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
+    """The observations a step of `make_vector_env`'s envs reached, (num_envs, obs_dim): where a copy's
+    episode ended (`done`), the final observation from info["final_obs"] instead of its reset one."""
+    reached = next_obs.copy()
+    if done.any():
+        reached[done] = np.stack(info["final_obs"][done])
+    return reached
+
+
 def rollout(
     task: MujocoTask, policy: Policy, num_envs: int, steps_per_env: int, seed: int
 ) -> dict[str, np.ndarray]:
@@ -44,10 +53,7 @@ def rollout(
         actions, log_probs = policy.act(torch.as_tensor(obs, dtype=torch.float32), generator)
         actions = actions.numpy().astype(np.float64)
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
-        done = terminated | truncated
-        true_next = next_obs.copy()
-        if done.any():
-            true_next[done] = np.stack(info["final_obs"][done])
+        true_next = reached_observations(next_obs, terminated | truncated, info)
         buffers["observations"].append(obs)
         buffers["actions"].append(actions)
         buffers["next_observations"].append(true_next)

@@ -67,6 +67,7 @@ class Controller:
         observations each `act` gets.)"""
         self._plan: torch.Tensor | None = None
         self._first = True
+        self.last_plan: PlanResult | None = None  # the latest solve (None: none yet, or the BC policy)
 
     # ---------------------------------------------------------------- acting
     def _as_batch(self, obs) -> tuple[torch.Tensor, bool, bool]:
@@ -102,7 +103,7 @@ class Controller:
             self.problem, x, goal, init_actions=self._plan,
             iterations=None if self._first else self.planner.mpc.iterations,
         )  # fmt: skip
-        self._first = False
+        self._first, self.last_plan = False, plan
         if self.planner.mpc.warm_start:
             self._plan = torch.cat([plan.actions[:, 1:], plan.actions[:, -1:]], 1).detach()
         return plan.actions[:, 0]

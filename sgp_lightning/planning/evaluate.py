@@ -1,7 +1,8 @@
 """Plan a batch of tasks with a planner, roll the actions out on the true env, and measure.
 
 The headline metric everywhere is cost of the plan (under the learned model) versus cost achieved (the same
-actions on the true env); model_error is the mean distance between the predicted and the true states.
+actions on the true env); model_error is the mean distance between the predicted and the true states, and
+model_error_horizon the same distance against the number of steps predicted ahead.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from sgp_lightning.envs import Env, Tasks
@@ -46,6 +48,29 @@ class TrueCostMonitor:
         return {"true_cost": torch.stack(self.costs), "true_cost_iteration": torch.tensor(self.iterations)}
 
 
+def prediction_error(states: torch.Tensor, true_states: torch.Tensor) -> torch.Tensor:
+    r"""
+    Distance of predicted states from the true ones at each step ahead.
+
+    Args:
+        states (`torch.Tensor` of shape `(B, K+1, *state_shape)`):
+            States predicted by the learned model from `true_states[:, 0]`, in the domain's units.
+        true_states (`torch.Tensor` of the same shape):
+            The states the same actions reached on the true system.
+
+    Returns:
+        `torch.Tensor` of shape `(B, K)`: ‖x̂_k − x_k‖ for k = 1..K steps ahead, in the domain's state units
+        (images: the pixel-wise L2 norm).
+    """
+    return (states[:, 1:] - true_states[:, 1:]).flatten(2).norm(dim=-1)
+
+
+def as_array(tensor: torch.Tensor) -> np.ndarray:
+    """A CPU array for trajectories.npz (floats as float32)."""
+    array = tensor.detach().cpu().numpy()
+    return array.astype(np.float32) if array.dtype.kind == "f" else array
+
+
 @dataclass
 class Evaluation:
     method: str
@@ -58,6 +83,7 @@ class Evaluation:
     success: torch.Tensor | None = None  # (B,) bool: the true rollout solved the task (env.success)
     outside_data: torch.Tensor | None = None  # (B,) share of planned steps outside the data region
     time_in_trap: torch.Tensor | None = None  # (B,) share of true steps in the domain's trap (the pit)
+    goal: torch.Tensor | None = None  # (B, *state_shape) the tasks' goals
 
     @property
     def failed(self) -> torch.Tensor:
@@ -74,10 +100,13 @@ class Evaluation:
         ]
         failed = self.failed
         ok = ~failed
+        # k = 1..T steps ahead of x0: the model's open-loop prediction of the actions against the truth
+        by_horizon = prediction_error(self.plan.states, self.true_states)[ok].mean(0)
         out = {
             "cost_planned": float(self.cost_planned[ok].mean()),
             "cost_achieved": float(self.cost_achieved[ok].mean()),
             "model_error": float(self.model_error[ok].mean()),
+            "model_error_horizon": by_horizon.tolist(),
             "seconds": self.seconds,
         }
         if failed.any():
@@ -100,6 +129,29 @@ class Evaluation:
                 "true_cost": self.plan.history["true_cost"].mean(1).tolist(),
             }
         return {**out, "per_task": per_task}
+
+    def trajectories(self) -> dict[str, np.ndarray]:
+        r"""
+        The plan and its true rollout as arrays (trajectories.npz holds them under `<method>/<key>`).
+
+        Returns:
+            `dict[str, np.ndarray]` (floats as float32, in the domain's units; B tasks, T steps):
+            - `actions` `(B, T, *action_shape)`: the plan's actions (MPC: the executed ones).
+            - `planned_states` `(B, T+1, *state_shape)`: the learned model's states under `actions` from x0.
+            - `true_states` `(B, T+1, *state_shape)`: the true env's states under `actions` from x0
+              (`env.rollout(true_states[:, 0], actions)`; MPC: the states it met).
+            - `goal` `(B, *state_shape)`: each task's goal.
+            - `cost_planned`, `cost_achieved` `(B,)`: task cost of the planned and of the true states.
+        """
+        arrays = {
+            "actions": self.plan.actions,
+            "planned_states": self.plan.states,
+            "true_states": self.true_states,
+            "goal": self.goal,
+            "cost_planned": self.cost_planned,
+            "cost_achieved": self.cost_achieved,
+        }
+        return {key: as_array(value) for key, value in arrays.items() if value is not None}
 
 
 def plan_and_evaluate(
@@ -157,9 +209,10 @@ def measure(method: str, plan: PlanResult, true_states: torch.Tensor, env: Env, 
         true_states,
         plan.cost_planned,
         true_cost(true_states, plan.actions, goal),
-        (plan.states[:, 1:] - true_states[:, 1:]).flatten(2).norm(dim=-1).mean(1),
+        prediction_error(plan.states, true_states).mean(1),
         seconds,
         env.success(true_states, goal),
         None if outside is None else outside.float().mean(1),
         env.time_in_trap(true_states),
+        goal,
     )

@@ -9,7 +9,8 @@
 
 The domain config chooses one (`evaluator: {_target_: sgp_lightning.planning.MPCEpisodes}`, default
 OpenLoopTasks); the checkpoint records it. plan.py, the PlanningCallback and reproduce call `evaluate` once
-per planner, and `write_results` writes results.json, table.md and the figures for either kind.
+per planner, and `write_results` writes results.json, table.md, trajectories.npz and the figures (and
+MuJoCo videos) for either kind.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class MPCEpisodes(Evaluator):
         seed: episode i resets with seed + i (None: the env's `episode_seed`); under DDP each rank's
             episodes continue the seeds of the ranks before it.
         progress: show a progress bar over each planner's control steps.
+        video: `figures` also writes an mp4 of each planner's first episode (`sgp_lightning.video`).
     """
 
     # plan.py's options → this evaluator's arguments (episodes always re-plan every step, so `mpc` is moot)
@@ -180,6 +182,7 @@ class MPCEpisodes(Evaluator):
         "episode_steps": "episode_steps",
         "task_seed": "seed",
         "progress": "progress",
+        "video": "video",
     }
 
     def __init__(
@@ -188,8 +191,9 @@ class MPCEpisodes(Evaluator):
         episode_steps: int | None = None,
         seed: int | None = None,
         progress: bool = False,
+        video: bool = False,
     ):
-        self.progress = bool(progress)
+        self.progress, self.video = bool(progress), bool(video)
         self.num_episodes = _positive("num_tasks (episodes)", num_episodes)
         self.episode_steps = _positive("episode_steps", episode_steps)
         self.seed = None if seed is None else int(seed)
@@ -232,6 +236,12 @@ class MPCEpisodes(Evaluator):
 
     def headline(self, system, env, evaluations):
         return f"{system.domain} ({env.task.gym_id}, D4RL-normalised): {len(evaluations[0].returns)} episodes"
+
+    def figures(self, env, evaluations, methods, out):
+        if self.video:
+            from sgp_lightning.video import write_episode_videos
+
+            write_episode_videos(env, evaluations, out / "videos")
 
 
 class HeldOutEpisodes(Evaluator):
@@ -350,11 +360,21 @@ def reduce_metrics(evaluator: Evaluator, evaluation, reduce, device=None) -> dic
 
 
 def write_results(out: Path, payload: dict, evaluator: Evaluator, env, evaluations: list) -> str:
-    """results.json, table.md and the evaluator's figures in `out`; returns the table."""
+    """results.json, table.md, trajectories.npz (each evaluation's `trajectories()` under
+    `<method>/<key>`), model_error_horizon.png and the evaluator's figures in `out`; returns the table."""
+    import numpy as np
+
     from sgp_lightning.utils import write_json, write_text
 
     out = Path(out)
     write_json(out / "results.json", payload)
+    np.savez_compressed(out / "trajectories.npz", **{
+        f"{ev.method}/{key}": array for ev in evaluations for key, array in ev.trajectories().items()
+    })  # fmt: skip
+    if any("model_error_horizon" in m for m in payload["methods"].values()):
+        from sgp_lightning.plotting import plot_model_error_horizon, save_figure
+
+        save_figure(plot_model_error_horizon(payload["methods"]), out / "model_error_horizon.png")
     evaluator.figures(env, evaluations, payload["methods"], out)
     table = evaluator.table(payload["methods"])
     write_text(out / "table.md", table + "\n")

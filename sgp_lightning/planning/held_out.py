@@ -20,6 +20,7 @@ import torch
 
 from sgp_lightning.distance import nearest_distance, smoothed_distance_sq
 from sgp_lightning.errors import require
+from sgp_lightning.planning.evaluate import as_array
 from sgp_lightning.planning.planners import Planner, make_planner
 from sgp_lightning.planning.problem import PlanResult, frozen
 
@@ -59,6 +60,16 @@ class HeldOutEvaluation:
         out["per_task"] = [dict(zip(values, row, strict=True)) for row in zip(*values.values(), strict=True)]
         if self.episodes is not None:
             out["episodes"] = self.episodes.summary()
+        return out
+
+    def trajectories(self) -> dict[str, np.ndarray]:
+        """The plans as arrays (trajectories.npz holds them under `<method>/<key>`): `actions` (B, T, m) and
+        the learned model's `planned_states` (B, T+1, n) from the held-out states (float32, the data's units;
+        no true states: there is no simulator). With a gym_id also the episodes' arrays
+        (`EpisodeEvaluation.trajectories`) under `episodes/<key>`."""
+        out = {"actions": as_array(self.plan.actions), "planned_states": as_array(self.plan.states)}
+        if self.episodes is not None:
+            out.update({f"episodes/{key}": value for key, value in self.episodes.trajectories().items()})
         return out
 
 

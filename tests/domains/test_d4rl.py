@@ -397,6 +397,7 @@ def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, tiny_hopper_run):
             f"methods=[{','.join(methods)}]",
             "num_tasks=2",
             "episode_steps=5",
+            "video=false",  # videos: test_plan_on_hopper_writes_trajectories_horizon_plot_and_videos
             *[f"planners.{m}.optimizer.iterations=2" for m in planned],
         ],
         tmp_path / "plan",
@@ -412,6 +413,100 @@ def test_tiny_hopper_run_trains_and_runs_episodes(tmp_path, tiny_hopper_run):
             )
         )
     assert (tmp_path / "plan" / "table.md").read_text().startswith("| method | normalized score")
+
+
+def test_plan_on_hopper_writes_trajectories_horizon_plot_and_videos(tmp_path, tiny_hopper_run):
+    """trajectories.npz holds each episode's observations, actions and rewards (NaN after its end): a fresh
+    Hopper-v5 reset with the saved seed and stepped with the saved actions meets the same observations and
+    rewards. model_error_horizon is the dynamics model's k-step prediction of the executed actions from
+    every observation met; videos/<method>.mp4 replays the first episode where MuJoCo can render."""
+    import gymnasium as gym
+
+    from sgp_lightning.models import SGPSystem
+    from sgp_lightning.plan import plan
+    from tests.conftest import compose_config
+
+    run, _ = tiny_hopper_run
+    steps, out = 12, tmp_path / "plan"
+    plan_cfg = compose_config(
+        "plan",
+        [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "planner_set=d4rl", "methods=[bc,sgp]",
+         "num_tasks=2", f"episode_steps={steps}", "planners.sgp.optimizer.iterations=2", "progress=false"],
+        out,
+    )  # fmt: skip
+    payload = plan(plan_cfg)
+    saved = np.load(out / "trajectories.npz", allow_pickle=False)
+    env = gym.make("Hopper-v5")
+    for method in ("bc", "sgp"):
+        lengths, seeds = saved[f"{method}/lengths"], saved[f"{method}/seeds"]
+        states, actions = saved[f"{method}/true_states"], saved[f"{method}/actions"]
+        rewards = saved[f"{method}/rewards"]
+        s = int(lengths.max())
+        assert states.shape == (2, s + 1, OBS) and actions.shape == (2, s, ACT) and rewards.shape == (2, s)
+        assert lengths.tolist() == [e["length"] for e in payload["methods"][method]["per_episode"]]
+        for e in range(2):
+            obs, _ = env.reset(seed=int(seeds[e]))
+            np.testing.assert_array_equal(states[e, 0], obs.astype(np.float32))
+            for t in range(lengths[e]):
+                obs, reward, terminated, _, _ = env.step(actions[e, t].astype(np.float64))
+                np.testing.assert_array_equal(states[e, t + 1], obs.astype(np.float32))
+                assert rewards[e, t] == np.float32(reward)
+            assert terminated == (lengths[e] < steps)  # an episode shorter than the limit fell
+            assert np.isnan(states[e, lengths[e] + 1 :]).all() and np.isnan(actions[e, lengths[e] :]).all()
+        np.testing.assert_allclose(
+            np.nansum(rewards, 1), [e["return"] for e in payload["methods"][method]["per_episode"]], rtol=1e-5
+        )
+    # The planner's predicted states at each re-planning step (H = 5); the BC policy plans nothing.
+    assert saved["sgp/planned_states"].shape == (2, int(saved["sgp/lengths"].max()), 6, OBS)
+    assert "bc/planned_states" not in saved.files
+    # Model error k steps ahead, recomputed one start at a time with the dynamics model.
+    dynamics = SGPSystem.load_from_checkpoint(run / "checkpoints" / "last.ckpt").dynamics
+    states, actions, lengths = (saved[f"sgp/{k}"] for k in ("true_states", "actions", "lengths"))
+    expected = []
+    for k in range(1, 6):
+        errors = []
+        for e in range(2):
+            for t in range(lengths[e] - k + 1):
+                x = torch.from_numpy(states[e, t : t + 1])
+                with torch.no_grad():
+                    for j in range(k):
+                        x = dynamics(x, torch.from_numpy(actions[e, t + j : t + j + 1]))
+                errors.append(float(np.linalg.norm(x[0].numpy() - states[e, t + k])))
+        expected.append(np.mean(errors) if errors else np.nan)
+    np.testing.assert_allclose(payload["methods"]["sgp"]["model_error_horizon"], expected, rtol=1e-4)
+    assert (out / "model_error_horizon.png").stat().st_size > 0
+    videos = sorted(p.name for p in (out / "videos").glob("*.mp4"))
+    if not videos:
+        pytest.skip("MuJoCo cannot render headless on this machine (plan.py logged why and skipped videos)")
+    import imageio_ffmpeg
+
+    assert videos == ["bc.mp4", "sgp.mp4"]
+    for method in ("bc", "sgp"):
+        reader = imageio_ffmpeg.read_frames(str(out / "videos" / f"{method}.mp4"))
+        meta = next(reader)
+        length = int(saved[f"{method}/lengths"][0])  # the first episode; Hopper renders every 5th step
+        assert meta["size"] == (320, 240) and meta["fps"] == 25
+        assert sum(1 for _ in reader) == len(set(range(0, length + 1, 5)) | {length})
+
+
+def test_videos_are_skipped_with_one_message_where_mujoco_cannot_render(tmp_path, monkeypatch, caplog):
+    """A rendering failure (no EGL, no OSMesa) writes no video and says why; it never fails the plan."""
+    from types import SimpleNamespace
+
+    from sgp_lightning import video
+
+    def no_gl(*args):
+        raise RuntimeError("an OpenGL platform library has not been loaded")
+
+    monkeypatch.setattr(video, "render_episode", no_gl)
+    episode = SimpleNamespace(
+        method="sgp", lengths=np.array([3]), seeds=np.array([0]), actions=np.zeros((1, 3, 3))
+    )
+    with caplog.at_level("WARNING", logger="sgp_lightning"):
+        assert video.write_episode_videos(HOPPER, [episode], tmp_path / "videos") == []
+    assert not (tmp_path / "videos").exists()
+    assert len(caplog.records) == 1 and "videos skipped: MuJoCo could not render" in caplog.text
+    assert "video=false" in caplog.text
 
 
 def test_episodes_are_seeded(tmp_path, hopper_random_file):
@@ -465,18 +560,23 @@ def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):
 
 def test_reproduce_d4rl_writes_the_table(tmp_path):
     """The D4RL reproduce entry generates its data, tunes SGP's β on a training seed and episodes of its own,
-    trains the table's seed and reports last / best per method."""
+    trains the table's seed and reports last / best per method; progress=false reaches its plans (no
+    episode progress bars), and its plans keep their trajectories and write no videos."""
     from tests.conftest import hydra_list
 
     tiny = [o for o in TINY_HOPPER if not o.startswith("experiment=")]
     proc = run_cli(
         "reproduce.py", "d4rl_hopper_small", f"output_dir={tmp_path}", "reproduce.datasets=[random]",
-        "reproduce.seeds=[0]", "reproduce.collect.n=900", "reproduce.collect.num_envs=3",
+        "reproduce.seeds=[0]", "reproduce.collect.n=900", "reproduce.collect.num_envs=3", "progress=false",
         f"reproduce.train_overrides={hydra_list([*tiny, 'trainer.max_epochs=2'])}",
         f"reproduce.plan_overrides={hydra_list(['planner_set=d4rl', 'num_tasks=2', 'episode_steps=3', 'planners.sgp.optimizer.iterations=2', 'planners.vanilla.optimizer.iterations=2', 'planners.ensemble.optimizer.iterations=2'])}",
         "+reproduce.tune={task_seed: 200000, train_seed: 7, metric: normalized_score, mode: max, methods: [sgp], betas: [1, 100]}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "episodes:" not in proc.stderr and "runs:" not in proc.stderr  # no progress bars
+    plan_dir = tmp_path / "runs" / "random" / "seed_0" / "plan" / "methods"
+    assert "sgp/true_states" in np.load(plan_dir / "trajectories.npz", allow_pickle=False).files
+    assert not (plan_dir / "videos").exists()  # reproduce's plans: video=false
     payload = json.loads((tmp_path / "results.json").read_text())
     random = payload["datasets"]["random"]
     assert random["rows"] == 900 and (tmp_path / "data" / "hopper-random-v5.hdf5").is_file()

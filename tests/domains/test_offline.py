@@ -86,6 +86,18 @@ def test_arrays_from_python_train_and_plan_with_the_controller(tmp_path):
                  "plan/distance_smoothed_sq"):  # fmt: skip
         assert np.isfinite(metrics[name]), name
 
+    # plan.py without a simulator: the plans from held-out states in trajectories.npz, the model-error curve.
+    from sgp_lightning.plan import plan
+
+    out = tmp_path / "plan"
+    payload = plan(compose_config("plan", [f"ckpt_path={ckpt}", "planner_set=d4rl", "methods=[sgp]",
+                                           "num_tasks=4", "planners.sgp.optimizer.iterations=2"], out))  # fmt: skip
+    saved = np.load(out / "trajectories.npz", allow_pickle=False)
+    assert sorted(saved.files) == ["sgp/actions", "sgp/planned_states"]
+    assert saved["sgp/actions"].shape == (4, 5, N_ACT) and saved["sgp/planned_states"].shape == (4, 6, N_OBS)
+    assert len(payload["methods"]["sgp"]["model_error_horizon"]) == 5
+    assert (out / "model_error_horizon.png").stat().st_size > 0
+
     controller = Controller.from_checkpoint(str(ckpt), planner="sgp", optimizer={"iterations": 3})
     assert controller.env.dataset == key and controller.env.action_high == env.action_high
     obs = arrays["observations"][:5]
