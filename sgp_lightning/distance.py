@@ -5,6 +5,12 @@ online log-sum-exp, so memory is O(queries × chunk) whatever the dataset size (
 
     d_σ(x)² = −σ² log Σ_i exp(−‖x − x_i‖² / 2σ²)          (C = 0)
     ∇_x log p_σ(x) = −∇_x d_σ(x)² / σ² = (Σ_i w_i x_i − x) / σ²,   w = softmax(−‖x − x_i‖² / 2σ²)
+
+Precision. At small σ the logits −‖x − x_i‖² / 2σ² are large (4.5·10⁴ for σ = 0.01 three units from the
+data) and the softmax weights turn on their differences, so a float32 ‖x‖² + ‖y‖² − 2⟨x, y⟩ puts the
+score off by up to percents there. Everything inside runs in float64, with the logits formed around the
+data's mean in one matrix product per chunk; results are rounded once to x's dtype, so a float32 answer is
+the float64 one to within float32 rounding.
 """
 
 from __future__ import annotations
@@ -16,8 +22,14 @@ import torch
 
 from sgp_lightning.errors import require
 
-# Query × data pairs held at once: 2^24 float32 values is 64 MB.
-DEFAULT_PAIR_BUDGET = 1 << 24
+# Query × data pairs `softmin` holds per chunk: 2^18 float64 logits are 2 MB, which stay in cache; larger
+# chunks run no faster, smaller ones pay more per-chunk overhead.
+DEFAULT_PAIR_BUDGET = 1 << 18
+# `nearest_distance` keeps its own, larger chunks (2^24 float32 pairs, 64 MB).
+NEAREST_PAIR_BUDGET = 1 << 24
+# Logits more than 700 below the chunk's largest add under e^-700 ≈ 1e-304 of the largest weight each;
+# clamping them there keeps exp out of the subnormal range, where it runs several times slower.
+_LOGIT_FLOOR = -700.0
 
 
 @dataclass
@@ -34,6 +46,72 @@ def _pairwise_half_sq(x: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
     return 0.5 * sq.clamp_min(0.0)
 
 
+def _stream(x: torch.Tensor, data: torch.Tensor, sigma, chunk_size: int | None, pair_budget: int):
+    r"""
+    The streamed log-sum-exp behind `softmin` and `smoothed_distance_sq`, all in float64.
+
+    Args:
+        x (`torch.Tensor` of shape `(B, n)`): Queries.
+        data (`torch.Tensor` of shape `(N, n)`): Data points, any float dtype, on x's device.
+        sigma (`float` or `torch.Tensor` of shape `(B,)`): Smoothing per query, in x's units; > 0.
+        chunk_size (`int`, *optional*): Data rows per chunk; default `pair_budget // B`.
+        pair_budget (`int`): Query × data pairs per chunk when `chunk_size` is None.
+
+    Returns:
+        `tuple` of float64 tensors `(distance_sq (B,), pull (B, n), nearest_sq (B,), sigma_sq (B,))` and
+        `nearest_index (B,)` (long), where `pull = Σ_i w_i x_i − x = −∇_x d_σ(x)²`.
+    """
+    require(x.dim() == 2 and data.dim() == 2, "softmin expects x of shape (B, n) and data of shape (N, n)")
+    require(x.shape[1] == data.shape[1], f"dimension mismatch: queries {x.shape[1]}, data {data.shape[1]}")
+    require(data.shape[0] > 0, "the dataset is empty: smoothed distance to data is undefined")
+    batch, dim, num_data = x.shape[0], x.shape[1], data.shape[0]
+    f64, device = torch.float64, x.device
+    if chunk_size is None:
+        chunk_size = max(1, pair_budget // max(batch, 1))
+    require(chunk_size >= 1, f"chunk_size must be ≥ 1, got {chunk_size}")
+    sigma_sq = torch.as_tensor(sigma, dtype=f64, device=device).expand(batch).square()
+    require(bool(torch.all(sigma_sq > 0)), "σ must be positive")
+    inv_two_var = 0.5 / sigma_sq  # (B,)
+
+    # Around the data's mean c, with q = x − c and y_i = x_i − c, the logit −‖x − x_i‖²/2σ² is
+    # ⟨[−1/2σ², q/σ²], [‖y_i‖², y_i]⟩ − ‖q‖²/2σ²: one product per chunk, the last term once per query.
+    # Any c is exact; the mean keeps the terms small. (Taken in data's dtype: a float64 sum would copy it.)
+    center = data.mean(0).to(device=device, dtype=f64)
+    q = x.to(f64) - center  # (B, n)
+    lhs = torch.cat([-inv_two_var[:, None], 2.0 * inv_two_var[:, None] * q], 1)  # (B, n + 1)
+    offset = inv_two_var * q.square().sum(1)  # (B,) ‖q‖²/2σ², the part of each logit left out
+
+    # Rows [‖y_i‖², y_i, 1]: columns :n+1 enter the logits, columns 1: give Σ w y and Σ w in one product.
+    rows = torch.ones(min(chunk_size, num_data), dim + 2, dtype=f64, device=device)
+    logits_buffer = torch.empty(batch * rows.shape[0], dtype=f64, device=device)
+    # Running (over chunks) largest shifted logit, and Σ_i w_i [y_i, 1] with w_i = exp(logit_i − largest).
+    largest = torch.full((batch,), -math.inf, dtype=f64, device=device)
+    sums = torch.zeros(batch, dim + 1, dtype=f64, device=device)
+    nearest_index = torch.zeros(batch, dtype=torch.long, device=device)
+    for start in range(0, num_data, chunk_size):
+        chunk = data[start : start + chunk_size]
+        part = rows[: chunk.shape[0]]
+        torch.sub(chunk.to(device=device, dtype=f64), center, out=part[:, 1:-1])
+        part[:, 0] = part[:, 1:-1].square().sum(1)
+        logits = logits_buffer[: batch * chunk.shape[0]].view(batch, chunk.shape[0])
+        torch.mm(lhs, part[:, :-1].T, out=logits)
+        chunk_largest, chunk_arg = logits.max(1)
+        weights = logits.sub_(chunk_largest[:, None]).clamp_min_(_LOGIT_FLOOR).exp_()  # in place
+        chunk_sums = weights @ part[:, 1:]  # (B, n + 1)
+
+        nearest_index = torch.where(chunk_largest > largest, chunk_arg + start, nearest_index)
+        new_largest = torch.maximum(largest, chunk_largest)
+        rescale = torch.exp(torch.stack([largest, chunk_largest]) - new_largest)  # (2, B)
+        sums = sums * rescale[0, :, None] + chunk_sums * rescale[1, :, None]
+        largest = new_largest
+
+    log_sum = largest - offset + sums[:, dim].log()  # log Σ_i exp(−‖x − x_i‖²/2σ²)
+    distance_sq = -sigma_sq * log_sum
+    pull = sums[:, :dim] / sums[:, dim:] - q
+    nearest_sq = ((offset - largest) / (2.0 * inv_two_var)).clamp_min(0.0)
+    return distance_sq, pull, nearest_sq, sigma_sq, nearest_index
+
+
 def softmin(
     x: torch.Tensor,
     data: torch.Tensor,
@@ -41,51 +119,44 @@ def softmin(
     chunk_size: int | None = None,
     pair_budget: int = DEFAULT_PAIR_BUDGET,
 ) -> SoftminResult:
-    """Smoothed distance, exact score and nearest point of every query in `x` (B, n) to `data` (N, n).
+    r"""
+    Smoothed distance, exact score and nearest point of every query to the data (no gradient; see
+    `smoothed_distance_sq` for a differentiable d_σ²).
 
-    `sigma` is a float or a (B,) tensor (one σ per query). Streams over `data` in chunks of `chunk_size`
-    rows (default: as many as fit in `pair_budget` query×data pairs).
+    Streams over `data` in chunks with an online log-sum-exp: extra memory is O(B × chunk + chunk × n),
+    whatever N is. The logits are formed in float64 (module docstring), so results are exact to the
+    precision of `x`'s dtype even at small σ far from the data.
+
+    Args:
+        x (`torch.Tensor` of shape `(B, n)`):
+            Queries.
+        data (`torch.Tensor` of shape `(N, n)`):
+            Data points, N ≥ 1, on x's device (any float dtype).
+        sigma (`float` or `torch.Tensor` of shape `(B,)`):
+            Smoothing σ > 0, one for all queries or one per query, in the units of x.
+        chunk_size (`int`, *optional*):
+            Data rows per chunk; default as many as fit in `pair_budget` query × data pairs.
+        pair_budget (`int`, *optional*, defaults to `DEFAULT_PAIR_BUDGET`):
+            Query × data pairs per chunk when `chunk_size` is not given.
+
+    Returns:
+        `SoftminResult` in x's dtype: `distance_sq` (B,) d_σ(x)² with C = 0, `score` (B, n) ∇_x log p_σ(x),
+        `nearest_sq` (B,) min_i ½‖x − x_i‖², `nearest_index` (B,) its argmin (the first of equals).
     """
-    require(x.dim() == 2 and data.dim() == 2, "softmin expects x of shape (B, n) and data of shape (N, n)")
-    require(x.shape[1] == data.shape[1], f"dimension mismatch: queries {x.shape[1]}, data {data.shape[1]}")
-    require(data.shape[0] > 0, "the dataset is empty: smoothed distance to data is undefined")
-    batch = x.shape[0]
-    if chunk_size is None:
-        chunk_size = max(1, pair_budget // max(batch, 1))
-    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(batch)
-    require(bool(torch.all(sigma > 0)), "σ must be positive")
-    inv_two_var = 1.0 / (2.0 * sigma.square())
-
-    running_max = torch.full((batch,), -math.inf, dtype=x.dtype, device=x.device)
-    running_sum = torch.zeros(batch, dtype=x.dtype, device=x.device)
-    weighted = torch.zeros_like(x)
-    nearest_sq = torch.full((batch,), math.inf, dtype=x.dtype, device=x.device)
-    nearest_index = torch.zeros(batch, dtype=torch.long, device=x.device)
-
-    for start in range(0, data.shape[0], chunk_size):
-        chunk = data[start : start + chunk_size].to(x)
-        half_sq = _pairwise_half_sq(x, chunk)  # (B, M)
-        chunk_min, chunk_arg = half_sq.min(1)
-        closer = chunk_min < nearest_sq
-        nearest_sq = torch.where(closer, chunk_min, nearest_sq)
-        nearest_index = torch.where(closer, chunk_arg + start, nearest_index)
-
-        logits = -half_sq * 2.0 * inv_two_var[:, None]  # −‖x − x_i‖² / 2σ²
-        new_max = torch.maximum(running_max, logits.max(1).values)
-        rescale = torch.exp(running_max - new_max)
-        weights = torch.exp(logits - new_max[:, None])
-        running_sum = running_sum * rescale + weights.sum(1)
-        weighted = weighted * rescale[:, None] + weights @ chunk
-        running_max = new_max
-
-    log_sum = running_max + running_sum.log()
-    distance_sq = -sigma.square() * log_sum
-    score = (weighted / running_sum[:, None] - x) / sigma.square()[:, None]
-    return SoftminResult(distance_sq, score, nearest_sq, nearest_index)
+    with torch.no_grad():
+        distance_sq, pull, nearest_sq, sigma_sq, nearest_index = _stream(
+            x, data, sigma, chunk_size, pair_budget
+        )
+    return SoftminResult(
+        distance_sq.to(x.dtype),
+        (pull / sigma_sq[:, None]).to(x.dtype),
+        nearest_sq.to(x.dtype),
+        nearest_index,
+    )
 
 
 def nearest_distance(
-    x: torch.Tensor, data: torch.Tensor, pair_budget: int = DEFAULT_PAIR_BUDGET
+    x: torch.Tensor, data: torch.Tensor, pair_budget: int = NEAREST_PAIR_BUDGET
 ) -> torch.Tensor:
     """Euclidean distance from each point of x (..., n) to its nearest row of data (N, n), shape x.shape[:-1];
     streamed over the data in chunks like `softmin`, without its smoothing."""
@@ -102,19 +173,47 @@ def nearest_distance(
     return (2.0 * nearest_sq).sqrt().reshape(x.shape[:-1])
 
 
-def smoothed_distance_sq(x, data, sigma, chunk_size=None) -> torch.Tensor:
-    """d_σ(x; D)² of eq. (4) with C = 0, shape (B,). Differentiable in x."""
-    require(data.shape[0] > 0, "the dataset is empty: smoothed distance to data is undefined")
-    if chunk_size is None:
-        chunk_size = max(1, DEFAULT_PAIR_BUDGET // max(x.shape[0], 1))
-    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-    parts = [
-        -_pairwise_half_sq(x, data[s : s + chunk_size].to(x)) / sigma.square()[:, None]
-        for s in range(0, data.shape[0], chunk_size)
-    ]
-    # Per-chunk logsumexp then a logsumexp over chunks: exact and differentiable, O(B × chunks) extra.
-    lse = torch.stack([p.logsumexp(1) for p in parts], 1).logsumexp(1)
-    return -sigma.square() * lse
+class _SmoothedDistanceSq(torch.autograd.Function):
+    """d_σ(x)² with the exact gradient −(Σ_i w_i x_i − x) from the same streamed pass (Prop. 3)."""
+
+    @staticmethod
+    def forward(ctx, x, data, sigma, chunk_size):
+        distance_sq, pull, _, _, _ = _stream(x, data, sigma, chunk_size, DEFAULT_PAIR_BUDGET)
+        ctx.save_for_backward((-pull).to(x.dtype))
+        return distance_sq.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        (gradient,) = ctx.saved_tensors
+        return grad_output[:, None] * gradient, None, None, None
+
+
+def smoothed_distance_sq(
+    x: torch.Tensor, data: torch.Tensor, sigma: float | torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
+    r"""
+    d_σ(x; D)² of eq. (4) with C = 0, streamed like `softmin`; differentiable in x (once: its gradient is
+    the exact −(Σ_i w_i x_i − x) of the same pass, not a graph through the chunks).
+
+    Args:
+        x (`torch.Tensor` of shape `(B, n)`):
+            Queries.
+        data (`torch.Tensor` of shape `(N, n)`):
+            Data points, N ≥ 1 (no gradient flows to them).
+        sigma (`float` or `torch.Tensor` of shape `(B,)`):
+            Smoothing σ > 0, one for all queries or one per query (no gradient flows to it).
+        chunk_size (`int`, *optional*):
+            Data rows per chunk; default as many as fit in `DEFAULT_PAIR_BUDGET` pairs.
+
+    Returns:
+        `torch.Tensor` of shape `(B,)` in x's dtype, in x's units squared.
+    """
+    require(
+        not data.requires_grad and not (torch.is_tensor(sigma) and sigma.requires_grad),
+        "smoothed_distance_sq is differentiable in x only: detach data and σ",
+    )
+    return _SmoothedDistanceSq.apply(x, data, sigma, chunk_size)
 
 
 def exact_score(x, data, sigma, chunk_size=None) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The exact oracle: Prop. 3 (score = −∇d²/σ²), chunking, Prop. 1 (annealed descent lands on data), Prop. 2."""
+"""The exact oracle: Prop. 3 (score = −∇d²/σ²), chunking, float64 brute force at small σ far from the data,
+Prop. 1 (annealed descent lands on data), Prop. 2."""
 
 import math
 
@@ -41,14 +42,88 @@ def test_chunked_equals_unchunked(data):
     assert torch.allclose(smoothed_distance_sq(x, data, 0.2, chunk_size=13), whole.distance_sq, atol=1e-10)
 
 
-def test_streaming_handles_a_million_points_in_bounded_chunks():
-    big = torch.rand(1_000_000, 2, generator=torch.Generator().manual_seed(1))
-    x = torch.rand(4, 2, generator=torch.Generator().manual_seed(2))
-    result = softmin(x, big, 0.05, chunk_size=100_000)
-    assert torch.isfinite(result.score).all() and result.score.shape == (4, 2)
-    assert torch.allclose(
-        result.distance_sq, softmin(x, big, 0.05, chunk_size=250_000).distance_sq, atol=1e-6
+def brute_force(x, data, sigma):
+    """d_σ², score, min ½‖x − x_i‖² and argmin in float64 through the full (B, N, n) difference tensor."""
+    x, data = x.double(), data.double()
+    sigma = torch.as_tensor(sigma, dtype=torch.float64).expand(x.shape[0])[:, None]
+    half_sq = 0.5 * ((x[:, None] - data[None]) ** 2).sum(-1)
+    logits = -half_sq / sigma**2
+    score = (logits.softmax(1) @ data - x) / sigma**2
+    return -(sigma[:, 0] ** 2) * logits.logsumexp(1), score, *half_sq.min(1)
+
+
+def assert_matches_brute_force(result, x, data, sigma, rtol):
+    distance_sq, score, nearest_sq, nearest_index = brute_force(x, data, sigma)
+    score_error = (result.score.double() - score).norm(dim=1) / score.norm(dim=1)
+    assert score_error.max() <= rtol, f"score off by {score_error.max():.1e} (relative)"
+    torch.testing.assert_close(result.distance_sq.double(), distance_sq, rtol=rtol, atol=0.0)
+    torch.testing.assert_close(result.nearest_sq.double(), nearest_sq, rtol=rtol, atol=1e-12)
+    assert torch.equal(result.nearest_index, nearest_index)
+
+
+# float32 results are the float64 ones rounded: within a few float32 ulps (2^-24 ≈ 6e-8) of the brute force.
+FLOAT32_RTOL = 2.5e-7
+
+
+def test_float32_queries_at_small_sigma_far_from_data_match_float64_brute_force():
+    """Queries 3 units from a half circle of data (all its points within 1e-4 of that distance), away from
+    the origin: at σ = 0.01 the weights turn on differences of ‖x − x_i‖² that a float32
+    ‖x‖² + ‖x_i‖² − 2⟨x, x_i⟩ cannot resolve (it put the score off by 7e-5 here)."""
+    g = torch.Generator().manual_seed(5)
+    angle = torch.rand(2000, generator=g, dtype=torch.float64) * math.pi
+    radius = 3.0 + 1e-4 * torch.rand(2000, generator=g, dtype=torch.float64)
+    center = torch.tensor([4.0, -3.0], dtype=torch.float64)
+    data = (center + radius[:, None] * torch.stack([angle.cos(), angle.sin()], 1)).float()
+    x = (center + 1e-3 * torch.randn(4, 2, generator=g, dtype=torch.float64)).float()
+    result = softmin(x, data, 0.01, chunk_size=300)
+    assert result.score.dtype == torch.float32
+    assert_matches_brute_force(result, x, data, 0.01, FLOAT32_RTOL)
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.1, 1.0])
+def test_float32_in_14_dimensions_matches_float64_brute_force(sigma):
+    """Hopper-sized (x, u) pairs, data off the origin, queries half a unit, one and three units away."""
+    g = torch.Generator().manual_seed(6)
+    data = torch.randn(5000, 14, generator=g) + 2.0
+    step = torch.nn.functional.normalize(torch.randn(12, 14, generator=g), dim=1)
+    x = data[:12] + torch.tensor([0.5, 1.0, 3.0]).repeat(4)[:, None] * step
+    assert_matches_brute_force(softmin(x, data, sigma, chunk_size=777), x, data, sigma, FLOAT32_RTOL)
+
+
+def test_per_query_sigma_matches_brute_force(data):
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    sigma = torch.tensor([0.01, 0.03, 0.1, 0.3, 1.0, 3.0], dtype=torch.float64)
+    assert_matches_brute_force(softmin(x, data, sigma, chunk_size=64), x, data, sigma, 1e-12)
+    torch.testing.assert_close(
+        smoothed_distance_sq(x, data, sigma), softmin(x, data, sigma).distance_sq, rtol=0.0, atol=0.0
     )
+
+
+def test_streaming_a_million_points_matches_brute_force():
+    """1M points pass through `softmin` in chunks of the default pair budget (2^18 pairs, 2 MB of logits).
+    Queries up to a unit outside the data's square: a float32 matmul identity put the score off by 15% here."""
+    big = torch.rand(1_000_000, 2, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(4, 2, generator=torch.Generator().manual_seed(2)) * 3 - 1
+    result = softmin(x, big, 0.05)
+    assert_matches_brute_force(result, x, big, 0.05, FLOAT32_RTOL)
+    assert torch.equal(result.distance_sq, softmin(x, big, 0.05, chunk_size=250_000).distance_sq)
+
+
+@pytest.mark.parametrize("sigma", [0.3, 2.0])
+def test_smoothed_distance_gradient_passes_gradcheck(data, sigma):
+    """The gradient of `smoothed_distance_sq` (the streamed pull Σ w_i x_i − x) against finite differences."""
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    torch.autograd.gradcheck(
+        lambda q: smoothed_distance_sq(q, data, sigma, chunk_size=70), x.requires_grad_(True)
+    )
+
+
+def test_smoothed_distance_refuses_gradients_to_data_or_sigma(data):
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    with pytest.raises(SGPError, match="differentiable in x only"):
+        smoothed_distance_sq(x, data.clone().requires_grad_(True), 0.1)
+    with pytest.raises(SGPError, match="differentiable in x only"):
+        smoothed_distance_sq(x, data, torch.tensor(0.1, dtype=torch.float64, requires_grad=True))
 
 
 def test_softmin_tends_to_true_min_as_sigma_shrinks(data):
