@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sgp_lightning.errors import SGPError, require
 from sgp_lightning.models import SGPSystem, read_hparams
-from sgp_lightning.planning import Planner, make_planner
+from sgp_lightning.planning import Planner, make_planner, parse_beta
 from sgp_lightning.planning.config import compose
 from sgp_lightning.planning.evaluators import write_results
 from sgp_lightning.utils import set_threads
@@ -24,6 +24,7 @@ PLAN_OPTIONS = (
     "track_true_cost_every",
     "progress",
     "video",
+    "stack_methods",
 )
 
 
@@ -40,13 +41,25 @@ def compose_plan_config(overrides: list[str]) -> DictConfig:
 
 
 def select_methods(cfg: DictConfig) -> dict[str, dict]:
-    """The configs of the planners named in `methods`, in order (method name → plain config)."""
+    """The configs of the planners named in `methods`, in order (method name → plain config); with `betas`,
+    each method at each β instead (`beta_label(method, β)` → its config at that β)."""
     planners = OmegaConf.to_container(cfg.planners, resolve=True)
     methods = list(cfg.methods)
     require(len(methods) > 0, "methods is empty: name at least one planner, e.g. methods=[sgp,vanilla]")
     unknown = [m for m in methods if m not in planners]
     require(not unknown, f"unknown planner(s) {unknown} in methods; available: {sorted(planners)}")
-    return {name: planners[name] for name in methods}
+    if cfg.get("betas") is None:
+        return {name: planners[name] for name in methods}
+    betas = [parse_beta(b) for b in cfg.betas]
+    require(len(betas) > 0, "betas is empty: give at least one β, or null to plan each method's own")
+    labels = [beta_label("", b) for b in betas]
+    require(len(set(labels)) == len(labels), f"betas repeats a value: {list(cfg.betas)}")
+    return {beta_label(name, b): {**planners[name], "beta": b} for name in methods for b in betas}
+
+
+def beta_label(method: str, beta: float) -> str:
+    """The results label of `method` planned at β (plan.py betas=[…]), e.g. sgp@beta=0.3."""
+    return f"{method}@beta={parse_beta(beta):g}"
 
 
 def build_planners(methods: dict[str, dict], system) -> dict[str, Planner]:

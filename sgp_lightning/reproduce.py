@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from sgp_lightning.analysis.common import run_record, write_report
 from sgp_lightning.errors import require
 from sgp_lightning.pieces import map_runs, plan_piece, reuse_or_train
-from sgp_lightning.plan import compose_plan_config
+from sgp_lightning.plan import beta_label, compose_plan_config
 from sgp_lightning.planning import make_planner
 from sgp_lightning.tables import tuning_record
 
@@ -275,17 +275,15 @@ def _tune(entry: DictConfig, grids: dict[str, list[float]], run_dir: Path, plan_
     metric, sign = tune.get("metric") or "cost_achieved", -1.0 if tune.get("mode") == "max" else 1.0
     chosen = {}
     for name, betas in grids.items():
-        achieved = {}
-        for beta in betas:
-            overrides = [
-                f"methods=[{name}]",
-                f"planners.{name}.beta={beta}",
-                f"task_seed={tune.task_seed}",
-                "track_true_cost_every=null",
-            ]
-            plan_dir = run_dir / "tune" / f"{name}_beta_{beta:g}"
-            result = plan_once(plan_dir, overrides)
-            achieved[f"{beta:g}"] = result["methods"][name][metric]
+        # the whole grid in one plan: a gradient method's β values are one batched solve (plan.py betas=)
+        overrides = [
+            f"methods=[{name}]",
+            f"betas=[{','.join(str(b) for b in betas)}]",
+            f"task_seed={tune.task_seed}",
+            "track_true_cost_every=null",
+        ]
+        result = plan_once(run_dir / "tune" / name, overrides)
+        achieved = {f"{b:g}": result["methods"][beta_label(name, b)][metric] for b in betas}
         # the first of equals (the smallest listed) wins; a diverged plan (NaN) never does
         best = min(
             betas, key=lambda b: math.inf if math.isnan(achieved[f"{b:g}"]) else sign * achieved[f"{b:g}"]

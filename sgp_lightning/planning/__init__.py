@@ -26,7 +26,9 @@ from sgp_lightning.planning.planners import (
     MPCSettings,
     Planner,
     PolicyPlanner,
+    StackedGradientPlanner,
     make_planner,
+    stack_planners,
 )
 from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
 
@@ -51,9 +53,11 @@ __all__ = [
     "PolicyPlanner",
     "ScorePenalty",
     "ShootingProblem",
+    "StackedGradientPlanner",
     "frozen",
     "make_evaluator",
     "make_planner",
     "parse_beta",
     "plan_and_evaluate",
+    "stack_planners",
 ]

@@ -8,7 +8,7 @@ model_error_horizon the same distance against the number of steps predicted ahea
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +17,7 @@ import torch
 from sgp_lightning.envs import Env, Tasks
 from sgp_lightning.errors import require
 from sgp_lightning.planning.controller import Controller
-from sgp_lightning.planning.planners import Planner, make_planner
+from sgp_lightning.planning.planners import GradientPlanner, Planner, StackedGradientPlanner, make_planner
 from sgp_lightning.planning.problem import PlanResult, ShootingProblem, frozen
 
 
@@ -84,6 +84,8 @@ class Evaluation:
     outside_data: torch.Tensor | None = None  # (B,) share of planned steps outside the data region
     time_in_trap: torch.Tensor | None = None  # (B,) share of true steps in the domain's trap (the pit)
     goal: torch.Tensor | None = None  # (B, *state_shape) the tasks' goals
+    # the methods planned in the same batched solve (`seconds` is that solve's)
+    solved_with: tuple[str, ...] | None = None
 
     @property
     def failed(self) -> torch.Tensor:
@@ -109,6 +111,8 @@ class Evaluation:
             "model_error_horizon": by_horizon.tolist(),
             "seconds": self.seconds,
         }
+        if self.solved_with is not None:
+            out["solved_with"] = list(self.solved_with)
         if failed.any():
             diverged = self.plan.history.get("diverged_at", torch.full_like(self.cost_planned, -1).long())
             out["failed_tasks"] = [
@@ -172,29 +176,74 @@ def plan_and_evaluate(
     tasks = tasks.to(system.device)
     steps = int(planner.horizon or env.horizon)
     true_cost = planner.true_cost(system, env)
-    start, monitor = time.perf_counter(), None
     mpc = mpc or not planner.uses_model  # a policy acts step by step on the true env
     if mpc:
+        start = time.perf_counter()
         # Its states and cost_planned are the learned model's prediction of all executed actions from x0.
         plan = Controller(system, planner, env, horizon=planner.mpc.horizon or steps).run(
             env, tasks.x0, tasks.goal, steps
         )
-    else:
-        problem = planner.problem(system, env, steps)
-        if track_true_cost_every:
-            monitor = TrueCostMonitor(problem, env, tasks, true_cost, int(track_true_cost_every))
-        with frozen(system):
-            plan = planner.solve(problem, tasks.x0, tasks.goal, monitor=monitor)
-        if monitor is not None:
-            monitor.record(planner.iterations, plan.actions)  # the returned plan, after the last step
-            plan.history.update(monitor.history())
-    seconds = time.perf_counter() - start - (monitor.seconds if monitor is not None else 0.0)
-    if mpc:  # the states MPC met on the true env (a stochastic env would not repeat them)
-        true_states = plan.history["true_states"]
-    else:
-        with torch.no_grad():
-            true_states = env.rollout(tasks.x0, plan.actions)
-    return measure(method or planner.name, plan, true_states, env, tasks.goal, true_cost, seconds)
+        seconds = time.perf_counter() - start
+        # the states MPC met on the true env (a stochastic env would not repeat them)
+        return measure(method or planner.name, plan, plan.history["true_states"], env, tasks.goal, true_cost,
+                       seconds)  # fmt: skip
+    plan, seconds = _solve_open_loop(system, env, tasks, planner, steps, true_cost, track_true_cost_every)
+    return _measure_open_loop(method or planner.name, plan, env, tasks, true_cost, seconds)
+
+
+def plan_and_evaluate_stacked(
+    system,
+    env: Env,
+    tasks: Tasks,
+    planners: Sequence[GradientPlanner],
+    methods: Sequence[str],
+    track_true_cost_every: int | None = None,
+) -> list[Evaluation]:
+    """Open-loop plans of G gradient planners that differ only in β (and start level) as one batched solve
+    of G × B rows (StackedGradientPlanner), evaluated per planner as `plan_and_evaluate` would (each
+    `seconds` is the shared solve's, and `solved_with` names the methods of that solve)."""
+    stacked = StackedGradientPlanner(planners)
+    tasks = tasks.to(system.device)
+    steps = int(stacked.horizon or env.horizon)
+    true_cost = stacked.true_cost(system, env)
+    repeated = tasks.select(torch.arange(len(tasks), device=tasks.x0.device).repeat(len(planners)))
+    plan, seconds = _solve_open_loop(system, env, repeated, stacked, steps, true_cost, track_true_cost_every)
+    curve = {
+        key: plan.history.pop(key) for key in ("true_cost", "true_cost_iteration") if key in plan.history
+    }
+    evaluations = []
+    for g, (method, part) in enumerate(zip(methods, stacked.split(plan), strict=True)):
+        if curve:  # the true-cost records of this group's rows; their iterations are shared
+            rows = slice(g * len(tasks), (g + 1) * len(tasks))
+            part.history.update(
+                true_cost=curve["true_cost"][:, rows], true_cost_iteration=curve["true_cost_iteration"]
+            )
+        evaluation = _measure_open_loop(method, part, env, tasks, true_cost, seconds)
+        evaluation.solved_with = tuple(methods)
+        evaluations.append(evaluation)
+    return evaluations
+
+
+def _solve_open_loop(
+    system, env, tasks: Tasks, planner: Planner, steps: int, true_cost, track_every: int | None
+):
+    """(the open-loop plan of every task, the seconds it took without the true-cost recording)."""
+    start, monitor = time.perf_counter(), None
+    problem = planner.problem(system, env, steps)
+    if track_every:
+        monitor = TrueCostMonitor(problem, env, tasks, true_cost, int(track_every))
+    with frozen(system):
+        plan = planner.solve(problem, tasks.x0, tasks.goal, monitor=monitor)
+    if monitor is not None:
+        monitor.record(planner.iterations, plan.actions)  # the returned plan, after the last step
+        plan.history.update(monitor.history())
+    return plan, time.perf_counter() - start - (monitor.seconds if monitor is not None else 0.0)
+
+
+def _measure_open_loop(method: str, plan: PlanResult, env: Env, tasks: Tasks, true_cost, seconds: float):
+    with torch.no_grad():
+        true_states = env.rollout(tasks.x0, plan.actions)
+    return measure(method, plan, true_states, env, tasks.goal, true_cost, seconds)
 
 
 @torch.no_grad()

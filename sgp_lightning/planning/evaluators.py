@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.planning.evaluate import Evaluation, plan_and_evaluate
-from sgp_lightning.planning.planners import Planner
+from sgp_lightning.planning.evaluate import Evaluation, plan_and_evaluate, plan_and_evaluate_stacked
+from sgp_lightning.planning.planners import Planner, stack_planners
 
 
 def _positive(name: str, value) -> int | None:
@@ -79,11 +79,15 @@ class OpenLoopTasks(Evaluator):
         task_seed: draw a fresh task set with this seed (to check settings tuned on another set).
         track_true_cost_every: record the true cost of each open-loop plan every k iterations (Fig. 2F).
         progress: show a progress bar over the methods of `evaluate_all`.
+        stack: in `evaluate_all`, solve the open-loop plans of gradient planners that differ only in β (and
+            the start level), e.g. sgp, vanilla and data_landing, as one batched solve (the same plans up to
+            float rounding; each method's `seconds` is then the shared solve's). False: one solve each.
     """
 
     # plan.py's options (conf/plan.yaml) → this evaluator's arguments
     plan_options = {"mpc": "mpc", "num_tasks": "num_tasks", "task_seed": "task_seed",
-                    "track_true_cost_every": "track_true_cost_every", "progress": "progress"}  # fmt: skip
+                    "track_true_cost_every": "track_true_cost_every", "progress": "progress",
+                    "stack_methods": "stack"}  # fmt: skip
 
     def __init__(
         self,
@@ -92,8 +96,9 @@ class OpenLoopTasks(Evaluator):
         task_seed: int | None = None,
         track_true_cost_every: int | None = None,
         progress: bool = False,
+        stack: bool = True,
     ):
-        self.mpc, self.progress = bool(mpc), bool(progress)
+        self.mpc, self.progress, self.stack = bool(mpc), bool(progress), bool(stack)
         self.num_tasks = _positive("num_tasks", num_tasks)
         self.task_seed = None if task_seed is None else int(task_seed)
         self.track_true_cost_every = _positive("track_true_cost_every", track_true_cost_every)
@@ -113,11 +118,23 @@ class OpenLoopTasks(Evaluator):
         from tqdm.auto import tqdm
 
         tasks = self.tasks(env)  # drawn once: every method plans the same tasks
-        evaluations = []
-        for name, planner in tqdm(planners.items(), desc="plan", disable=not self.progress):
+        names = list(planners)
+        # MPC stays one solve per method: a stochastic env would draw other noise for a bigger batch
+        groups = stack_planners(list(planners.values())) if self.stack and not self.mpc else None
+        evaluations = {}
+        for group in tqdm(groups or [[i] for i in range(len(names))], desc="plan", disable=not self.progress):
             torch.manual_seed(seed)
-            evaluations.append(self.evaluate(system, env, planner, method=name, tasks=tasks))
-        return evaluations
+            methods = [names[i] for i in group]
+            if len(group) == 1:
+                evaluations[methods[0]] = self.evaluate(
+                    system, env, planners[methods[0]], methods[0], tasks=tasks
+                )
+            else:
+                stacked = plan_and_evaluate_stacked(
+                    system, env, tasks, [planners[m] for m in methods], methods, self.track_true_cost_every
+                )
+                evaluations.update(zip(methods, stacked, strict=True))
+        return [evaluations[name] for name in names]
 
     def evaluate(
         self, system, env, planner, method="", rank=0, world_size=1, tasks=None

@@ -7,6 +7,7 @@ w.r.t. the actions is −β σ² Σ_t (∂z_t/∂u)ᵀ s(z_t), i.e. the gradient
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -48,26 +49,63 @@ class Penalty:
     def __call__(self, states: torch.Tensor, actions: torch.Tensor, level: int | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def task_term(self, cost: torch.Tensor) -> torch.Tensor:
+        """The task cost (B,) as it enters the objective: zero where β = inf (pure data landing)."""
+        return torch.zeros_like(cost) if self.drops_cost else cost
+
 
 class WeightedPenalty(Penalty):
-    """A penalty scaled by β > 0; β = inf drops the task cost and keeps the penalty at weight 1."""
+    """A penalty scaled by β > 0; β = inf drops the task cost and keeps the penalty at weight 1.
+
+    `beta` may also be a sequence of G values, one per group of rows: a batch of B plans is then G
+    consecutive groups of B / G rows, group g weighted by beta[g] (a tuning grid, or methods that differ only
+    in β, solved as one batch). β = 0, finite β and inf can be mixed; a β = 0 group adds nothing.
+    """
 
     part = ""  # the SGPSystem part the penalty evaluates
 
-    def __init__(self, source, beta):
-        """`source`: an SGPSystem (its `part` is used) or the part's model itself; `beta` > 0 or inf."""
-        self.beta = parse_beta(beta)
-        require(self.beta > 0, f"{type(self).__name__} needs β > 0; use NoPenalty for vanilla MBRL (β = 0)")
-        self.drops_cost = math.isinf(self.beta)
+    def __init__(self, source, beta: float | str | Sequence):
+        """`source`: an SGPSystem (its `part` is used) or the part's model itself; `beta` > 0 or inf, or one
+        β ≥ 0 per group of rows."""
+        grouped = isinstance(beta, Sequence) and not isinstance(beta, str)
+        betas = tuple(parse_beta(b) for b in (beta if grouped else [beta]))
+        require(len(betas) > 0, f"{type(self).__name__} needs at least one β")
+        require(
+            grouped or betas[0] > 0,
+            f"{type(self).__name__} needs β > 0; use NoPenalty for vanilla MBRL (β = 0)",
+        )
+        self.beta = betas if grouped else betas[0]
+        self.groups = len(betas)
+        self._dropped = torch.tensor([math.isinf(b) for b in betas])
+        self.drops_cost = bool(self._dropped.all())  # every group drops the task cost
+        # float64, so β·σ² is rounded to float32 once, as for a single β (a Python float)
+        self.weights = torch.tensor([1.0 if math.isinf(b) else b for b in betas], dtype=torch.float64)
         self.model = getattr(source, self.part, None) if hasattr(source, "parts") else source
         require(
             self.model is not None,
             f"{type(self).__name__} needs the system's {self.part} model, but model.{self.part} is null",
         )
 
-    @property
-    def weight(self) -> float:
-        return 1.0 if self.drops_cost else self.beta
+    def _rows(self, values: torch.Tensor, rows: int, device) -> torch.Tensor:
+        """(G,) per-group values → (rows,) per-row values (G consecutive groups of rows / G rows)."""
+        require(
+            rows % self.groups == 0,
+            f"a batch of {rows} plans cannot be split into {self.groups} equal groups (one per β)",
+        )
+        return values.to(device).repeat_interleave(rows // self.groups)
+
+    def row_weights(self, rows: int, device=None) -> torch.Tensor:
+        """(rows,) float64 weight of each row: its group's β, 1 where β = inf, 0 where β = 0."""
+        return self._rows(self.weights, rows, device)
+
+    def weighted(self, values: torch.Tensor) -> torch.Tensor:
+        """(B,) penalty values times each row's weight."""
+        return values * self.row_weights(values.shape[0], values.device).to(values.dtype)
+
+    def task_term(self, cost: torch.Tensor) -> torch.Tensor:
+        if self.groups == 1:
+            return super().task_term(cost)
+        return torch.where(self._rows(self._dropped, cost.shape[0], cost.device), 0.0, cost)
 
 
 class NoPenalty(Penalty):
@@ -98,12 +136,32 @@ class ScorePenalty(WeightedPenalty):
         self.schedule = self.model.schedule
 
     def __call__(self, states, actions, level):
+        """`level`: one noise level (int) for every row, or a (B,) tensor of one per row."""
         require(level is not None, "the score penalty needs a noise level")
         z = self.model.normalize_pair(states, actions)  # (B, T, *pair_shape), built inside the graph
+        rows = z.shape[0]
+        sigma = self.schedule.sigmas.to(z.device).double()[torch.as_tensor(level, device=z.device)]
+        weight = self.row_weights(rows, z.device) * sigma.square()  # β σ² per row, in float64
         with torch.no_grad():
-            score = self.model(z.detach(), level)  # all T evaluations in one batched call
-        weight = self.weight * float(self.schedule.sigmas[level]) ** 2
-        return -weight * (score * z).flatten(1).sum(1)
+            score = self._score(z.detach(), level)
+        return -weight.to(z.dtype) * (score * z).flatten(1).sum(1)
+
+    def _score(self, z: torch.Tensor, level) -> torch.Tensor:
+        """s(z) of the rows whose β > 0, all T pairs of a row in one batched call; zeros where β = 0."""
+        active = self.weights != 0  # per group, known without touching the device
+        if bool(active.all()):
+            return self.model(z, self._per_pair(level, z))
+        score = torch.zeros_like(z)
+        if bool(active.any()):
+            rows = self._rows(active, z.shape[0], z.device)
+            level = level if isinstance(level, int) else level[rows]
+            score[rows] = self.model(z[rows], self._per_pair(level, z[rows]))
+        return score
+
+    @staticmethod
+    def _per_pair(level, z: torch.Tensor):
+        """The level of each (x_t, u_t) pair of z (B, T, *pair_shape): an int shared by all, or from (B,)."""
+        return level if isinstance(level, int) else level.view(-1, 1).expand(z.shape[:2])
 
 
 class EnsemblePenalty(WeightedPenalty):
@@ -125,7 +183,7 @@ class EnsemblePenalty(WeightedPenalty):
 
     def __call__(self, states, actions, level):
         disagreement = self.model.disagreement(states, actions, self.num_members)
-        return self.weight * disagreement.flatten(1).sum(1)
+        return self.weighted(disagreement.flatten(1).sum(1))
 
     def rollout(self, x0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(states (B, T+1, …) under the members' mean, weighted penalty (B,))."""
@@ -135,7 +193,7 @@ class EnsemblePenalty(WeightedPenalty):
             penalty = penalty + model.spread(predictions)
             # to_state is affine in the prediction, so the mean of the states is to_state of the mean.
             states.append(model.to_state(states[-1], actions[:, t], predictions.mean(0)))
-        return torch.stack(states, 1), self.weight * penalty
+        return torch.stack(states, 1), self.weighted(penalty)
 
 
 class DistancePenalty(WeightedPenalty):
@@ -158,7 +216,7 @@ class DistancePenalty(WeightedPenalty):
 
     def __call__(self, states, actions, level):
         z = self.model.normalize_pair(states, actions)  # (B, T, n)
-        return self.weight * self.model(z, self.level).flatten(1).sum(1)
+        return self.weighted(self.model(z, self.level).flatten(1).sum(1))
 
 
 def check_members(num_members: int | None, ensemble) -> None:

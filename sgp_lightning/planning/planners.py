@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from sgp_lightning.errors import SGPError, require
-from sgp_lightning.planning.penalties import EnsemblePenalty, NoPenalty, Penalty, check_members, parse_beta
+from sgp_lightning.planning.penalties import (
+    EnsemblePenalty,
+    NoPenalty,
+    Penalty,
+    WeightedPenalty,
+    check_members,
+    parse_beta,
+)
 from sgp_lightning.planning.problem import PlanResult, ShootingProblem
 
 COST_SOURCES = ("env", "learned")  # env: the domain's known differentiable cost | learned: −Σ reward model
@@ -158,6 +165,20 @@ class Planner:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, beta={self.beta}, penalty={self.penalty_class.__name__})"
+
+    def settings(self) -> dict:
+        """The constructor arguments that rebuild this planner."""
+        return {
+            "name": self.name, "beta": self.beta, "penalty": self.penalty_factory,
+            "cost_source": self.cost_source, "horizon": self.horizon, "action_units": self.action_units,
+            "normalize_actions": self.normalize_actions, "dynamics": self.dynamics,
+            "ensemble_members": self.ensemble_members, "mpc": self.mpc,
+        }  # fmt: skip
+
+    def stack_key(self) -> tuple | None:
+        """Planners with equal keys can be solved together as one batch (`stack_planners`); None: never.
+        Only first-order planners whose settings differ at most in β stack (see GradientPlanner)."""
+        return None
 
     # ---------------------------------------------------------------- binding to a system
     def check(self, system) -> None:
@@ -305,6 +326,8 @@ class GradientPlanner(Planner):
 
     Args: those of Planner, and `optimizer`: AdamSettings or its mapping."""
 
+    groups = 1  # groups of rows with their own β (StackedGradientPlanner)
+
     def __init__(self, optimizer: AdamSettings | Mapping | None = None, **settings):
         super().__init__(**settings)
         self.optimizer = _settings(AdamSettings, optimizer, "planner.optimizer")
@@ -312,6 +335,34 @@ class GradientPlanner(Planner):
     @property
     def iterations(self) -> int:
         return self.optimizer.iterations
+
+    def settings(self) -> dict:
+        return {**super().settings(), "optimizer": self.optimizer}
+
+    def stack_key(self) -> tuple | None:
+        """Everything but the name, β, the penalty of a β = 0 planner (it has none) and the annealing start
+        level (per group in a stacked solve); the penalty factory (its function and arguments) separately,
+        so `stack_planners` can add β = 0 planners to a group. Penalties other than WeightedPenalty's
+        (which take one β per group of rows) never stack."""
+        penalty_class = self.penalty_class
+        if not (isinstance(penalty_class, type) and issubclass(penalty_class, WeightedPenalty | NoPenalty)):
+            return None
+        settings = self.settings()
+        for key in ("name", "beta", "penalty"):
+            settings.pop(key)
+        settings["optimizer"] = dataclasses.replace(self.optimizer, start_level=0)
+        settings["rollout_part"] = self.rollout_part  # a β = 0 planner's rollout still follows its penalty's
+        factory = self.penalty_factory
+        penalty = None
+        if self.beta > 0:
+            penalty = (self.penalty_class, getattr(factory, "args", ()), getattr(factory, "keywords", {}))
+        return tuple(sorted(settings.items(), key=lambda item: item[0])), repr(penalty)
+
+    def _group_levels(self, schedule, iteration: int, iterations: int) -> list[int] | None:
+        """The noise level of each group of rows at `iteration` (None without levels)."""
+        if schedule is None:
+            return None
+        return [schedule.level_at(iteration, iterations, self.optimizer.start_level)]
 
     def _check(self, system) -> None:
         super()._check(system)
@@ -344,8 +395,14 @@ class GradientPlanner(Planner):
         schedule = problem.penalty.schedule if problem.penalty.uses_levels else None
         costs, levels = [], []
         diverged_at = torch.full((x0.shape[0],), -1, dtype=torch.long, device=x0.device)  # -1: never
+        rows_per_group = x0.shape[0] // self.groups
         for i in range(iterations):
-            level = schedule.level_at(i, iterations, settings.start_level) if schedule is not None else None
+            group_levels = self._group_levels(schedule, i, iterations)
+            level = None  # one int for every row while the groups share it, else one per row
+            if group_levels is not None:
+                level = group_levels[0]
+                if any(lvl != level for lvl in group_levels):
+                    level = torch.tensor(group_levels, device=x0.device).repeat_interleave(rows_per_group)
             if monitor is not None:
                 monitor(i, steps.detach() * scale)
             objective, cost, _ = problem.objective(x0, goal, steps * scale, level)
@@ -360,9 +417,124 @@ class GradientPlanner(Planner):
                 steps.grad.mul_(_per_task((settings.grad_clip / norms).clamp(max=1.0), steps))
             optimizer.step()
             costs.append(cost.detach())
-            levels.append(-1 if level is None else level)
-        history = {"cost": torch.stack(costs), "level": torch.tensor(levels), "diverged_at": diverged_at}
+            levels.append([-1] * self.groups if group_levels is None else group_levels)
+        level_history = torch.tensor(levels)  # (iterations, groups)
+        history = {
+            "cost": torch.stack(costs),
+            "level": level_history[:, 0] if self.groups == 1 else level_history,
+            "diverged_at": diverged_at,
+        }
         return _final_plan(problem, x0, goal, steps.detach() * scale, history)
+
+
+class StackedGradientPlanner(GradientPlanner):
+    """G gradient planners that differ only in β (and, with a penalty that has noise levels, the annealing
+    start level) solved as one batch: a batch of B plans is G consecutive groups of B / G rows, group g
+    planned with members[g]'s β and start level (β = 0, finite β and inf mixed). Rows are independent
+    (per-row penalty weights, per-task gradient clipping, element-wise Adam), so each group's plan is the
+    one its member plans alone on the same B / G tasks, up to the float rounding of kernels whose
+    blocking depends on the batch size. Build with `stack_planners`; `split` returns each member's plan.
+
+    Args:
+        members: ≥ 2 GradientPlanners with equal `stack_key()` apart from β = 0 members' penalties.
+    """
+
+    def __init__(self, members: Sequence[GradientPlanner]):
+        require(len(members) >= 2, f"stacking needs at least 2 planners, got {len(members)}")
+        penalised = [m for m in members if m.beta > 0]
+        template = penalised[0] if penalised else members[0]
+        key = template.stack_key()
+        require(key is not None, f"planner {template.name} cannot be stacked")
+        require(
+            all(m.stack_key() is not None and m.stack_key()[0] == key[0] for m in members)
+            and all(m.stack_key() == key for m in penalised)
+            and (len(penalised) == len(members) or not hasattr(template.penalty_class, "rollout")),
+            f"only planners that differ in β (and start level) stack: {[m.name for m in members]}",
+        )
+        super().__init__(**{**template.settings(), "name": "+".join(m.name for m in members)})
+        self.members = tuple(members)
+        self.groups = len(members)
+        self.betas = tuple(m.beta for m in members)
+        # β = 0 groups have no levels: their start level is moot, so they never split a shared level
+        self.start_levels = tuple((m if m.beta > 0 else template).optimizer.start_level for m in members)
+
+    def _check(self, system) -> None:
+        for member in self.members:
+            member.check(system)
+        self.make_penalty(system)
+
+    def make_penalty(self, system) -> Penalty:
+        """The template's penalty with one β per group (NoPenalty when every β is 0)."""
+        if not any(self.betas):
+            return NoPenalty()
+        try:
+            return self.penalty_factory(system, self.betas)
+        except TypeError as err:
+            raise SGPError(f"penalty {self.penalty_class.__name__}: {err}") from None
+
+    def _group_levels(self, schedule, iteration, iterations):
+        if schedule is None:
+            return None
+        return [
+            schedule.level_at(iteration, iterations, start) if beta > 0 else -1
+            for start, beta in zip(self.start_levels, self.betas, strict=True)
+        ]
+
+    def initial_actions(self, problem: ShootingProblem, x0: torch.Tensor) -> torch.Tensor:
+        """Each group starts where its member would on its B / G tasks (the same seeded noise)."""
+        first = super().initial_actions(problem, x0[: x0.shape[0] // self.groups])
+        return first.repeat(self.groups, *([1] * (first.dim() - 1)))
+
+    def solve(self, problem, x0, goal, init_actions=None, iterations=None, monitor=None) -> PlanResult:
+        require(
+            x0.shape[0] % self.groups == 0,
+            f"a stacked solve of {self.groups} planners needs a batch divisible by {self.groups}, got {x0.shape[0]}",
+        )
+        return super().solve(problem, x0, goal, init_actions, iterations, monitor)
+
+    def split(self, plan: PlanResult) -> list[PlanResult]:
+        """Each member's plan: its group's rows, and its own history (entries are per row along their last
+        dimension; "level" has one column per group, -1 where the group has no levels)."""
+        rows = plan.actions.shape[0] // self.groups
+        parts = []
+        for g in range(self.groups):
+            take = slice(g * rows, (g + 1) * rows)
+            history = {
+                key: value[:, g] if key == "level" else value[..., take]
+                for key, value in plan.history.items()
+            }
+            parts.append(PlanResult(plan.actions[take], plan.states[take], plan.cost_planned[take], history))
+        return parts
+
+
+def stack_planners(planners: Sequence[Planner]) -> list[list[int]]:
+    """Groups of `planners` (their indices, in order of first appearance) that can be solved as one batch
+    with StackedGradientPlanner: gradient planners equal but for β and the start level; a β = 0 planner (no
+    penalty) joins the first group of its settings. A planner that stacks with none is a group of its own.
+    A penalty with a rollout of its own (the ensemble's) takes no β = 0 member, whose rollout alone follows
+    another code path."""
+    groups: list[list[int]] = []
+    keys: list[tuple] = []  # per group: (settings, penalty of its β > 0 members or None, own rollout)
+    for i, planner in enumerate(planners):
+        key, zero = planner.stack_key(), planner.beta == 0
+        rollout = not zero and hasattr(planner.penalty_class, "rollout")
+        match = None
+        for g, (settings, penalty, own_rollout) in enumerate(keys):
+            if key is None or settings != key[0]:
+                continue
+            if (zero and not own_rollout) or (
+                not zero and (penalty == key[1] or penalty is None and not rollout)
+            ):
+                match = g
+                break
+        if match is None:
+            groups.append([i])
+            keys.append((key and key[0], None if zero or key is None else key[1], rollout))
+        else:
+            groups[match].append(i)
+            if not zero:
+                keys[match] = (key[0], key[1], rollout)
+    return groups
 
 
 @dataclass(frozen=True)

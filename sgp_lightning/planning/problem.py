@@ -77,9 +77,10 @@ class ShootingProblem:
             states.append(self.dynamics(states[-1], actions[:, t]))
         return torch.stack(states, 1)
 
-    def objective(self, x0, goal, decision, level: int | None):
+    def objective(self, x0, goal, decision, level: int | torch.Tensor | None):
         """(objective (B,), task cost (B,), states) of decision variables: one rollout and one batched
-        penalty call (or, for penalties with their own rollout, such as the ensemble's, one combined one)."""
+        penalty call (or, for penalties with their own rollout, such as the ensemble's, one combined one).
+        `level`: the noise level of penalties with levels, one for all rows or a (B,) tensor."""
         actions = self.actions_of(decision)
         if hasattr(self.penalty, "rollout"):
             states, penalty = self.penalty.rollout(x0, actions)
@@ -87,8 +88,7 @@ class ShootingProblem:
             states = self.rollout(x0, actions)
             penalty = self.penalty(states[:, :-1], actions, level)
         cost = self.cost(states, actions, goal)
-        task_term = torch.zeros_like(cost) if self.penalty.drops_cost else cost
-        return task_term + penalty, cost, states
+        return self.penalty.task_term(cost) + penalty, cost, states
 
 
 @contextlib.contextmanager
