@@ -591,9 +591,9 @@ def test_reproduce_d4rl_writes_the_table(tmp_path):
     scores = tuned["achieved_by_beta"]
     assert set(scores) == {"1", "100"} and tuned["beta"] == (1.0 if scores["1"] >= scores["100"] else 100.0)
     tune_plan = json.loads(
-        (tmp_path / "runs" / "random" / "tune_seed_7" / "tune" / "sgp_beta_1" / "results.json").read_text()
-    )
-    assert tune_plan["methods"]["sgp"]["normalized_score"] == scores["1"]
+        (tmp_path / "runs" / "random" / "tune_seed_7" / "tune" / "sgp" / "results.json").read_text()
+    )  # the whole grid in one plan, a row per β
+    assert tune_plan["methods"]["sgp@beta=1"]["normalized_score"] == scores["1"]
     table_plan = json.loads(
         (tmp_path / "runs" / "random" / "seed_0" / "plan" / "methods" / "results.json").read_text()
     )
