@@ -353,10 +353,8 @@ class GradientPlanner(Planner):
         settings["optimizer"] = dataclasses.replace(self.optimizer, start_level=0)
         settings["rollout_part"] = self.rollout_part  # a β = 0 planner's rollout still follows its penalty's
         factory = self.penalty_factory
-        penalty = None
-        if self.beta > 0:
-            penalty = (self.penalty_class, getattr(factory, "args", ()), getattr(factory, "keywords", {}))
-        return tuple(sorted(settings.items(), key=lambda item: item[0])), repr(penalty)
+        penalty = (penalty_class, getattr(factory, "args", ()), getattr(factory, "keywords", {}))
+        return tuple(sorted(settings.items(), key=lambda item: item[0])), repr(penalty) if self.beta else None
 
     def _group_levels(self, schedule, iteration: int, iterations: int) -> list[int] | None:
         """The noise level of each group of rows at `iteration` (None without levels)."""
@@ -398,11 +396,12 @@ class GradientPlanner(Planner):
         rows_per_group = x0.shape[0] // self.groups
         for i in range(iterations):
             group_levels = self._group_levels(schedule, i, iterations)
-            level = None  # one int for every row while the groups share it, else one per row
+            level = None  # one int while the groups with levels share it, else one per row
             if group_levels is not None:
-                level = group_levels[0]
-                if any(lvl != level for lvl in group_levels):
-                    level = torch.tensor(group_levels, device=x0.device).repeat_interleave(rows_per_group)
+                used = {lvl for lvl in group_levels if lvl >= 0}  # -1: a β = 0 group (no levels)
+                level = used.pop() if len(used) == 1 else torch.tensor(group_levels, device=x0.device)
+                if not isinstance(level, int):
+                    level = level.clamp_min(0).repeat_interleave(rows_per_group)
             if monitor is not None:
                 monitor(i, steps.detach() * scale)
             objective, cost, _ = problem.objective(x0, goal, steps * scale, level)

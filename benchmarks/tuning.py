@@ -1,0 +1,99 @@
+"""A tuning sweep planned as separate solves (one per β) vs one stacked solve; prints JSON.
+
+For each experiment, a randomly initialised system at the experiment's sizes plans its tasks open loop with
+SGP at every β of a grid (the pit: pit_beta_sweep's 8 values; cart-pole-small: the 5 of its tuning grid), and
+with the methods that differ only in β (sgp, vanilla, data_landing), through `OpenLoopTasks.evaluate_all`
+with `stack=False` (one solve per β, as reproduce tuned before) and `stack=True` (one batched solve). Both
+are timed in the same run, alternating, and the largest difference of their achieved costs is reported.
+
+    python benchmarks/tuning.py [--experiments pit cartpole_small] [--iterations 200] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import hydra
+import torch
+
+from sgp_lightning.planning import OpenLoopTasks, make_planner
+from sgp_lightning.planning.config import compose, planner_config
+from sgp_lightning.train import instantiate_system
+from sgp_lightning.utils import machine_info
+
+# experiment → (its planner set, the β grid of its sweep)
+GRIDS = {
+    "pit": (
+        "default",
+        [0.0, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0],
+    ),  # conf/reproduce/pit_beta_sweep.yaml
+    "cartpole_small": ("cartpole_small", [0.03, 0.1, 0.3, 1.0, 3.0]),  # conf/reproduce/cartpole_small.yaml
+}
+
+
+def random_system(experiment: str):
+    """The experiment's system at its configured sizes, randomly initialised (timing only), and its env."""
+    cfg = compose("train", [f"experiment={experiment}", "paths.output_dir=/tmp/unused"])
+    env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
+    return instantiate_system(cfg, env).eval(), env
+
+
+def time_both(system, env, planners: dict, repeats: int) -> dict:
+    """Median seconds of evaluate_all with separate and with stacked solves, and their largest difference."""
+    times = {False: [], True: []}
+    achieved = {}
+    for _ in range(repeats):
+        for stack in (False, True):  # alternating, so both see the same machine load
+            start = time.perf_counter()
+            evaluations = OpenLoopTasks(stack=stack).evaluate_all(system, env, planners, seed=0)
+            times[stack].append(time.perf_counter() - start)
+            achieved[stack] = torch.stack([ev.cost_achieved for ev in evaluations])
+    separate, stacked = statistics.median(times[False]), statistics.median(times[True])
+    return {
+        "plans": len(planners),
+        "separate_s": separate,
+        "stacked_s": stacked,
+        "speedup": separate / stacked,
+        "max_abs_diff_cost_achieved": float((achieved[False] - achieved[True]).abs().max()),
+        "separate_runs_s": times[False],
+        "stacked_runs_s": times[True],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiments", nargs="+", default=list(GRIDS), choices=list(GRIDS))
+    parser.add_argument("--iterations", type=int, default=200, help="Adam iterations per solve")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each way")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    results = {}
+    for experiment in args.experiments:
+        planner_set, grid = GRIDS[experiment]
+        system, env = random_system(experiment)
+        shrink = {"optimizer": {"iterations": args.iterations}}
+
+        def planner(name, beta=None, planner_set=planner_set, shrink=shrink):
+            config = planner_config(name, planner_set, shrink if beta is None else {**shrink, "beta": beta})
+            return make_planner({**config, "name": name if beta is None else f"{name}@beta={beta:g}"})
+
+        results[experiment] = {
+            "tasks": len(env.tasks()),
+            "iterations": args.iterations,
+            "beta_grid": time_both(
+                system, env, {f"beta={b:g}": planner("sgp", b) for b in grid}, args.repeats
+            ),
+            "methods": time_both(
+                system, env, {m: planner(m) for m in ("sgp", "vanilla", "data_landing")}, args.repeats
+            ),
+        }
+    print(json.dumps({"benchmark": "tuning_sweep", **results, "machine": machine_info()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
