@@ -55,8 +55,8 @@ def reproduce(cfg: DictConfig) -> dict:
     table = hydra.utils.instantiate(entry.get("table") or {"_target_": "sgp_lightning.tables.CostTable"})
     fresh = bool(entry.get("fresh", False))  # reproduce.fresh=true: ignore the finished pieces in DIR
     progress = bool(cfg.get("progress", False))  # progress bars over the runs and each plan's methods
-    if entry.get("beta_sweep") is not None:
-        methods = {f"beta={b:g}": [f"planners.sgp.beta={b}", "methods=[sgp]"] for b in entry.beta_sweep}
+    if entry.get("beta_sweep") is not None:  # one plan, a row per β (one batched solve; plan.py betas=)
+        methods = {"": ["methods=[sgp]", f"betas=[{','.join(str(b) for b in entry.beta_sweep)}]"]}
     else:
         methods = {"": [f"methods=[{','.join(entry.methods)}]"]}
     grids = _check_tune(entry) if entry.get("tune") else {}
@@ -106,7 +106,7 @@ class RunSettings:
     fresh: bool  # redo finished pieces
     progress: bool  # progress bars in each plan
     grids: dict  # tuned method → its β grid (empty: no tuning)
-    methods: dict  # plan label → plan overrides ("" → the entry's methods, or one row per swept β)
+    methods: dict  # plan label → plan overrides ("" → the entry's methods, or sgp at each swept β)
     checkpoints: list  # [last] or [last, best]
     data_overrides: dict  # dataset → the train overrides of the data it generated
     tuned: dict | None = None  # dataset → the choices tuned once on tune.train_seed (None: tune per run)

@@ -9,7 +9,7 @@ fields and a markdown table. An entry picks its table with `table: {_target_: �
 Both take `runs`, keyed by (dataset, seed) (dataset None for entries without datasets), each a run of
 `sgp_lightning.reproduce`: `{"plans": {checkpoint: {label: plan.py payload}}, "tuned": …,
 "distance_errors": …}`, where `checkpoint` is one of the entry's `checkpoints` (last, best) and `label` ""
-for the entry's methods or `beta=…` for a β sweep row.
+for the entry's methods (a β sweep's rows are its plan's `sgp@beta=…` methods, reported as `beta=…`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sgp_lightning.plan import beta_label
 from sgp_lightning.report import methods_table
 
 
@@ -43,13 +44,14 @@ class CostTable:
         per_method: dict[str, list[dict]] = {}
         distance_errors: list[list[dict]] = []  # per seed, per level (systems with a distance estimator)
         domain = None
+        sweep = {beta_label("sgp", b): f"beta={b:g}" for b in entry.get("beta_sweep") or []}  # row names
         for run in runs.values():
             if run["distance_errors"] is not None:
                 distance_errors.append(run["distance_errors"])
             for label, result in run["plans"]["last"].items():
                 domain = result["domain"]
                 for name, metrics in result["methods"].items():
-                    per_method.setdefault(label or name, []).append(metrics)
+                    per_method.setdefault(label or sweep.get(name, name), []).append(metrics)
         first_plans = out / "runs" / f"seed_{entry.seeds[0]}" / "plan" / "methods"
         for figure in ("plan.png", "image_rollouts.png"):
             if (first_plans / figure).exists():
