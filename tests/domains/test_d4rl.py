@@ -672,3 +672,24 @@ def test_readme_controller_example_closes_the_loop_on_gymnasium(tiny_hopper_run)
     exec(compile(code, "README.md", "exec"), scope)
     assert np.isfinite(scope["episode_return"]) and scope["done"]
     assert scope["controller"].planner.beta == 10000.0  # the checkpoint's planner set (d4rl)
+
+
+@pytest.mark.parametrize("method", ["bc", "td3bc", "iql"])
+def test_policy_baselines_act_through_the_controller(tiny_hopper_run, method):
+    """A policy baseline in a user's loop: Controller.act on hopper observations gives its policy's actions
+    (no goal needed: the domain has none)."""
+    import gymnasium as gym
+
+    from sgp_lightning import Controller
+
+    run, _ = tiny_hopper_run
+    controller = Controller.from_checkpoint(str(run / "checkpoints" / "last.ckpt"), planner=method)
+    obs, _ = gym.make("Hopper-v5").reset(seed=3)
+    action = controller.act(obs.astype(np.float32))
+    part = getattr(controller.system, controller.planner.policy)
+    with torch.no_grad():
+        expected = controller.env.normalize_action(
+            controller.planner.act(controller.system, torch.as_tensor(obs[None], dtype=torch.float32))
+        )
+    assert action.shape == (3,) and part is not None
+    np.testing.assert_allclose(action, expected[0].numpy(), rtol=1e-6)
