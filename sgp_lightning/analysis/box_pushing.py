@@ -41,6 +41,12 @@ from sgp_lightning.planning import plan_and_evaluate
 METHOD_LABELS = {"sgp": "SGP", "vanilla": "vanilla MBRL"}
 
 
+def _paired(a: list[float], b: list[float]) -> dict:
+    """a − b over the same tasks: mean, its standard error, and the share of tasks where a is lower."""
+    d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    return {"mean": float(d.mean()), "standard_error": float(d.std() / len(d) ** 0.5), "lower_share": float((d < 0).double().mean())}  # fmt: skip
+
+
 def _mean_std(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
@@ -145,7 +151,8 @@ def sweep_beta(system, env, planners: dict, betas: list[float], task_seed: int, 
             "cost_achieved_per_trial": costs[i].tolist(),
         })  # fmt: skip
     return {"task_seed": int(task_seed), "trials_per_goal": int(trials_per_goal), "resamples": resamples,
-            "rows": rows, "chosen_beta": float(betas[chosen]), "chosen_share": float(shares[chosen])}  # fmt: skip
+            "rows": rows, "chosen_beta": float(betas[chosen]), "chosen_share": float(shares[chosen]),
+            "chosen_minus_vanilla": _paired(rows[chosen + 1]["cost_achieved_per_trial"], rows[0]["cost_achieved_per_trial"])}  # fmt: skip
 
 
 def _table_plan(system, env, tasks, settings: dict, name: str, seed: int) -> dict:
@@ -273,6 +280,11 @@ def reproduce_box_pushing(cfg, compose) -> dict:
         "paper": {k: dict(v) for k, v in entry.paper.items()} if entry.get("paper") else None,
     }
     if {"sgp", "vanilla"} <= set(entry.methods):
+        for run in per_seed.values():  # paired over the table's tasks
+            costs = {
+                n: [t["cost_achieved"] for t in run["methods"][n]["per_task"]] for n in ("sgp", "vanilla")
+            }
+            run["sgp_minus_vanilla"] = _paired(costs["sgp"], costs["vanilla"])
         payload["sgp_below_vanilla_seeds"] = [
             int(s) for s, run in per_seed.items()
             if run["methods"]["sgp"]["cost_achieved"] < run["methods"]["vanilla"]["cost_achieved"]
@@ -326,10 +338,12 @@ def _markdown(payload: dict, env) -> str:
             )
         lines.append(f"| {goal if goal != 'all' else '**all goals**'} | " + " | ".join(cells) + " |")  # fmt: skip
     tuning = payload.get("tuning")
+    paired = "sgp_minus_vanilla" in per_seed[seeds[0]]
     summary = [
         "| seed | SGP β | " + " | ".join(f"{_label(n)}: final marker error (cm) / success" for n in names)
-        + " | " + " | ".join(f"{_label(n)}: rigidity error at t = {env.horizon} (cm)" for n in names) + " | transitions |",
-        "|---|---|" + "---|" * (2 * len(names) + 1),
+        + " | " + " | ".join(f"{_label(n)}: rigidity error at t = {env.horizon} (cm)" for n in names) + " | transitions |"
+        + (" SGP − vanilla, table tasks / tuning tasks at the chosen β (paired: mean ± s.e.; share of tasks SGP lower) |" if paired else ""),
+        "|---|---|" + "---|" * (2 * len(names) + 1 + int(paired)),
     ]  # fmt: skip
     for s in seeds:
         methods = per_seed[s]["methods"]
@@ -341,6 +355,8 @@ def _markdown(payload: dict, env) -> str:
             + " | ".join(f"{methods[n]['final_marker_error_cm']:.2f} / {methods[n]['success_rate']:.0%}" for n in names)
             + " | " + " | ".join(f"{methods[n]['model_rigidity_error_per_step'][-1]:.2f}" for n in names)
             + f" | {per_seed[s]['transitions']} |"
+            + (f" {_paired_text(per_seed[s]['sgp_minus_vanilla'])}"
+               + (f" / {_paired_text(tuning['per_seed'][s]['chosen_minus_vanilla'])}" if tuning else "") + " |" if paired else "")
         )  # fmt: skip
     below = payload.get("sgp_below_vanilla_seeds")
     verdict = (
@@ -367,6 +383,10 @@ def _markdown(payload: dict, env) -> str:
         text += _tuning_markdown(tuning)
     text += _studies_markdown(per_seed, names)
     return text + provenance(payload) + "\n"
+
+
+def _paired_text(d: dict) -> str:
+    return f"{d['mean']:.1f} ± {d['standard_error']:.1f}; {d['lower_share']:.0%}"
 
 
 def _tuning_markdown(tuning: dict) -> str:

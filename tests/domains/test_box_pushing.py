@@ -313,7 +313,16 @@ def test_reproduce_box_pushing_runs_shrunken_per_seed_and_resumes(tmp_path):
         assert sweep["chosen_beta"] == min(rows[1:], key=lambda row: row["cost_achieved"])["beta"]
         assert sum(row["chosen_share"] for row in rows[1:]) == pytest.approx(1.0)
         assert payload["per_seed"][seed]["methods"]["sgp"]["planner"]["beta"] == sweep["chosen_beta"]
+        chosen = next(row for row in rows if row["beta"] == sweep["chosen_beta"])
+        assert sweep["chosen_minus_vanilla"]["mean"] == pytest.approx(
+            chosen["cost_achieved"] - rows[0]["cost_achieved"]
+        )
     for run in payload["per_seed"].values():
+        methods = run["methods"]
+        # SGP − vanilla paired over the same tasks: its mean is the means' difference (float32 means of ~1e3)
+        assert run["sgp_minus_vanilla"]["mean"] == pytest.approx(
+            methods["sgp"]["cost_achieved"] - methods["vanilla"]["cost_achieved"], abs=1e-3
+        )
         stab = run["stabilisation"]
         assert stab["after_exact"]["mean"] < 1e-3 < stab["before"]["mean"]  # the oracle lands on rigid data
         for method in run["methods"].values():
