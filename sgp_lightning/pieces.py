@@ -101,13 +101,20 @@ def plan_piece(plan_dir: Path, plan_cfg: DictConfig, depends_on: str, fresh: boo
     training, `depends_on`: its key) finished there."""
     from sgp_lightning.plan import plan
 
-    plan_dir = Path(plan_dir)
-    key = settings_key(plan_cfg, depends_on)
-    if not fresh and is_finished(plan_dir, key) and (plan_dir / "results.json").is_file():
-        return json.loads((plan_dir / "results.json").read_text())
-    (plan_dir / FINISHED).unlink(missing_ok=True)
-    payload = json.loads(json.dumps(plan(plan_cfg)))  # as results.json holds it, for either path
-    mark_finished(plan_dir, key)
+    return json_piece(plan_dir, settings_key(plan_cfg, depends_on), lambda: plan(plan_cfg), fresh)
+
+
+def json_piece(folder: Path, key: str, compute, fresh: bool = False) -> dict:
+    """`compute()`, a dict of plain values kept in `folder`/results.json, or that file when a piece with the
+    settings of `key` finished there. Returns the dict as results.json holds it, either way."""
+    from sgp_lightning.utils import write_json
+
+    folder = Path(folder)
+    if not fresh and is_finished(folder, key) and (folder / "results.json").is_file():
+        return json.loads((folder / "results.json").read_text())
+    (folder / FINISHED).unlink(missing_ok=True)
+    payload = json.loads(write_json(folder / "results.json", compute()).read_text())  # as a reuse reads it
+    mark_finished(folder, key)
     return payload
 
 

@@ -12,19 +12,21 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 
-def train_run(cfg, compose) -> dict:
-    """Train `reproduce.train_overrides` with `reproduce.seed` into DIR/runs/seed_<seed> (or reuse that
-    training if it finished with the same settings: sgp_lightning.pieces); returns train()'s objects with
-    the system moved to the CPU, and `ckpt_path`, its last checkpoint."""
+def train_run(cfg, compose, seed: int | None = None) -> dict:
+    """Train `reproduce.train_overrides` with `seed` (default `reproduce.seed`) into DIR/runs/seed_<seed> (or
+    reuse that training if it finished with the same settings: sgp_lightning.pieces); returns train()'s
+    objects with the system moved to the CPU, `ckpt_path`, its last checkpoint, and `key`, the key of its
+    settings (for the pieces that depend on it)."""
     from sgp_lightning.pieces import reuse_or_train
 
     entry = cfg.reproduce
-    run_dir = Path(cfg.output_dir) / "runs" / f"seed_{entry.seed}"
-    overrides = [*entry.train_overrides, f"seed={entry.seed}", f"paths.output_dir='{run_dir}'",
+    seed = entry.seed if seed is None else seed
+    run_dir = Path(cfg.output_dir) / "runs" / f"seed_{seed}"
+    overrides = [*entry.train_overrides, f"seed={seed}", f"paths.output_dir='{run_dir}'",
                  "trainer.enable_progress_bar=false", f"num_threads={cfg.num_threads}"]  # fmt: skip
-    _, trained = reuse_or_train(run_dir, compose("train", overrides), bool(entry.get("fresh", False)))
+    key, trained = reuse_or_train(run_dir, compose("train", overrides), bool(entry.get("fresh", False)))
     trained["system"] = trained["system"].cpu()
-    return trained
+    return {**trained, "key": key}
 
 
 def planner_settings(compose, overrides) -> dict:

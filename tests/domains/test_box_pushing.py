@@ -18,7 +18,7 @@ from sgp_lightning.errors import SGPError
 from sgp_lightning.models import DynamicsModel, ScoreModel, SGPSystem
 from sgp_lightning.plan import plan
 from sgp_lightning.train import train
-from tests.conftest import compose_config, hydra_list, run_cli
+from tests.conftest import compose_config, hydra_conf, hydra_list
 
 
 @pytest.fixture(scope="module")
@@ -276,34 +276,73 @@ def test_tiny_box_pushing_run_trains_and_plans_with_mpc(tmp_path):
     assert (tmp_path / "plan" / "plan.png").is_file()
 
 
-def test_reproduce_box_pushing_runs_shrunken(tmp_path):
-    proc = run_cli(
-        "reproduce.py", "box_pushing", f"output_dir={tmp_path}", "reproduce.steps_per_level=2",
-        "reproduce.beta_sweep=[1,10]",
-        "reproduce.train_overrides=" + hydra_list([
-            "experiment=box_pushing", "domain.datamodule.num_demos=20", "domain.env.trials_per_goal=2",
-            "domain.env.horizon=2", "model.dynamics.hidden_dims=[32]", "model.score.hidden_dims=[32]",
-            "trainer.max_epochs=1", "callbacks.planning=null",
-        ]),
-        "reproduce.plan_overrides=" + hydra_list([
-            "planner_set=box_pushing", "planners.sgp.mpc.iterations=2", "planners.vanilla.mpc.iterations=2",
-            "planners.sgp.optimizer.iterations=2", "planners.vanilla.optimizer.iterations=2",
-        ]),
+def test_reproduce_box_pushing_runs_shrunken_per_seed_and_resumes(tmp_path):
+    from sgp_lightning.reproduce import reproduce
+
+    cfg = compose_config(
+        "reproduce",
+        [
+            "reproduce=box_pushing", "reproduce.seeds=[0,1]", "reproduce.steps_per_level=2",
+            "reproduce.beta_sweep=[1,10]", "reproduce.tuning_trials_per_goal=2", "progress=false",
+            "reproduce.train_overrides=" + hydra_list([
+                "experiment=box_pushing", "domain.datamodule.num_demos=20", "domain.env.trials_per_goal=2",
+                "domain.env.horizon=2", "model.dynamics.hidden_dims=[32]", "model.score.hidden_dims=[32]",
+                "trainer.max_epochs=1", "callbacks.planning=null",
+            ]),
+            "reproduce.plan_overrides=" + hydra_list([
+                "planner_set=box_pushing", "planners.sgp.mpc.iterations=2", "planners.vanilla.mpc.iterations=2",
+                "planners.sgp.optimizer.iterations=2", "planners.vanilla.optimizer.iterations=2",
+            ]),
+        ],
+        tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    payload = json.loads((tmp_path / "results.json").read_text())
-    assert set(payload["methods"]) == {"sgp", "vanilla"}
-    sweep = payload["beta_sweep"]  # β chosen on the tuning task set, then used for the table
-    assert [row["beta"] for row in sweep["rows"]] == [0, 1, 10] and sweep["task_seed"] == 1
-    assert (
-        payload["methods"]["sgp"]["planner"]["beta"]
-        == sweep["chosen_beta"]
-        == min(sweep["rows"][1:], key=lambda row: row["cost_achieved"])["beta"]
+    with hydra_conf():
+        payload = reproduce(cfg)
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(payload))
+    assert payload["seeds"] == [0, 1] and set(payload["per_seed"]) == {"0", "1"}
+    tuning = payload["tuning"]  # β chosen per seed on the tuning task set, then used for that seed's table
+    assert tuning["task_seed"] == 1 and set(tuning["per_seed"]) == {"0", "1"}
+    for seed, sweep in tuning["per_seed"].items():
+        rows = sweep["rows"]
+        assert [row["beta"] for row in rows] == [0, 1, 10]
+        for row in rows:
+            costs = torch.tensor(row["cost_achieved_per_trial"], dtype=torch.float64)
+            assert len(costs) == 3 * 2  # 2 tuning trials per goal
+            assert row["cost_achieved"] == pytest.approx(float(costs.mean()))
+            assert row["standard_error"] == pytest.approx(float(costs.std() / math.sqrt(6)))
+        assert sweep["chosen_beta"] == min(rows[1:], key=lambda row: row["cost_achieved"])["beta"]
+        assert sum(row["chosen_share"] for row in rows[1:]) == pytest.approx(1.0)
+        assert payload["per_seed"][seed]["methods"]["sgp"]["planner"]["beta"] == sweep["chosen_beta"]
+        chosen = next(row for row in rows if row["beta"] == sweep["chosen_beta"])
+        assert sweep["chosen_minus_vanilla"]["mean"] == pytest.approx(
+            chosen["cost_achieved"] - rows[0]["cost_achieved"]
+        )
+    for run in payload["per_seed"].values():
+        methods = run["methods"]
+        # SGP − vanilla paired over the same tasks: its mean is the means' difference (float32 means of ~1e3)
+        assert run["sgp_minus_vanilla"]["mean"] == pytest.approx(
+            methods["sgp"]["cost_achieved"] - methods["vanilla"]["cost_achieved"], abs=1e-3
+        )
+        stab = run["stabilisation"]
+        assert stab["after_exact"]["mean"] < 1e-3 < stab["before"]["mean"]  # the oracle lands on rigid data
+        for method in run["methods"].values():
+            assert set(method["per_goal"]) == {"left", "center", "right"} and "true_states" not in method
+            assert len(method["model_rigidity_error_per_step"]) == 3  # t = 0 … T
+            assert method["model_rigidity_error_per_step"][0] < 1e-4  # the start state is a true, rigid one
+    for name, over in payload["mean_over_seeds"].items():  # the mean over seeds of each seed's mean
+        per_seed = [run["methods"][name]["cost_achieved"] for run in payload["per_seed"].values()]
+        assert over["all"]["mean"] == pytest.approx(sum(per_seed) / 2)
+    table = (tmp_path / "table.md").read_text()
+    assert "seed 0: SGP" in table and "seed 1: vanilla MBRL" in table and "mean over seeds: SGP" in table
+    assert "| **all goals** |" in table and (tmp_path / "box_pushing.png").is_file()
+
+    # A rerun reuses both trainings, every tuning plan and every table plan: nothing is written again.
+    pieces = sorted(tmp_path.glob("runs/seed_*/**/results.json")) + sorted(
+        tmp_path.glob("runs/seed_*/checkpoints/last.ckpt")
     )
-    for method in payload["methods"].values():
-        assert set(method["per_goal"]) == {"left", "center", "right"}
-        assert len(method["model_rigidity_error_per_step"]) == 3  # t = 0 … T
-        assert method["model_rigidity_error_per_step"][0] < 1e-4  # the start state is a true, rigid one
-    stab = payload["stabilisation"]
-    assert stab["after_exact"]["mean"] < 1e-3 < stab["before"]["mean"]  # the oracle lands on rigid data
-    assert "| left |" in (tmp_path / "table.md").read_text() and (tmp_path / "box_pushing.png").is_file()
+    assert len(pieces) == 2 * (3 + 2 + 1)  # per seed: 3 tuning plans, 2 table plans, 1 training
+    written = {p: p.stat().st_mtime_ns for p in pieces}
+    with hydra_conf():
+        again = reproduce(cfg)
+    assert {p: p.stat().st_mtime_ns for p in pieces} == written
+    assert again["per_seed"] == payload["per_seed"] and again["tuning"] == tuning
