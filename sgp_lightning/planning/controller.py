@@ -88,8 +88,9 @@ class Controller:
         if goal is not None:
             goal = torch.as_tensor(goal, dtype=x.dtype, device=x.device)
             return goal.expand_as(x) if goal.dim() < x.dim() else goal
+        # the learned reward has no goal, and a policy (BC, TD3+BC, IQL) needs none
         if self.planner.cost_source == "learned" or not self.planner.uses_model:
-            return torch.zeros_like(x)  # the learned reward has no goal, and a policy (BC, TD3+BC, IQL) needs none
+            return torch.zeros_like(x)
         return self.env.nominal_goal().to(x).expand_as(x)
 
     def step(self, x: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
