@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -76,6 +77,7 @@ def test_score_check_passes_with_the_exact_score_and_fails_untrained():
     assert report["exact"]["landed"] >= 0.95  # the oracle beside it still lands
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_score_check_command_on_a_checkpoint(tmp_path):
     """The command rebuilds the run's data from its config.yaml, writes its report and figure, and its exit
     code says pass (0) or fail (1): a 1-epoch model fails a strict threshold and passes threshold 0."""
@@ -172,6 +174,7 @@ def test_demonstrations_follow_their_routes():
     torch.testing.assert_close(data["u"].view(4, 10, 2)[1, 0], torch.tensor([0.16, -0.16]))
 
 
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_stitching_plan_stays_on_the_demonstrations(tmp_path):
     """SGP's plan from bottom-left to bottom-right stays within 0.1 of demonstrated states and ends near
     the goal; vanilla's straight line leaves the data."""
@@ -219,6 +222,7 @@ def test_policy_search_lowers_the_penalised_objective():
 
 
 # ---------------------------------------------------------------- imitation by data landing (B.6, D.1.2)
+@pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_imitation_by_data_landing_stays_on_the_demonstrations(tmp_path):
     """β = ∞ ignores the cost and plans for data likelihood: from starts on and off the demonstrations the
     true trajectories stay close to the demonstrated states; the BC baseline is reported beside it."""
