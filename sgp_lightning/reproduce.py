@@ -56,9 +56,9 @@ def reproduce(cfg: DictConfig) -> dict:
     fresh = bool(entry.get("fresh", False))  # reproduce.fresh=true: ignore the finished pieces in DIR
     progress = bool(cfg.get("progress", False))  # progress bars over the runs and each plan's methods
     if entry.get("beta_sweep") is not None:  # one plan, a row per β (one batched solve; plan.py betas=)
-        methods = {"": ["methods=[sgp]", f"betas=[{','.join(str(b) for b in entry.beta_sweep)}]"]}
+        methods = ["methods=[sgp]", f"betas=[{','.join(str(b) for b in entry.beta_sweep)}]"]
     else:
-        methods = {"": [f"methods=[{','.join(entry.methods)}]"]}
+        methods = [f"methods=[{','.join(entry.methods)}]"]
     grids = _check_tune(entry) if entry.get("tune") else {}
     data = {}
     if entry.get("data") is not None:  # datasets generated before any training (D4RL: the collector)
@@ -106,7 +106,7 @@ class RunSettings:
     fresh: bool  # redo finished pieces
     progress: bool  # progress bars in each plan
     grids: dict  # tuned method → its β grid (empty: no tuning)
-    methods: dict  # plan label → plan overrides ("" → the entry's methods, or sgp at each swept β)
+    methods: list  # the plan overrides naming what is planned: the entry's methods, or sgp at each swept β
     checkpoints: list  # [last] or [last, best]
     data_overrides: dict  # dataset → the train overrides of the data it generated
     tuned: dict | None = None  # dataset → the choices tuned once on tune.train_seed (None: tune per run)
@@ -143,7 +143,7 @@ def _tune_run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
 def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
     """One (dataset, seed) of a generic entry: train (or reuse the finished training), tune (unless tuned
     once on `tune.train_seed`), plan every method on each checkpoint. Returns plain values (it may run in a
-    worker process): `plans` (checkpoint → label → plan payload), the tuning choices and the distance
+    worker process): `plans` (checkpoint → its plan payload), the tuning choices and the distance
     estimator's errors (None without one)."""
     (dataset, seed), entry = pair, OmegaConf.create(settings.entry)
     run_dir, trained, plan_once = _trained_run(settings, dataset, seed, f"seed_{seed}")
@@ -165,10 +165,7 @@ def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
             plans["best"] = plans["last"]  # the best checkpoint is the last one: planning it again repeats it
             continue
         plan_root = run_dir / ("plan" if checkpoint == "last" else f"plan_{checkpoint}")
-        plans[checkpoint] = {
-            label: plan_once(ckpt, plan_root / (label.replace("=", "_") or "methods"), [*chosen, *overrides])
-            for label, overrides in settings.methods.items()
-        }
+        plans[checkpoint] = plan_once(ckpt, plan_root / "methods", [*chosen, *settings.methods])
     return {"plans": plans, "tuned": tuned, "distance_errors": errors}
 
 

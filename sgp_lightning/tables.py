@@ -7,9 +7,9 @@ fields and a markdown table. An entry picks its table with `table: {_target_: �
   for the last and the best checkpoint (paper Table 1).
 
 Both take `runs`, keyed by (dataset, seed) (dataset None for entries without datasets), each a run of
-`sgp_lightning.reproduce`: `{"plans": {checkpoint: {label: plan.py payload}}, "tuned": …,
-"distance_errors": …}`, where `checkpoint` is one of the entry's `checkpoints` (last, best) and `label` ""
-for the entry's methods (a β sweep's rows are its plan's `sgp@beta=…` methods, reported as `beta=…`).
+`sgp_lightning.reproduce`: `{"plans": {checkpoint: plan.py payload}, "tuned": …, "distance_errors": …}`,
+where `checkpoint` is one of the entry's `checkpoints` (last, best); a β sweep's rows are its plan's
+`sgp@beta=…` methods, reported as `beta=…`.
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ class CostTable:
         for run in runs.values():
             if run["distance_errors"] is not None:
                 distance_errors.append(run["distance_errors"])
-            for label, result in run["plans"]["last"].items():
-                domain = result["domain"]
-                for name, metrics in result["methods"].items():
-                    per_method.setdefault(label or sweep.get(name, name), []).append(metrics)
+            result = run["plans"]["last"]
+            domain = result["domain"]
+            for name, metrics in result["methods"].items():
+                per_method.setdefault(sweep.get(name, name), []).append(metrics)
         first_plans = out / "runs" / f"seed_{entry.seeds[0]}" / "plan" / "methods"
         for figure in ("plan.png", "image_rollouts.png"):
             if (first_plans / figure).exists():
@@ -233,7 +233,7 @@ class ScoreTable:
             lengths: dict[str, list[float]] = {}  # mean episode length per seed (last checkpoint)
             for seed in entry.seeds:
                 plans = runs[(dataset, int(seed))]["plans"]
-                last, best = plans["last"][""]["methods"], plans.get("best", plans["last"])[""]["methods"]
+                last, best = plans["last"]["methods"], plans.get("best", plans["last"])["methods"]
                 for method in last:
                     method_scores = scores.setdefault(method, {"last": [], "best": []})
                     method_scores["last"].append(last[method]["normalized_score"])
