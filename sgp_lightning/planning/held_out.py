@@ -20,7 +20,7 @@ import torch
 
 from sgp_lightning.distance import nearest_distance, smoothed_distance_sq
 from sgp_lightning.errors import require
-from sgp_lightning.planning.evaluate import as_array
+from sgp_lightning.planning.evaluate import as_array, prediction_error
 from sgp_lightning.planning.planners import Planner, make_planner
 from sgp_lightning.planning.problem import PlanResult, frozen
 
@@ -77,8 +77,9 @@ class HeldOutEvaluation:
 def model_error_horizon(problem, x, u, x_next, starts: np.ndarray, horizon: int) -> torch.Tensor:
     """(H,) mean error of the problem's rollout of the recorded actions from each window's first state."""
     index = torch.as_tensor(starts)[:, None] + torch.arange(horizon)  # (W, H) rows of each window
-    predicted = problem.rollout(x[index[:, 0]], u[index])[:, 1:]  # (W, H, n)
-    return (predicted - x_next[index]).flatten(2).norm(dim=-1).mean(0)
+    x0 = x[index[:, 0]]
+    true_states = torch.cat([x0[:, None], x_next[index]], 1)  # (W, H+1, n), as the rollout lays them out
+    return prediction_error(problem.rollout(x0, u[index]), true_states).mean(0)
 
 
 def evaluate_held_out(
