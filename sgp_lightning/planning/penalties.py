@@ -80,6 +80,8 @@ class WeightedPenalty(Penalty):
         self.drops_cost = bool(self._dropped.all())  # every group drops the task cost
         # float64, so β·σ² is rounded to float32 once, as for a single β (a Python float)
         self.weights = torch.tensor([1.0 if math.isinf(b) else b for b in betas], dtype=torch.float64)
+        # Python bools, so branching on them reads no tensor (and a compiled objective has no graph break)
+        self.all_active, self.any_active = all(b != 0 for b in betas), any(b != 0 for b in betas)
         self.model = getattr(source, self.part, None) if hasattr(source, "parts") else source
         require(
             self.model is not None,
@@ -148,12 +150,11 @@ class ScorePenalty(WeightedPenalty):
 
     def _score(self, z: torch.Tensor, level) -> torch.Tensor:
         """s(z) of the rows whose β > 0, all T pairs of a row in one batched call; zeros where β = 0."""
-        active = self.weights != 0  # per group, known without touching the device
-        if bool(active.all()):
+        if self.all_active:
             return self.model(z, self._per_pair(level, z))
         score = torch.zeros_like(z)
-        if bool(active.any()):
-            rows = self._rows(active, z.shape[0], z.device)
+        if self.any_active:
+            rows = self._rows(self.weights != 0, z.shape[0], z.device)
             level = level if isinstance(level, int) else level[rows]
             score[rows] = self.model(z[rows], self._per_pair(level, z[rows]))
         return score
