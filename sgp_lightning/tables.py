@@ -14,8 +14,10 @@ where `checkpoint` is one of the entry's `checkpoints` (last, best); a β sweep'
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -119,7 +121,7 @@ class CostTable:
             + "\n"
             + ("" if not payload.get("paper") else f"\nPaper: {payload['paper']}\n")
             + distance
-            + _tuning_markdown(payload.get("tuning"))
+            + tuning_markdown(payload.get("tuning"))
         )
 
 
@@ -176,6 +178,15 @@ def _distance_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def best_beta(betas: Sequence[float], achieved: Mapping[str, float], mode: str | None = None) -> float:
+    """The β of `betas` whose metric (`achieved`, keyed by f"{β:g}") is lowest (`mode` min or None) or
+    highest (max): the first of equals (the smallest listed) wins, and a diverged plan (NaN) never does."""
+    sign = -1.0 if mode == "max" else 1.0
+    return float(
+        min(betas, key=lambda b: math.inf if math.isnan(achieved[f"{b:g}"]) else sign * achieved[f"{b:g}"])
+    )
+
+
 def tuning_record(entry: DictConfig, runs: dict, tuned_once: dict | None) -> dict | None:
     """results.json's `tuning`: the tuning set, and each tuning's sweep and choice (`_tune`): per table seed,
     or per dataset when β was tuned once on `tune.train_seed`."""
@@ -190,7 +201,7 @@ def tuning_record(entry: DictConfig, runs: dict, tuned_once: dict | None) -> dic
     return record
 
 
-def _tuning_markdown(tuning: dict | None) -> str:
+def tuning_markdown(tuning: dict | None) -> str:
     """One row per tuning (seed, or dataset) and tuned method: the metric on the tuning tasks or episodes at
     each β, and the choice."""
     if not tuning:
@@ -298,5 +309,5 @@ class ScoreTable:
             f"{payload['train_overrides']}; plan overrides: {payload['plan_overrides']}); "
             + _machine_line(payload)
             + "\n"
-            + _tuning_markdown(payload.get("tuning"))
+            + tuning_markdown(payload.get("tuning"))
         )

@@ -34,6 +34,45 @@ def planner_settings(compose, overrides) -> dict:
     return OmegaConf.to_container(compose("plan", ["ckpt_path=unused", *overrides]).planners, resolve=True)
 
 
+def tune_open_loop(system, env, planners: dict, tune, seed: int) -> dict:
+    r"""
+    The tuning protocol (docs/results.md) for an analysis entry that plans open loop in its own process:
+    each method in `tune.methods` gets the β of its grid with the lowest mean achieved cost on the tasks of
+    `tune.task_seed`, a set the table does not report; all of a method's β are one stacked solve.
+
+    Args:
+        system (`SGPSystem`), env (`Env`): the trained system and its domain (the table's env is not changed).
+        planners (`dict`): method → planner settings (`planner_settings`); the chosen β are written into it.
+        tune (`DictConfig`): `task_seed`, `methods` and `betas` (one list, or a list per method).
+        seed (`int`): the table's seed (the record is keyed by it).
+
+    Returns:
+        `dict`: results.json's `tuning`, as `sgp_lightning.tables.tuning_record` writes it for one seed.
+    """
+    import copy
+
+    import torch
+
+    from sgp_lightning.planning import make_planner
+    from sgp_lightning.planning.evaluate import plan_and_evaluate_stacked
+    from sgp_lightning.tables import best_beta
+
+    tuning_env = copy.copy(env)
+    tuning_env.task_seed = int(tune.task_seed)
+    chosen = {}
+    for name in tune.methods:
+        betas = [float(b) for b in (tune.betas[name] if OmegaConf.is_dict(tune.betas) else tune.betas)]
+        grid = [make_planner({**planners[name], "beta": b}) for b in betas]
+        torch.manual_seed(seed)
+        evaluations = plan_and_evaluate_stacked(
+            system, tuning_env, tuning_env.tasks(), grid, [name] * len(grid)
+        )
+        achieved = {f"{b:g}": float(e.cost_achieved.mean()) for b, e in zip(betas, evaluations, strict=True)}
+        chosen[name] = {"beta": best_beta(betas, achieved), "achieved_by_beta": achieved}
+        planners[name] = {**planners[name], "beta": chosen[name]["beta"]}
+    return {"task_seed": int(tune.task_seed), "metric": "cost_achieved", "per_seed": {str(seed): chosen}}
+
+
 def provenance(payload: dict) -> str:
     """`Command: …; machine: …; wall time …` from a results payload."""
     m, seconds = payload["machine"], payload["wall_seconds"]
