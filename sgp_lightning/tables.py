@@ -206,13 +206,24 @@ def tuning_markdown(tuning: dict | None) -> str:
     each β, and the choice."""
     if not tuning:
         return ""
-    metric = {"cost_achieved": "achieved cost"}.get(
+    metric = {"cost_achieved": "achieved cost", "cost_achieved_near_data": "achieved cost"}.get(
         tuning.get("metric", "cost_achieved"), tuning.get("metric")
     )
+    rule = metric
+    if tuning.get("metric") == "cost_achieved_near_data":
+        rule = (f"the lowest achieved cost among the β whose planned states all stay within "
+                f"{tuning['max_distance_to_data']:g} of the data (the largest distance in brackets)")  # fmt: skip
     per_run = tuning.get("per_seed") or tuning["per_dataset"]
+
+    def cell(result: dict, beta: str) -> str:
+        gap = result.get("distance_to_data_by_beta", {}).get(beta)
+        return f"{beta}: {result['achieved_by_beta'][beta]:.3g}" + (
+            f" ({gap:.2g})" if gap is not None else ""
+        )
+
     rows = [
         f"| {run} | {name} | "
-        + ", ".join(f"{beta}: {value:.3g}" for beta, value in result["achieved_by_beta"].items())
+        + ", ".join(cell(result, beta) for beta in result["achieved_by_beta"])
         + f" | {result['beta']:g} |"
         for run, methods in per_run.items()
         for name, result in methods.items()
@@ -224,7 +235,7 @@ def tuning_markdown(tuning: dict | None) -> str:
                  f"{tuning['task_seed']}, none of them the table's")  # fmt: skip
         column = "dataset"
     return (
-        f"\nβ chosen {where}, by {metric}:\n\n"
+        f"\nβ chosen {where}, by {rule}:\n\n"
         f"| {column} | method | {metric} at each β | chosen β |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
 

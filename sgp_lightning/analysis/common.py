@@ -34,25 +34,31 @@ def planner_settings(compose, overrides) -> dict:
     return OmegaConf.to_container(compose("plan", ["ckpt_path=unused", *overrides]).planners, resolve=True)
 
 
-def tune_open_loop(system, env, planners: dict, tune, seed: int) -> dict:
+def tune_open_loop(system, env, planners: dict, tune, seed: int, data=None) -> dict:
     r"""
     The tuning protocol (docs/results.md) for an analysis entry that plans open loop in its own process:
     each method in `tune.methods` gets the β of its grid with the lowest mean achieved cost on the tasks of
-    `tune.task_seed`, a set the table does not report; all of a method's β are one stacked solve.
+    `tune.task_seed`, a set the table does not report; all of a method's β are one stacked solve. With
+    `tune.max_distance_to_data` (and `data`), only β whose planned states all stay within that distance of
+    the data compete (none does: the β whose plans stay closest).
 
     Args:
         system (`SGPSystem`), env (`Env`): the trained system and its domain (the table's env is not changed).
         planners (`dict`): method → planner settings (`planner_settings`); the chosen β are written into it.
-        tune (`DictConfig`): `task_seed`, `methods` and `betas` (one list, or a list per method).
+        tune (`DictConfig`): `task_seed`, `methods`, `betas` (one list, or a list per method), optionally
+            `max_distance_to_data`.
         seed (`int`): the table's seed (the record is keyed by it).
+        data (`torch.Tensor`, *optional*): (N, *state_shape) data states, for `max_distance_to_data`.
 
     Returns:
-        `dict`: results.json's `tuning`, as `sgp_lightning.tables.tuning_record` writes it for one seed.
+        `dict`: results.json's `tuning`, as `sgp_lightning.tables.tuning_record` writes it for one seed (and
+        per method `distance_to_data_by_beta`, the largest distance of a planned state to the data).
     """
     import copy
 
     import torch
 
+    from sgp_lightning.distance import nearest_distance
     from sgp_lightning.planning import make_planner
     from sgp_lightning.planning.evaluate import plan_and_evaluate_stacked
     from sgp_lightning.tables import best_beta
@@ -69,8 +75,20 @@ def tune_open_loop(system, env, planners: dict, tune, seed: int) -> dict:
         )
         achieved = {f"{b:g}": float(e.cost_achieved.mean()) for b, e in zip(betas, evaluations, strict=True)}
         chosen[name] = {"beta": best_beta(betas, achieved), "achieved_by_beta": achieved}
+        limit = tune.get("max_distance_to_data")
+        if limit is not None:
+            gaps = [float(nearest_distance(e.plan.states.detach(), data).max()) for e in evaluations]
+            feasible = [b for b, gap in zip(betas, gaps, strict=True) if gap <= limit]
+            closest = betas[min(range(len(betas)), key=gaps.__getitem__)]
+            chosen[name] = {
+                "beta": best_beta(feasible, achieved) if feasible else float(closest),
+                "achieved_by_beta": achieved,
+                "distance_to_data_by_beta": {f"{b:g}": gap for b, gap in zip(betas, gaps, strict=True)},
+            }
         planners[name] = {**planners[name], "beta": chosen[name]["beta"]}
-    return {"task_seed": int(tune.task_seed), "metric": "cost_achieved", "per_seed": {str(seed): chosen}}
+    metric = "cost_achieved" if tune.get("max_distance_to_data") is None else "cost_achieved_near_data"
+    return {"task_seed": int(tune.task_seed), "metric": metric, "max_distance_to_data":
+            tune.get("max_distance_to_data"), "per_seed": {str(seed): chosen}}  # fmt: skip
 
 
 def provenance(payload: dict) -> str:

@@ -25,7 +25,9 @@ def reproduce_stitching(cfg, compose) -> dict:
     data = datamodule.all_data["x"]
     tasks = env.tasks()
     planners = planner_settings(compose, entry.plan_overrides)
-    tuning = tune_open_loop(system, env, planners, entry.tune, entry.seed) if entry.get("tune") else None
+    tuning = (
+        tune_open_loop(system, env, planners, entry.tune, entry.seed, data) if entry.get("tune") else None
+    )
     evaluations, methods = [], {}
     for name in entry.methods:
         torch.manual_seed(entry.seed)
