@@ -65,7 +65,7 @@ def looped_ensemble_problem(system, env, cfg, horizon):
                 predictions = predict(states[-1], actions[:, t])
                 penalty = penalty + predictions.var(0, unbiased=False).flatten(1).sum(1)
                 states.append(model.to_state(states[-1], actions[:, t], predictions.mean(0)))
-            return torch.stack(states, 1), self.weight * penalty
+            return torch.stack(states, 1), self.weighted(penalty)
 
     def mean_dynamics(x, u):
         return model.to_state(x, u, predict(x, u).mean(0))
