@@ -4,7 +4,7 @@ One MPC step = one re-plan (planner.mpc.iterations Adam iterations over a planne
 started from the previous plan shifted by a step) plus one true env step. Each timed run executes
 STEPS_PER_RUN steps and reports the time per step. Batching tasks should cost far less than 16 solves.
 
-    python benchmarks/planning.py [--ckpt RUN/checkpoints/last.ckpt] [--threads 1] [--repeats 5]
+    python benchmarks/planning.py [--ckpt RUN/checkpoints/last.ckpt] [--threads 1] [--repeats 5] [--device cpu]
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import hydra
 import torch
+from _timing import add_device_argument, now, parse_device  # benchmarks/: on sys.path when run
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -39,7 +39,7 @@ def default_system() -> SGPSystem:
 def time_mpc_step(system, planner_cfg, batch: int, repeats: int) -> list[float]:
     env = system.make_env()
     env.num_tasks = batch
-    tasks = env.tasks()
+    tasks = env.tasks().to(system.device)
     mpc_iterations = planner_cfg["mpc"]["iterations"]
     # Every step (the first too) runs planner.mpc.iterations, as a warm-started re-plan does.
     planner = make_planner(
@@ -49,9 +49,9 @@ def time_mpc_step(system, planner_cfg, batch: int, repeats: int) -> list[float]:
     times = []
     controller.run(env, tasks.x0, tasks.goal, steps=1)  # warm-up
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = now(system.device)
         controller.run(env, tasks.x0, tasks.goal, steps=STEPS_PER_RUN)
-        times.append((time.perf_counter() - start) / STEPS_PER_RUN)
+        times.append((now(system.device) - start) / STEPS_PER_RUN)
     return times
 
 
@@ -62,6 +62,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed MPC steps per batch size")
+    add_device_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -70,6 +71,7 @@ def main() -> None:
         _, planner_cfg = default_system()
     else:
         system, planner_cfg = default_system()
+    system = system.to(parse_device(args.device))
     results = {}
     for batch in (1, 16):
         times = time_mpc_step(system, planner_cfg, batch, args.repeats)
@@ -84,6 +86,7 @@ def main() -> None:
             {
                 "benchmark": "mpc_step",
                 "domain": system.domain,
+                "device": str(system.device),
                 "mpc_iterations": planner_cfg["mpc"]["iterations"],
                 "mpc_horizon": planner_cfg["mpc"]["horizon"],
                 "beta": planner_cfg["beta"],

@@ -7,6 +7,7 @@ with `stack=False` (one solve per β, as reproduce tuned before) and `stack=True
 are timed in the same run, alternating, and the largest difference of their achieved costs is reported.
 
     python benchmarks/tuning.py [--experiments pit cartpole_small] [--iterations 200] [--repeats 3]
+        [--threads 1] [--device cpu]
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import hydra
 import torch
+from _timing import add_device_argument, now, parse_device  # benchmarks/: on sys.path when run
 
 from sgp_lightning.planning import OpenLoopTasks, make_planner
 from sgp_lightning.planning.config import compose, planner_config
@@ -34,11 +35,12 @@ GRIDS = {
 }
 
 
-def random_system(experiment: str):
-    """The experiment's system at its configured sizes, randomly initialised (timing only), and its env."""
+def random_system(experiment: str, device: torch.device):
+    """The experiment's system at its configured sizes, randomly initialised (timing only), on `device`,
+    and its env."""
     cfg = compose("train", [f"experiment={experiment}", "paths.output_dir=/tmp/unused"])
     env = hydra.utils.instantiate(cfg.domain.env, _convert_="all")
-    return instantiate_system(cfg, env).eval(), env
+    return instantiate_system(cfg, env).to(device).eval(), env
 
 
 def time_both(system, env, planners: dict, repeats: int) -> dict:
@@ -47,9 +49,9 @@ def time_both(system, env, planners: dict, repeats: int) -> dict:
     achieved = {}
     for _ in range(repeats):
         for stack in (False, True):  # alternating, so both see the same machine load
-            start = time.perf_counter()
+            start = now(system.device)
             evaluations = OpenLoopTasks(stack=stack).evaluate_all(system, env, planners, seed=0)
-            times[stack].append(time.perf_counter() - start)
+            times[stack].append(now(system.device) - start)
             achieved[stack] = torch.stack([ev.cost_achieved for ev in evaluations])
     separate, stacked = statistics.median(times[False]), statistics.median(times[True])
     return {
@@ -69,13 +71,15 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200, help="Adam iterations per solve")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each way")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    add_device_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = parse_device(args.device)
     results = {}
     for experiment in args.experiments:
         planner_set, grid = GRIDS[experiment]
-        system, env = random_system(experiment)
+        system, env = random_system(experiment, device)
         shrink = {"optimizer": {"iterations": args.iterations}}
 
         def planner(name, beta=None, planner_set=planner_set, shrink=shrink):
@@ -92,7 +96,8 @@ def main() -> None:
                 system, env, {m: planner(m) for m in ("sgp", "vanilla", "data_landing")}, args.repeats
             ),
         }
-    print(json.dumps({"benchmark": "tuning_sweep", **results, "machine": machine_info()}, indent=2))
+    payload = {"benchmark": "tuning_sweep", "device": str(device), **results, "machine": machine_info()}
+    print(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

@@ -445,7 +445,8 @@ class GradientPlanner(Planner):
                 norms = steps.grad.flatten(1).norm(dim=1).clamp_min(1e-12)
                 steps.grad.mul_(_per_task((settings.grad_clip / norms).clamp(max=1.0), steps))
             optimizer.step()
-            costs.append(cost.detach())
+            # A capture may return every call's outputs in the same buffers (CUDA graphs): keep a copy.
+            costs.append(cost.detach().clone() if settings.compile is not None else cost.detach())
             levels.append([-1] * self.groups if group_levels is None else group_levels)
         level_history = torch.tensor(levels)  # (iterations, groups)
         history = {

@@ -64,6 +64,30 @@ def test_captured_ensemble_penalty_equals_eager():
     _assert_same_plan(eager, captured)
 
 
+def test_cost_history_survives_a_capture_that_reuses_its_output_buffers(monkeypatch):
+    """CUDA graphs (`reduce-overhead`) hand back each replay's outputs in the same static buffers, so the
+    solve must copy what it keeps past the next call; simulated here on the CPU."""
+    from sgp_lightning.planning.planners import AdamSettings
+
+    eager = _solve(_score_penalty)
+
+    def static_buffers(self, problem):
+        cost_buffer = []
+
+        def objective(*args):
+            objective, cost, rest = problem.objective(*args)
+            if not cost_buffer:
+                cost_buffer.append(torch.empty_like(cost))
+            return objective, cost_buffer[0].copy_(cost.detach()), rest
+
+        return objective
+
+    monkeypatch.setattr(AdamSettings, "objective", static_buffers)
+    captured = _solve(_score_penalty, "default")
+    assert len(set(captured.history["cost"][:, 0].tolist())) > 1  # not every row the last call's
+    _assert_same_plan(eager, captured)
+
+
 @pytest.mark.parametrize(
     ("settings", "match"),
     [
