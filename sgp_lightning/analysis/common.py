@@ -65,6 +65,7 @@ def tune_open_loop(system, env, planners: dict, tune, seed: int, data=None) -> d
 
     tuning_env = copy.copy(env)
     tuning_env.task_seed = int(tune.task_seed)
+    limit = tune.get("max_distance_to_data")
     chosen = {}
     for name in tune.methods:
         betas = [float(b) for b in (tune.betas[name] if OmegaConf.is_dict(tune.betas) else tune.betas)]
@@ -74,21 +75,19 @@ def tune_open_loop(system, env, planners: dict, tune, seed: int, data=None) -> d
             system, tuning_env, tuning_env.tasks(), grid, [name] * len(grid)
         )
         achieved = {f"{b:g}": float(e.cost_achieved.mean()) for b, e in zip(betas, evaluations, strict=True)}
-        chosen[name] = {"beta": best_beta(betas, achieved), "achieved_by_beta": achieved}
-        limit = tune.get("max_distance_to_data")
-        if limit is not None:
-            gaps = [float(nearest_distance(e.plan.states.detach(), data).max()) for e in evaluations]
-            feasible = [b for b, gap in zip(betas, gaps, strict=True) if gap <= limit]
-            closest = betas[min(range(len(betas)), key=gaps.__getitem__)]
-            chosen[name] = {
-                "beta": best_beta(feasible, achieved) if feasible else float(closest),
-                "achieved_by_beta": achieved,
-                "distance_to_data_by_beta": {f"{b:g}": gap for b, gap in zip(betas, gaps, strict=True)},
-            }
+        if limit is None:
+            chosen[name] = {"beta": best_beta(betas, achieved), "achieved_by_beta": achieved}
+        else:
+            gaps = {f"{b:g}": float(nearest_distance(e.plan.states.detach(), data).max())
+                    for b, e in zip(betas, evaluations, strict=True)}  # fmt: skip
+            near = [b for b in betas if gaps[f"{b:g}"] <= limit]
+            # none stays near the data: the β whose plans stay closest
+            beta = best_beta(near, achieved) if near else best_beta(betas, gaps)
+            chosen[name] = {"beta": beta, "achieved_by_beta": achieved, "distance_to_data_by_beta": gaps}
         planners[name] = {**planners[name], "beta": chosen[name]["beta"]}
-    metric = "cost_achieved" if tune.get("max_distance_to_data") is None else "cost_achieved_near_data"
-    return {"task_seed": int(tune.task_seed), "metric": metric, "max_distance_to_data":
-            tune.get("max_distance_to_data"), "per_seed": {str(seed): chosen}}  # fmt: skip
+    metric = "cost_achieved" if limit is None else "cost_achieved_near_data"
+    return {"task_seed": int(tune.task_seed), "metric": metric, "max_distance_to_data": limit,
+            "per_seed": {str(seed): chosen}}  # fmt: skip
 
 
 def provenance(payload: dict) -> str:
