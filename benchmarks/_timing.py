@@ -5,7 +5,7 @@ what a measured call added on top of what was there before it: on the CPU the pr
 the peak mark is reset first, so earlier peaks do not count), on CUDA the caching allocator's peak of
 allocated bytes (`torch.cuda.max_memory_allocated` after `torch.cuda.reset_peak_memory_stats`).
 
-    device = parse_device(args.device)
+    device = use_machine(args)
     before = reset_peak_memory(device)
     start = now(device)
     work()
@@ -21,9 +21,17 @@ import time
 import torch
 
 
-def add_device_argument(parser: argparse.ArgumentParser, default: str = "cpu") -> None:
-    """`--device`: where the benchmark runs (cpu, cuda or cuda:N; auto: the GPU when there is one)."""
-    parser.add_argument("--device", default=default, help="cpu | cuda[:N] | auto (the GPU if there is one)")
+def add_machine_arguments(parser: argparse.ArgumentParser, device: str = "cpu") -> None:
+    """`--threads` (torch intra-op threads; 1, as every number in docs/benchmarks.md was measured) and
+    `--device` (where the benchmark runs: cpu, cuda or cuda:N; auto: the GPU when there is one)."""
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--device", default=device, help="cpu | cuda[:N] | auto (the GPU if there is one)")
+
+
+def use_machine(args: argparse.Namespace) -> torch.device:
+    """Set torch's intra-op threads to `args.threads`; returns the device `args.device` names."""
+    torch.set_num_threads(args.threads)
+    return parse_device(args.device)
 
 
 def parse_device(name: str) -> torch.device:

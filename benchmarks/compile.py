@@ -37,7 +37,7 @@ import sys
 
 import torch
 import torch._dynamo
-from _timing import add_device_argument, now, parse_device  # benchmarks/: on sys.path when run
+from _timing import add_machine_arguments, now, use_machine  # benchmarks/: on sys.path when run
 from torch._dynamo.utils import counters
 
 from sgp_lightning import Controller
@@ -160,14 +160,12 @@ def main() -> None:
         default="inductor",
         help="optimizer.compile_backend (aot_eager: capture without generating kernels, a quick check)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    add_device_argument(parser)
+    add_machine_arguments(parser)
     args = parser.parse_args()
     unknown = set(args.cases.split(",")) - {"pit", "hopper"}
     if unknown:
         parser.error(f"unknown cases {sorted(unknown)}: use pit, hopper")
-    torch.set_num_threads(args.threads)
-    device = parse_device(args.device)
+    device = use_machine(args)
     # each batch size its own static graph, as in a control loop with a fixed batch
     torch._dynamo.config.automatic_dynamic_shapes = False
     cases = {}

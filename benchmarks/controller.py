@@ -16,7 +16,7 @@ import json
 import statistics
 
 import torch
-from _timing import add_device_argument, now, parse_device  # benchmarks/: on sys.path when run
+from _timing import add_machine_arguments, now, use_machine  # benchmarks/: on sys.path when run
 from planning import default_system
 
 from sgp_lightning import Controller
@@ -41,14 +41,13 @@ def time_act(controller: Controller, obs: torch.Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=20, help="timed warm-started acts per batch size")
-    add_device_argument(parser)
+    add_machine_arguments(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    device = use_machine(args)
     torch.manual_seed(0)
     system, planner_cfg = default_system()
-    system = system.to(parse_device(args.device))
+    system = system.to(device)
     controllers = {batch: Controller(system, planner_cfg) for batch in BATCHES}
     obs = {batch: observations(system, batch) for batch in BATCHES}
     for batch in BATCHES:

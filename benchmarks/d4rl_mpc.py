@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 import hydra
-import torch
+from _timing import add_machine_arguments, use_machine  # benchmarks/: on sys.path when run
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -43,13 +43,12 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=5, help="control steps timed per run (after one warm-up)"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    add_machine_arguments(parser)
     parser.add_argument("--methods", default="vanilla,sgp,ensemble", help="planners from planner_set=d4rl")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    device = use_machine(args)
     system, planners = build(args.env, args.size)
-    system = system.to(args.device)
+    system = system.to(device)
     env = system.make_env()
     results: dict[str, dict] = {}
     for method in args.methods.split(","):
@@ -79,7 +78,7 @@ def main() -> None:
         "hidden_dims": {part: system.hparams[part]["hidden_dims"] for part in ("dynamics", "reward", "score")},
         "horizon": planners["sgp"]["mpc"]["horizon"],  # T and iterations per control step (planner.mpc)
         "iterations": planners["sgp"]["mpc"]["iterations"],
-        "device": args.device,
+        "device": str(device),
         "threads": args.threads,
         "methods": results,
         **ratios,

@@ -28,11 +28,11 @@ import sys
 
 import torch
 from _timing import (  # benchmarks/: on sys.path when run
-    add_device_argument,
+    add_machine_arguments,
     now,
-    parse_device,
     peak_memory_mib,
     reset_peak_memory,
+    use_machine,
 )
 
 from sgp_lightning.distance import softmin
@@ -69,8 +69,7 @@ def problem(rows: int, dim: int, queries: int, device, seed: int = 0) -> tuple[t
 def peak_memory(variant: str, args) -> dict:
     """The variant's first call on `args.rows` rows, in this (fresh) process: its peak memory over what was
     in use before (CPU: RSS; CUDA: allocated bytes)."""
-    torch.set_num_threads(args.threads)
-    device = parse_device(args.device)
+    device = use_machine(args)
     function = {"ours": ours, "dense_reference": dense_reference}[variant]
     x, data = problem(args.rows, args.dim, args.queries, device)
     function(x, data[:100], args.sigma)  # load the libraries and kernels
@@ -114,8 +113,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=64, help="queries B")
     parser.add_argument("--sigma", type=float, default=0.1, help="smoothing σ")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per variant")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    add_device_argument(parser)
+    add_machine_arguments(parser)
     parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: one variant
     args = parser.parse_args()
     if args.memory_of:
@@ -123,8 +121,7 @@ def main() -> None:
         return
     from sgp_lightning.utils import machine_info
 
-    torch.set_num_threads(args.threads)
-    device = parse_device(args.device)
+    device = use_machine(args)
     memory = {variant: in_subprocess(variant, args.rows) for variant in VARIANTS}
     x, data = problem(args.rows, args.dim, args.queries, device)
     medians, runs, outputs = turns(

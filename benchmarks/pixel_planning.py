@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _timing import add_device_argument, now, parse_device, peak_memory_mib, reset_peak_memory
+from _timing import add_machine_arguments, now, peak_memory_mib, reset_peak_memory, use_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("sgp", "vanilla", "ensemble", "ensemble_loop_reference", "cem")
@@ -78,8 +78,7 @@ def looped_ensemble_problem(system, env, cfg, horizon):
 def run_one(method: str, args) -> dict:
     from sgp_lightning.planning import frozen, make_planner
 
-    torch.set_num_threads(args.threads)
-    device = parse_device(args.device)
+    device = use_machine(args)
     system, planners = build(args.experiment, device)
     env = system.make_env()
     env.num_tasks = args.tasks
@@ -108,8 +107,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=8, help="tasks planned in one batch")
     parser.add_argument("--population", type=int, default=100, help="CEM candidates per task")
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations per method")
-    add_device_argument(parser, default="auto")
-    parser.add_argument("--threads", type=int, default=1)
+    add_machine_arguments(parser, device="auto")
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)  # internal: one method
     args = parser.parse_args()
     if args.method:
@@ -117,7 +115,7 @@ def main() -> None:
         return
     from sgp_lightning.utils import machine_info
 
-    torch.set_num_threads(args.threads)  # as in each method's process, so machine_info reports it
+    use_machine(args)  # as in each method's process, so machine_info reports the threads
     results = {}
     for method in METHODS:
         forwarded = sys.argv[1:]

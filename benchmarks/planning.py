@@ -15,7 +15,7 @@ import statistics
 
 import hydra
 import torch
-from _timing import add_device_argument, now, parse_device  # benchmarks/: on sys.path when run
+from _timing import add_machine_arguments, now, use_machine  # benchmarks/: on sys.path when run
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -60,18 +60,17 @@ def main() -> None:
     parser.add_argument(
         "--ckpt", default=None, help="checkpoint to time (default: the default domain, random init)"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed MPC steps per batch size")
-    add_device_argument(parser)
+    add_machine_arguments(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    device = use_machine(args)
     torch.manual_seed(0)
     if args.ckpt:
         system = SGPSystem.load_from_checkpoint(args.ckpt)
         _, planner_cfg = default_system()
     else:
         system, planner_cfg = default_system()
-    system = system.to(parse_device(args.device))
+    system = system.to(device)
     results = {}
     for batch in (1, 16):
         times = time_mpc_step(system, planner_cfg, batch, args.repeats)

@@ -55,7 +55,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from _timing import add_device_argument, now, parse_device  # benchmarks/: on sys.path when run
+from _timing import add_machine_arguments, now, use_machine  # benchmarks/: on sys.path when run
 from hydra import compose, initialize_config_dir
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -364,8 +364,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per fit (default per config)")
     parser.add_argument("--chunk", type=int, default=None, help="steps per timed chunk (default per config)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps before timing")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    add_device_argument(parser)
+    add_machine_arguments(parser)
     parser.add_argument("--profile", action="store_true", help="cProfile one Lightning fit per config")
     parser.add_argument(
         "--validation",
@@ -381,14 +380,12 @@ def main() -> None:
         "default run (default: run the default run as it is)",
     )
     args = parser.parse_args()
-    device = parse_device(args.device)
+    device = use_machine(args)
     if args.validation:
-        torch.set_num_threads(args.threads)
         runs = [validation_share(o.split(), args.epochs, device) for o in args.validation]
         payload = {"benchmark": "validation_share", "device": str(device), "runs": runs}
         print(json.dumps({**payload, "machine": machine_info()}, indent=2))
         return
-    torch.set_num_threads(args.threads)
     variants = args.variants.split(",")
     defaults = {"pit": (400, 40), "d4rl_small": (150, 15)}  # (timed steps, chunk): ~6 s per loop and fit
     results = {}

@@ -20,7 +20,7 @@ import statistics
 
 import hydra
 import torch
-from _timing import add_device_argument, now, parse_device  # benchmarks/: on sys.path when run
+from _timing import add_machine_arguments, now, use_machine  # benchmarks/: on sys.path when run
 
 from sgp_lightning.planning import MPCEpisodes, OpenLoopTasks, make_planner
 from sgp_lightning.planning.config import compose, planner_config
@@ -86,12 +86,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each way")
     parser.add_argument("--episodes", type=int, default=10, help="hopper_small: episodes per β (D4RL's 10)")
     parser.add_argument("--episode-steps", type=int, default=20, help="hopper_small: steps per episode")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    add_device_argument(parser)
+    add_machine_arguments(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    device = use_machine(args)
     torch.manual_seed(0)
-    device = parse_device(args.device)
     results = {}
     for experiment in args.experiments:
         planner_set, grid = GRIDS[experiment]
