@@ -15,6 +15,7 @@ allocated bytes (`torch.cuda.max_memory_allocated` after `torch.cuda.reset_peak_
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
 
@@ -32,6 +33,14 @@ def use_machine(args: argparse.Namespace) -> torch.device:
     """Set torch's intra-op threads to `args.threads`; returns the device `args.device` names."""
     torch.set_num_threads(args.threads)
     return parse_device(args.device)
+
+
+def print_result(benchmark: str, device: torch.device | str, results: dict) -> None:
+    """Print a benchmark's JSON: its name, the device, `results` and the machine (CPU, threads, torch)."""
+    from sgp_lightning.utils import machine_info
+
+    payload = {"benchmark": benchmark, "device": str(device), **results, "machine": machine_info()}
+    print(json.dumps(payload, indent=2))
 
 
 def parse_device(name: str) -> torch.device:

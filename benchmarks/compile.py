@@ -31,17 +31,15 @@ loop with a fixed batch does, and the compile caches are reset between cases and
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 
 import torch
 import torch._dynamo
-from _timing import add_machine_arguments, now, use_machine  # benchmarks/: on sys.path when run
+from _timing import add_machine_arguments, now, print_result, use_machine  # benchmarks/: on sys.path when run
 from torch._dynamo.utils import counters
 
 from sgp_lightning import Controller
-from sgp_lightning.utils import machine_info
 
 VARIANTS = ("eager", "captured")
 
@@ -185,15 +183,11 @@ def main() -> None:
             "first_solve_iterations": planner["optimizer"]["iterations"],
             "modes": {mode: compare(system, planner, observe, mode, args) for mode in args.modes.split(",")},
         }
-    print(json.dumps({
-        "benchmark": "compile",
-        "device": str(device),
-        "threads": args.threads,
-        "repeats": args.repeats,
-        "compile_backend": args.backend,
-        "cases": cases,
-        "machine": machine_info(),
-    }, indent=2))  # fmt: skip
+    print_result(
+        "compile",
+        device,
+        {"threads": args.threads, "repeats": args.repeats, "compile_backend": args.backend, "cases": cases},
+    )
 
 
 if __name__ == "__main__":

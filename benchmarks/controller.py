@@ -12,15 +12,13 @@ Planning 16 observations in one batch should cost far less than 16 times one.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 import torch
-from _timing import add_machine_arguments, now, use_machine  # benchmarks/: on sys.path when run
+from _timing import add_machine_arguments, now, print_result, use_machine  # benchmarks/: on sys.path when run
 from planning import default_system
 
 from sgp_lightning import Controller
-from sgp_lightning.utils import machine_info
 
 BATCHES = (1, 16)
 
@@ -66,9 +64,7 @@ def main() -> None:
     }
     t1, t16 = results["batch_1"]["act_median_s"], results["batch_16"]["act_median_s"]
     payload = {
-        "benchmark": "controller_act",
         "domain": system.domain,
-        "device": str(system.device),
         "planner": planner_cfg["name"],
         "mpc_iterations": planner_cfg["mpc"]["iterations"],
         "mpc_horizon": planner_cfg["mpc"]["horizon"],
@@ -76,9 +72,8 @@ def main() -> None:
         "repeats": args.repeats,
         **results,
         "batch16_over_batch1": t16 / t1,
-        "machine": machine_info(),
     }
-    print(json.dumps(payload, indent=2))
+    print_result("controller_act", system.device, payload)
 
 
 if __name__ == "__main__":

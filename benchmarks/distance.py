@@ -31,6 +31,7 @@ from _timing import (  # benchmarks/: on sys.path when run
     add_machine_arguments,
     now,
     peak_memory_mib,
+    print_result,
     reset_peak_memory,
     use_machine,
 )
@@ -119,7 +120,6 @@ def main() -> None:
     if args.memory_of:
         print(json.dumps(peak_memory(args.memory_of, args)))
         return
-    from sgp_lightning.utils import machine_info
 
     device = use_machine(args)
     memory = {variant: in_subprocess(variant, args.rows) for variant in VARIANTS}
@@ -135,9 +135,7 @@ def main() -> None:
     large_memory = in_subprocess("ours", args.large)
     large_x, large_data = problem(args.large, args.dim, args.queries, device)
     large_median, large_runs, _ = turns({"ours": ours}, large_x, large_data, args.sigma, args.repeats)
-    print(json.dumps({
-        "benchmark": "distance",
-        "device": str(device),
+    print_result("distance", device, {
         "dim": args.dim,
         "queries": args.queries,
         "sigma": args.sigma,
@@ -157,8 +155,7 @@ def main() -> None:
             "ours": {"median_s": large_median["ours"], "runs_s": large_runs["ours"], **large_memory},
             "dense_reference_tensor_mib": 4 * args.queries * args.large * args.dim / 2**20,
         },
-        "machine": machine_info(),
-    }, indent=2))  # fmt: skip
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _timing import add_machine_arguments, now, peak_memory_mib, reset_peak_memory, use_machine
+from _timing import add_machine_arguments, now, peak_memory_mib, print_result, reset_peak_memory, use_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("sgp", "vanilla", "ensemble", "ensemble_loop_reference", "cem")
@@ -113,7 +113,6 @@ def main() -> None:
     if args.method:
         print(json.dumps(run_one(args.method, args)))
         return
-    from sgp_lightning.utils import machine_info
 
     use_machine(args)  # as in each method's process, so machine_info reports the threads
     results = {}
@@ -135,17 +134,15 @@ def main() -> None:
         results["ensemble_loop_reference"]["seconds_per_iteration"]
         / results["ensemble"]["seconds_per_iteration"]
     )
-    print(json.dumps({
-        "benchmark": "pixel_planning",
+    print_result("pixel_planning", results["sgp"]["device"], {
         "experiment": args.experiment,
         "tasks": args.tasks,
         "horizon": 15,
         "decision_variables_per_task": 15 * 32 * 32,
         "cem_population": args.population,
         "timed_iterations": args.iterations,
-        "machine": machine_info(),
         "methods": results,
-    }, indent=2))  # fmt: skip
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

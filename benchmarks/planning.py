@@ -10,19 +10,17 @@ STEPS_PER_RUN steps and reports the time per step. Batching tasks should cost fa
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 import hydra
 import torch
-from _timing import add_machine_arguments, now, use_machine  # benchmarks/: on sys.path when run
+from _timing import add_machine_arguments, now, print_result, use_machine  # benchmarks/: on sys.path when run
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sgp_lightning.models import SGPSystem
 from sgp_lightning.planning import Controller, make_planner
 from sgp_lightning.train import instantiate_system
-from sgp_lightning.utils import machine_info
 
 STEPS_PER_RUN = 5
 CONF = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
@@ -80,23 +78,15 @@ def main() -> None:
             "runs": times,
         }
     t1, t16 = results["batch_1"]["step_median_s"], results["batch_16"]["step_median_s"]
-    print(
-        json.dumps(
-            {
-                "benchmark": "mpc_step",
-                "domain": system.domain,
-                "device": str(system.device),
-                "mpc_iterations": planner_cfg["mpc"]["iterations"],
-                "mpc_horizon": planner_cfg["mpc"]["horizon"],
-                "beta": planner_cfg["beta"],
-                **results,
-                "ratio_batch16_over_batch1": t16 / t1,
-                "speedup_vs_16_separate_solves": 16 * t1 / t16,
-                "machine": machine_info(),
-            },
-            indent=2,
-        )
-    )
+    print_result("mpc_step", system.device, {
+        "domain": system.domain,
+        "mpc_iterations": planner_cfg["mpc"]["iterations"],
+        "mpc_horizon": planner_cfg["mpc"]["horizon"],
+        "beta": planner_cfg["beta"],
+        **results,
+        "ratio_batch16_over_batch1": t16 / t1,
+        "speedup_vs_16_separate_solves": 16 * t1 / t16,
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

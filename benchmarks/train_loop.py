@@ -44,7 +44,6 @@ import argparse
 import contextlib
 import cProfile
 import io
-import json
 import pstats
 import statistics
 import sys
@@ -55,7 +54,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from _timing import add_machine_arguments, now, use_machine  # benchmarks/: on sys.path when run
+from _timing import add_machine_arguments, now, print_result, use_machine  # benchmarks/: on sys.path when run
 from hydra import compose, initialize_config_dir
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -66,7 +65,6 @@ sys.path.insert(0, str(ROOT))
 
 from datamodules.base import ShuffledBatches, TransitionDataModule  # noqa: E402
 from sgp_lightning.train import instantiate_env_and_data, instantiate_system  # noqa: E402
-from sgp_lightning.utils import machine_info  # noqa: E402
 
 CONFIGS = {
     "pit": [],  # conf/train.yaml: the default domain and model
@@ -383,8 +381,7 @@ def main() -> None:
     device = use_machine(args)
     if args.validation:
         runs = [validation_share(o.split(), args.epochs, device) for o in args.validation]
-        payload = {"benchmark": "validation_share", "device": str(device), "runs": runs}
-        print(json.dumps({**payload, "machine": machine_info()}, indent=2))
+        print_result("validation_share", device, {"runs": runs})
         return
     variants = args.variants.split(",")
     defaults = {"pit": (400, 40), "d4rl_small": (150, 15)}  # (timed steps, chunk): ~6 s per loop and fit
@@ -428,8 +425,7 @@ def main() -> None:
             },
         }
     if not args.profile:
-        payload = {"benchmark": "train_loop", "device": str(device), **results, "machine": machine_info()}
-        print(json.dumps(payload, indent=2))
+        print_result("train_loop", device, results)
 
 
 if __name__ == "__main__":

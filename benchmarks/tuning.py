@@ -15,17 +15,15 @@ SGP at the D4RL tuning grid's 6 β, and sgp + vanilla; the difference reported i
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 import hydra
 import torch
-from _timing import add_machine_arguments, now, use_machine  # benchmarks/: on sys.path when run
+from _timing import add_machine_arguments, now, print_result, use_machine  # benchmarks/: on sys.path when run
 
 from sgp_lightning.planning import MPCEpisodes, OpenLoopTasks, make_planner
 from sgp_lightning.planning.config import compose, planner_config
 from sgp_lightning.train import instantiate_system
-from sgp_lightning.utils import machine_info
 
 # experiment → (its planner set, the β grid of its sweep)
 GRIDS = {
@@ -113,8 +111,7 @@ def main() -> None:
             ),
             "methods": time_both(system, env, {m: planner(m) for m in methods}, args.repeats, episodes),
         }
-    payload = {"benchmark": "tuning_sweep", "device": str(device), **results, "machine": machine_info()}
-    print(json.dumps(payload, indent=2))
+    print_result("tuning_sweep", device, results)
 
 
 if __name__ == "__main__":
