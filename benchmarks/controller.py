@@ -6,21 +6,19 @@ first is in a control loop. Each controller makes one warm-up act (the first, fu
 two batch sizes take turns, one act each per repeat, so a machine shared with other jobs slows both alike.
 Planning 16 observations in one batch should cost far less than 16 times one.
 
-    python benchmarks/controller.py [--threads 1] [--repeats 20]
+    python benchmarks/controller.py [--threads 1] [--repeats 20] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 
 import torch
-from planning import default_system  # benchmarks/planning.py: this folder is on sys.path when run
+from _timing import add_machine_arguments, now, print_result, use_machine  # benchmarks/: on sys.path when run
+from planning import default_system
 
 from sgp_lightning import Controller
-from sgp_lightning.utils import machine_info
 
 BATCHES = (1, 16)
 
@@ -29,24 +27,25 @@ def observations(system, batch: int) -> torch.Tensor:
     """The first `batch` start states of the domain's tasks; one observation unbatched, (n,)."""
     env = system.make_env()
     env.num_tasks = batch
-    x0 = env.tasks().x0
+    x0 = env.tasks().x0.to(system.device)
     return x0[0] if batch == 1 else x0
 
 
 def time_act(controller: Controller, obs: torch.Tensor) -> float:
-    start = time.perf_counter()
+    start = now(obs.device)
     controller.act(obs)
-    return time.perf_counter() - start
+    return now(obs.device) - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=20, help="timed warm-started acts per batch size")
+    add_machine_arguments(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    device = use_machine(args)
     torch.manual_seed(0)
     system, planner_cfg = default_system()
+    system = system.to(device)
     controllers = {batch: Controller(system, planner_cfg) for batch in BATCHES}
     obs = {batch: observations(system, batch) for batch in BATCHES}
     for batch in BATCHES:
@@ -65,7 +64,6 @@ def main() -> None:
     }
     t1, t16 = results["batch_1"]["act_median_s"], results["batch_16"]["act_median_s"]
     payload = {
-        "benchmark": "controller_act",
         "domain": system.domain,
         "planner": planner_cfg["name"],
         "mpc_iterations": planner_cfg["mpc"]["iterations"],
@@ -74,9 +72,8 @@ def main() -> None:
         "repeats": args.repeats,
         **results,
         "batch16_over_batch1": t16 / t1,
-        "machine": machine_info(),
     }
-    print(json.dumps(payload, indent=2))
+    print_result("controller_act", system.device, payload)
 
 
 if __name__ == "__main__":

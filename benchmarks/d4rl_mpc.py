@@ -12,17 +12,15 @@ the episodes buys (16 would mean no gain).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import hydra
-import torch
+from _timing import add_machine_arguments, print_result, use_machine  # benchmarks/: on sys.path when run
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sgp_lightning.planning.episodes import run_episodes
 from sgp_lightning.train import instantiate_system
-from sgp_lightning.utils import machine_info
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -43,13 +41,12 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=5, help="control steps timed per run (after one warm-up)"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    add_machine_arguments(parser)
     parser.add_argument("--methods", default="vanilla,sgp,ensemble", help="planners from planner_set=d4rl")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    device = use_machine(args)
     system, planners = build(args.env, args.size)
-    system = system.to(args.device)
+    system = system.to(device)
     env = system.make_env()
     results: dict[str, dict] = {}
     for method in args.methods.split(","):
@@ -72,19 +69,16 @@ def main() -> None:
             / results["vanilla"][f"episodes_{n}"]["seconds_per_step"]
             for n in (1, 16)
         }
-    print(json.dumps({
-        "benchmark": "d4rl_mpc",
+    print_result("d4rl_mpc", device, {
         "env": env.task.gym_id,
         "size": args.size,
         "hidden_dims": {part: system.hparams[part]["hidden_dims"] for part in ("dynamics", "reward", "score")},
         "horizon": planners["sgp"]["mpc"]["horizon"],  # T and iterations per control step (planner.mpc)
         "iterations": planners["sgp"]["mpc"]["iterations"],
-        "device": args.device,
         "threads": args.threads,
         "methods": results,
         **ratios,
-        "machine": machine_info(),
-    }, indent=2))  # fmt: skip
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ rows moved by a standard normal step), and return d_σ², the score and the near
 Memory: each variant's first call on the full data runs in a fresh subprocess, after a call on 100 rows
 that loads the libraries. Its peak is the process's peak RSS during the call minus its RSS before it
 (Linux: the peak mark is reset just before the call), so data and libraries do not count, and the
-allocator has cached nothing. Time: in this process, the two take turns after one warm-up call each, so
+allocator has cached nothing; with `--device cuda`, the peak of allocated device memory over what was
+allocated before (benchmarks/_timing.py). Time: in this process, the two take turns after one warm-up call each, so
 a machine shared with other jobs slows both alike; medians of `--repeats` calls. `--large` rows (1M by
 default) run ours only: the reference would need 4·B·N·n bytes per (B, N, n) tensor (3.6 GB at 1M).
 
     python benchmarks/distance.py [--rows 100000] [--large 1000000] [--dim 14] [--queries 64]
-        [--sigma 0.1] [--repeats 5] [--threads 1]
+        [--sigma 0.1] [--repeats 5] [--threads 1] [--device cpu]
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
-from pixel_planning import _peak_rss_mib, _reset_peak_rss  # benchmarks/: on sys.path when run
+from _timing import (  # benchmarks/: on sys.path when run
+    add_machine_arguments,
+    now,
+    peak_memory_mib,
+    print_result,
+    reset_peak_memory,
+    use_machine,
+)
 
 from sgp_lightning.distance import softmin
 
@@ -38,7 +45,7 @@ def dense_reference(x: torch.Tensor, data: torch.Tensor, sigma: float):
     """d_σ² (B,), score (B, n), nearest ½‖x − x_i‖² (B,) and its index through one (B, N, n) tensor."""
     x = x.detach().requires_grad_(True)
     difference = x[:, None, :] - data[None]  # (B, N, n)
-    metric = torch.ones(x.shape[1], dtype=x.dtype)
+    metric = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
     half_sq = 0.5 * torch.einsum("bnd,d,bnd->bn", difference, metric, difference)
     distance_sq = -(sigma**2) * torch.logsumexp(-half_sq / sigma**2, 1)
     (gradient,) = torch.autograd.grad(distance_sq.sum(), x)
@@ -51,25 +58,27 @@ def ours(x: torch.Tensor, data: torch.Tensor, sigma: float):
     return result.distance_sq, result.score, result.nearest_sq, result.nearest_index
 
 
-def problem(rows: int, dim: int, queries: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded data (rows, dim) and queries (queries, dim), float32."""
+def problem(rows: int, dim: int, queries: int, device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded data (rows, dim) and queries (queries, dim), float32, drawn on the CPU and moved to `device`."""
     generator = torch.Generator().manual_seed(seed)
     data = torch.randn(rows, dim, generator=generator)
     picks = torch.randint(0, rows, (queries,), generator=generator)
-    return data[picks] + torch.randn(queries, dim, generator=generator), data
+    x = data[picks] + torch.randn(queries, dim, generator=generator)
+    return x.to(device), data.to(device)
 
 
 def peak_memory(variant: str, args) -> dict:
-    """The variant's first call on `args.rows` rows, in this (fresh) process: peak RSS over RSS before."""
-    torch.set_num_threads(args.threads)
+    """The variant's first call on `args.rows` rows, in this (fresh) process: its peak memory over what was
+    in use before (CPU: RSS; CUDA: allocated bytes)."""
+    device = use_machine(args)
     function = {"ours": ours, "dense_reference": dense_reference}[variant]
-    x, data = problem(args.rows, args.dim, args.queries)
+    x, data = problem(args.rows, args.dim, args.queries, device)
     function(x, data[:100], args.sigma)  # load the libraries and kernels
-    before = _reset_peak_rss()
-    start = time.perf_counter()
+    before = reset_peak_memory(device)
+    start = now(device)
     function(x, data, args.sigma)
-    seconds = time.perf_counter() - start
-    return {"peak_memory_mib": _peak_rss_mib() - before, "first_call_s": seconds}
+    seconds = now(device) - start
+    return {"peak_memory_mib": peak_memory_mib(device, before), "first_call_s": seconds}
 
 
 def in_subprocess(variant: str, rows: int) -> dict:
@@ -91,9 +100,9 @@ def turns(functions: dict, x: torch.Tensor, data: torch.Tensor, sigma: float, re
     times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
-            start = time.perf_counter()
+            start = now(x.device)
             function(x, data, sigma)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(now(x.device) - start)
     return {name: statistics.median(t) for name, t in times.items()}, times, outputs
 
 
@@ -105,17 +114,16 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=64, help="queries B")
     parser.add_argument("--sigma", type=float, default=0.1, help="smoothing σ")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per variant")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    add_machine_arguments(parser)
     parser.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: one variant
     args = parser.parse_args()
     if args.memory_of:
         print(json.dumps(peak_memory(args.memory_of, args)))
         return
-    from sgp_lightning.utils import machine_info
 
-    torch.set_num_threads(args.threads)
+    device = use_machine(args)
     memory = {variant: in_subprocess(variant, args.rows) for variant in VARIANTS}
-    x, data = problem(args.rows, args.dim, args.queries)
+    x, data = problem(args.rows, args.dim, args.queries, device)
     medians, runs, outputs = turns(
         {"ours": ours, "dense_reference": dense_reference}, x, data, args.sigma, args.repeats
     )
@@ -125,10 +133,9 @@ def main() -> None:
         for variant in VARIANTS
     }
     large_memory = in_subprocess("ours", args.large)
-    large_x, large_data = problem(args.large, args.dim, args.queries)
+    large_x, large_data = problem(args.large, args.dim, args.queries, device)
     large_median, large_runs, _ = turns({"ours": ours}, large_x, large_data, args.sigma, args.repeats)
-    print(json.dumps({
-        "benchmark": "distance",
+    print_result("distance", device, {
         "dim": args.dim,
         "queries": args.queries,
         "sigma": args.sigma,
@@ -148,8 +155,7 @@ def main() -> None:
             "ours": {"median_s": large_median["ours"], "runs_s": large_runs["ours"], **large_memory},
             "dense_reference_tensor_mib": 4 * args.queries * args.large * args.dim / 2**20,
         },
-        "machine": machine_info(),
-    }, indent=2))  # fmt: skip
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 (experiment=pixel_integrator: U-Nets [64, 128, 128] with attention, T = 15 control images of 32×32,
 an ensemble of 10, CEM on its first 5 members); prints JSON.
 
-Each method runs in its own subprocess so its peak memory is its own (CUDA: max allocated; CPU: the
-process's peak RSS while planning minus its RSS before, with the peak mark reset after the networks are
-built on Linux, so building them does not count). Side by side, the same ensemble iteration with a
-Python loop over members instead of vmap is timed as the reference for the vectorised ensemble.
+Each method runs in its own subprocess so its peak memory is its own: what planning added at its peak
+over what the process held after building the networks (CUDA: the allocator's peak allocated bytes; CPU:
+the process's peak RSS, with the peak mark reset on Linux; benchmarks/_timing.py). Side by side, the
+same ensemble iteration with a Python loop over members instead of vmap is timed as the reference for the
+vectorised ensemble.
 
     python benchmarks/pixel_planning.py [--tasks 8] [--population 100] [--iterations 3] [--device auto]
         [--experiment pixel_integrator] [--threads 1]
@@ -17,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+from _timing import add_machine_arguments, now, peak_memory_mib, print_result, reset_peak_memory, use_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("sgp", "vanilla", "ensemble", "ensemble_loop_reference", "cem")
@@ -65,7 +65,7 @@ def looped_ensemble_problem(system, env, cfg, horizon):
                 predictions = predict(states[-1], actions[:, t])
                 penalty = penalty + predictions.var(0, unbiased=False).flatten(1).sum(1)
                 states.append(model.to_state(states[-1], actions[:, t], predictions.mean(0)))
-            return torch.stack(states, 1), self.weight * penalty
+            return torch.stack(states, 1), self.weighted(penalty)
 
     def mean_dynamics(x, u):
         return model.to_state(x, u, predict(x, u).mean(0))
@@ -75,39 +75,10 @@ def looped_ensemble_problem(system, env, cfg, horizon):
     )
 
 
-def _proc_status_mib(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024  # kB → MiB
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> float:
-    """The current RSS in MiB, after resetting the peak-RSS mark where Linux allows it (clear_refs 5).
-    Elsewhere the mark is the process's lifetime peak, which may include building the networks."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return _proc_status_mib("VmRSS")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _peak_rss_mib() -> float:
-    peak = _proc_status_mib("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run_one(method: str, args) -> dict:
-    from sgp_lightning.plan import resolve_device
     from sgp_lightning.planning import frozen, make_planner
 
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = use_machine(args)
     system, planners = build(args.experiment, device)
     env = system.make_env()
     env.num_tasks = args.tasks
@@ -121,20 +92,12 @@ def run_one(method: str, args) -> dict:
             problem = looped_ensemble_problem(system, env, cfg, env.horizon)
         else:
             problem = planner.problem(system, env, env.horizon)
-        rss_before = _reset_peak_rss()  # after building the networks, before any planning
+        before = reset_peak_memory(device)  # after building the networks, before any planning
         planner.solve(problem, tasks.x0, tasks.goal, iterations=1)  # warm-up (allocator, kernels)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+        start = now(device)
         planner.solve(problem, tasks.x0, tasks.goal, iterations=args.iterations)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / args.iterations
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = _peak_rss_mib() - rss_before
+        seconds = (now(device) - start) / args.iterations
+    peak = peak_memory_mib(device, before)
     return {"seconds_per_iteration": seconds, "peak_memory_mib": peak, "device": str(device)}
 
 
@@ -144,16 +107,14 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=8, help="tasks planned in one batch")
     parser.add_argument("--population", type=int, default=100, help="CEM candidates per task")
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations per method")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=1)
+    add_machine_arguments(parser, device="auto")
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)  # internal: one method
     args = parser.parse_args()
     if args.method:
         print(json.dumps(run_one(args.method, args)))
         return
-    from sgp_lightning.utils import machine_info
 
-    torch.set_num_threads(args.threads)  # as in each method's process, so machine_info reports it
+    use_machine(args)  # as in each method's process, so machine_info reports the threads
     results = {}
     for method in METHODS:
         forwarded = sys.argv[1:]
@@ -173,17 +134,15 @@ def main() -> None:
         results["ensemble_loop_reference"]["seconds_per_iteration"]
         / results["ensemble"]["seconds_per_iteration"]
     )
-    print(json.dumps({
-        "benchmark": "pixel_planning",
+    print_result("pixel_planning", results["sgp"]["device"], {
         "experiment": args.experiment,
         "tasks": args.tasks,
         "horizon": 15,
         "decision_variables_per_task": 15 * 32 * 32,
         "cem_population": args.population,
         "timed_iterations": args.iterations,
-        "machine": machine_info(),
         "methods": results,
-    }, indent=2))  # fmt: skip
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

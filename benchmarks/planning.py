@@ -4,25 +4,23 @@ One MPC step = one re-plan (planner.mpc.iterations Adam iterations over a planne
 started from the previous plan shifted by a step) plus one true env step. Each timed run executes
 STEPS_PER_RUN steps and reports the time per step. Batching tasks should cost far less than 16 solves.
 
-    python benchmarks/planning.py [--ckpt RUN/checkpoints/last.ckpt] [--threads 1] [--repeats 5]
+    python benchmarks/planning.py [--ckpt RUN/checkpoints/last.ckpt] [--threads 1] [--repeats 5] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 
 import hydra
 import torch
+from _timing import add_machine_arguments, now, print_result, use_machine  # benchmarks/: on sys.path when run
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sgp_lightning.models import SGPSystem
 from sgp_lightning.planning import Controller, make_planner
 from sgp_lightning.train import instantiate_system
-from sgp_lightning.utils import machine_info
 
 STEPS_PER_RUN = 5
 CONF = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "conf")
@@ -39,7 +37,7 @@ def default_system() -> SGPSystem:
 def time_mpc_step(system, planner_cfg, batch: int, repeats: int) -> list[float]:
     env = system.make_env()
     env.num_tasks = batch
-    tasks = env.tasks()
+    tasks = env.tasks().to(system.device)
     mpc_iterations = planner_cfg["mpc"]["iterations"]
     # Every step (the first too) runs planner.mpc.iterations, as a warm-started re-plan does.
     planner = make_planner(
@@ -49,9 +47,9 @@ def time_mpc_step(system, planner_cfg, batch: int, repeats: int) -> list[float]:
     times = []
     controller.run(env, tasks.x0, tasks.goal, steps=1)  # warm-up
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = now(system.device)
         controller.run(env, tasks.x0, tasks.goal, steps=STEPS_PER_RUN)
-        times.append((time.perf_counter() - start) / STEPS_PER_RUN)
+        times.append((now(system.device) - start) / STEPS_PER_RUN)
     return times
 
 
@@ -60,16 +58,17 @@ def main() -> None:
     parser.add_argument(
         "--ckpt", default=None, help="checkpoint to time (default: the default domain, random init)"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed MPC steps per batch size")
+    add_machine_arguments(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    device = use_machine(args)
     torch.manual_seed(0)
     if args.ckpt:
         system = SGPSystem.load_from_checkpoint(args.ckpt)
         _, planner_cfg = default_system()
     else:
         system, planner_cfg = default_system()
+    system = system.to(device)
     results = {}
     for batch in (1, 16):
         times = time_mpc_step(system, planner_cfg, batch, args.repeats)
@@ -79,22 +78,15 @@ def main() -> None:
             "runs": times,
         }
     t1, t16 = results["batch_1"]["step_median_s"], results["batch_16"]["step_median_s"]
-    print(
-        json.dumps(
-            {
-                "benchmark": "mpc_step",
-                "domain": system.domain,
-                "mpc_iterations": planner_cfg["mpc"]["iterations"],
-                "mpc_horizon": planner_cfg["mpc"]["horizon"],
-                "beta": planner_cfg["beta"],
-                **results,
-                "ratio_batch16_over_batch1": t16 / t1,
-                "speedup_vs_16_separate_solves": 16 * t1 / t16,
-                "machine": machine_info(),
-            },
-            indent=2,
-        )
-    )
+    print_result("mpc_step", system.device, {
+        "domain": system.domain,
+        "mpc_iterations": planner_cfg["mpc"]["iterations"],
+        "mpc_horizon": planner_cfg["mpc"]["horizon"],
+        "beta": planner_cfg["beta"],
+        **results,
+        "ratio_batch16_over_batch1": t16 / t1,
+        "speedup_vs_16_separate_solves": 16 * t1 / t16,
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

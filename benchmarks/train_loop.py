@@ -20,7 +20,11 @@ Configs: `pit` (`python train.py`'s default: conf/train.yaml and its datamodule)
 a BC policy of 2 × 256, batch 256, cosine lr) on random transitions of hopper's shapes, 100k rows (no gym
 and no dataset needed).
 
-    OMP_NUM_THREADS=1 python benchmarks/train_loop.py [--configs pit,d4rl_small] [--repeats 5]
+    OMP_NUM_THREADS=1 python benchmarks/train_loop.py [--configs pit,d4rl_small] [--repeats 5] [--device cpu]
+
+`--device cuda` trains both loops on the GPU: Lightning with `accelerator="gpu", devices=1`, the bare loop
+with its system on the same device and each batch moved there as Lightning moves it; the clocks wait for
+the device (benchmarks/_timing.py). With `--validation`, it trains with `trainer=gpu`.
 
 `--profile` instead runs cProfile over one Lightning fit per config (no bare steps) and prints its top
 functions to stderr.
@@ -40,19 +44,19 @@ import argparse
 import contextlib
 import cProfile
 import io
-import json
 import pstats
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
+from _timing import add_machine_arguments, now, print_result, use_machine  # benchmarks/: on sys.path when run
 from hydra import compose, initialize_config_dir
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import open_dict
 
@@ -61,13 +65,13 @@ sys.path.insert(0, str(ROOT))
 
 from datamodules.base import ShuffledBatches, TransitionDataModule  # noqa: E402
 from sgp_lightning.train import instantiate_env_and_data, instantiate_system  # noqa: E402
-from sgp_lightning.utils import machine_info  # noqa: E402
 
 CONFIGS = {
     "pit": [],  # conf/train.yaml: the default domain and model
     "d4rl_small": ["experiment=d4rl/hopper_medium", "d4rl_size=small"],
 }
 VARIANTS = ("lightning", "lightning_tensorboard", "lightning_progress_bar")
+CPU = torch.device("cpu")
 
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
@@ -118,13 +122,16 @@ def new_system(cfg, env):
 
 
 class BareLoop:
-    """The bare loop on its own freshly built system: `zero_grad`, the sum of the trainable parts' losses,
-    `backward`, `step`, over the same batches as the datamodule's training loader (a new order each epoch)."""
+    """The bare loop on its own freshly built system on `device`: `zero_grad`, the sum of the trainable
+    parts' losses, `backward`, `step`, over the same batches as the datamodule's training loader (a new
+    order each epoch; on a GPU each moved there, as Lightning moves them)."""
 
-    def __init__(self, cfg, env, datamodule):
+    def __init__(self, cfg, env, datamodule, device: torch.device):
         self.system = new_system(cfg, env).train()
         for part in self.system.trainable_parts.values():
             part.set_data(datamodule)
+        self.device = device
+        self.system.to(device)
         self.parts = list(self.system.trainable_parts.values())
         params = [p for part in self.parts for p in part.parameters() if p.requires_grad]
         self.optimizer = self.system.optimizer_factory(params=params)
@@ -139,14 +146,17 @@ class BareLoop:
     @torch.enable_grad()
     def run(self, steps: int) -> float:
         """Seconds that `steps` steps took."""
-        start = time.perf_counter()
+        on_gpu = self.device.type == "cuda"
+        start = now(self.device)
         for _ in range(steps):
             batch = next(self.batches)
+            if on_gpu:
+                batch = move_data_to_device(batch, self.device)
             self.optimizer.zero_grad()
             loss = sum(part.loss(batch) for part in self.parts)
             loss.backward()
             self.optimizer.step()
-        return time.perf_counter() - start
+        return now(self.device) - start
 
 
 class Interleave(L.Callback):
@@ -161,14 +171,14 @@ class Interleave(L.Callback):
         step = trainer.global_step  # optimiser steps done
         if step < self.warmup or (step - self.warmup) % self.chunk:
             return
-        now = time.perf_counter()
+        end = now(self.bare.device)
         if self.start is None:  # end of warm-up: warm the bare loop up too
             self.bare.run(self.warmup)
         else:
-            self.lightning_s += now - self.start
+            self.lightning_s += end - self.start
             self.steps += self.chunk
             self.bare_s += self.bare.run(self.chunk)
-        self.start = time.perf_counter()
+        self.start = now(self.bare.device)
 
 
 def run_lightning(
@@ -181,16 +191,18 @@ def run_lightning(
     tensorboard: bool,
     bare: bool = True,
     progress_bar: bool = False,
+    device: torch.device = CPU,
 ) -> dict:
-    """One fit of `warmup + steps` steps with bare chunks interleaved: steps/s of each and their ratio
-    (`bare=False`: no bare steps, for profiling)."""
-    timer = Interleave(BareLoop(cfg, env, datamodule), warmup, chunk) if bare else None
+    """One fit of `warmup + steps` steps on `device` with bare chunks interleaved: steps/s of each and
+    their ratio (`bare=False`: no bare steps, for profiling)."""
+    timer = Interleave(BareLoop(cfg, env, datamodule, device), warmup, chunk) if bare else None
     system = new_system(cfg, env)
+    on_gpu = device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         logger = TensorBoardLogger(tmp, name="tb", version="") if tensorboard else False
         trainer = L.Trainer(
-            accelerator="cpu",
-            devices=1,
+            accelerator="gpu" if on_gpu else "cpu",
+            devices=[device.index or 0] if on_gpu else 1,
             max_steps=warmup + steps,
             limit_val_batches=0,
             num_sanity_val_steps=0,
@@ -218,22 +230,22 @@ def plans_in_run(epochs: int, every_n_epochs: int) -> int:
 
 
 @contextlib.contextmanager
-def timed_methods(targets: dict[str, tuple[type, str]]):
-    """Patch each (class, method) to add its wall time and call count to `totals[name]` (and the time of its
-    first call)."""
+def timed_methods(targets: dict[str, tuple[type, str]], device: torch.device):
+    """Patch each (class, method) to add its wall time (the clock waiting for `device`) and call count to
+    `totals[name]` (and the time of its first call)."""
     totals = {name: [0.0, 0, None] for name in targets}
     originals, own = {}, {name: method in vars(cls) for name, (cls, method) in targets.items()}
     for name, (cls, method) in targets.items():
         original = originals[name] = getattr(cls, method)
 
         def wrapper(*args, _original=original, _name=name, **kwargs):
-            start = time.perf_counter()
+            start = now(device)
             if totals[_name][2] is None:
                 totals[_name][2] = start
             try:
                 return _original(*args, **kwargs)
             finally:
-                totals[_name][0] += time.perf_counter() - start
+                totals[_name][0] += now(device) - start
                 totals[_name][1] += 1
 
         setattr(cls, method, wrapper)
@@ -247,13 +259,13 @@ def timed_methods(targets: dict[str, tuple[type, str]]):
                 delattr(cls, method)
 
 
-def validation_share(overrides: list[str], epochs: int | None) -> dict:
+def validation_share(overrides: list[str], epochs: int | None, device: torch.device) -> dict:
     """Train the run `overrides` compose (train.py's config) and time its parts: the fit, the validation
     loops, and the PlanningCallback's and ScoreFieldCallback's `on_validation_epoch_end` (counted only
     when they run). With `epochs`, the run is shortened to that many epochs with planning after each, and
     the times are projected onto the default run's epochs and planning schedule; without, the default run
     is measured as it is. The score-field images are left out of the projection (2-D domains: ~3% of a
-    run)."""
+    run). On a CUDA `device` the run trains with `trainer=gpu`."""
     from lightning.pytorch.loops import _EvaluationLoop
 
     from callbacks.planning import PlanningCallback
@@ -266,7 +278,7 @@ def validation_share(overrides: list[str], epochs: int | None) -> dict:
     planning = (default.get("callbacks") or {}).get("planning")
     default_epochs = int(default.trainer.max_epochs)
     every_n = int(planning.every_n_epochs) if planning else None
-    shrink = []
+    shrink = ["trainer=gpu"] if device.type == "cuda" else []
     if epochs:
         shrink = [f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false"]
         if planning:
@@ -283,7 +295,7 @@ def validation_share(overrides: list[str], epochs: int | None) -> dict:
             "score_field": (ScoreFieldCallback, "on_validation_epoch_end"),
             "train_start": (SGPSystem, "on_train_start"),  # its first call ends the fit's start-up
         }
-        with timed_methods(targets) as totals, contextlib.redirect_stdout(io.StringIO()):
+        with timed_methods(targets, device) as totals, contextlib.redirect_stdout(io.StringIO()):
             _, objects = train(cfg)
         trainer = objects["trainer"]
         ran = {"planning": 0, "score_field": 0}
@@ -328,10 +340,10 @@ def validation_share(overrides: list[str], epochs: int | None) -> dict:
     return result
 
 
-def profile(name: str, cfg, env, datamodule, warmup: int, steps: int) -> None:
+def profile(name: str, cfg, env, datamodule, warmup: int, steps: int, device: torch.device) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
-    run_lightning(cfg, env, datamodule, warmup, steps, steps, tensorboard=False, bare=False)
+    run_lightning(cfg, env, datamodule, warmup, steps, steps, tensorboard=False, bare=False, device=device)
     profiler.disable()
     for order, count in (("cumulative", 60), ("tottime", 40)):
         out = io.StringIO()
@@ -350,7 +362,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per fit (default per config)")
     parser.add_argument("--chunk", type=int, default=None, help="steps per timed chunk (default per config)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps before timing")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    add_machine_arguments(parser)
     parser.add_argument("--profile", action="store_true", help="cProfile one Lightning fit per config")
     parser.add_argument(
         "--validation",
@@ -366,14 +378,11 @@ def main() -> None:
         "default run (default: run the default run as it is)",
     )
     args = parser.parse_args()
+    device = use_machine(args)
     if args.validation:
-        torch.set_num_threads(args.threads)
-        runs = [validation_share(o.split(), args.epochs) for o in args.validation]
-        print(
-            json.dumps({"benchmark": "validation_share", "runs": runs, "machine": machine_info()}, indent=2)
-        )
+        runs = [validation_share(o.split(), args.epochs, device) for o in args.validation]
+        print_result("validation_share", device, {"runs": runs})
         return
-    torch.set_num_threads(args.threads)
     variants = args.variants.split(",")
     defaults = {"pit": (400, 40), "d4rl_small": (150, 15)}  # (timed steps, chunk): ~6 s per loop and fit
     results = {}
@@ -381,7 +390,7 @@ def main() -> None:
         cfg, env, datamodule = build(name)
         steps, chunk = args.steps or defaults[name][0], args.chunk or defaults[name][1]
         if args.profile:
-            profile(name, cfg, env, datamodule, args.warmup, steps)
+            profile(name, cfg, env, datamodule, args.warmup, steps, device)
             continue
         runs = {v: [] for v in variants}
         for _ in range(args.repeats):
@@ -396,6 +405,7 @@ def main() -> None:
                         chunk,
                         tensorboard=variant != "lightning",
                         progress_bar=variant == "lightning_progress_bar",
+                        device=device,
                     )
                 )
         results[name] = {
@@ -415,7 +425,7 @@ def main() -> None:
             },
         }
     if not args.profile:
-        print(json.dumps({"benchmark": "train_loop", **results, "machine": machine_info()}, indent=2))
+        print_result("train_loop", device, results)
 
 
 if __name__ == "__main__":

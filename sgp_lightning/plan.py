@@ -25,6 +25,7 @@ PLAN_OPTIONS = (
     "progress",
     "video",
     "stack_methods",
+    "stack_episodes",
 )
 
 

@@ -17,7 +17,7 @@ from sgp_lightning.errors import require
 from sgp_lightning.pieces import map_runs, plan_piece, reuse_or_train
 from sgp_lightning.plan import beta_label, compose_plan_config
 from sgp_lightning.planning import make_planner
-from sgp_lightning.tables import tuning_record
+from sgp_lightning.tables import best_beta, tuning_record
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -269,7 +269,7 @@ def _tune(entry: DictConfig, grids: dict[str, list[float]], run_dir: Path, plan_
     (`tune.task_seed`), planned with the trained checkpoint of this run: the table's own tasks and episodes
     never choose a setting."""
     tune = entry.tune
-    metric, sign = tune.get("metric") or "cost_achieved", -1.0 if tune.get("mode") == "max" else 1.0
+    metric = tune.get("metric") or "cost_achieved"
     chosen = {}
     for name, betas in grids.items():
         # the whole grid in one plan: a gradient method's β values are one batched solve (plan.py betas=)
@@ -281,11 +281,7 @@ def _tune(entry: DictConfig, grids: dict[str, list[float]], run_dir: Path, plan_
         ]
         result = plan_once(run_dir / "tune" / name, overrides)
         achieved = {f"{b:g}": result["methods"][beta_label(name, b)][metric] for b in betas}
-        # the first of equals (the smallest listed) wins; a diverged plan (NaN) never does
-        best = min(
-            betas, key=lambda b: math.inf if math.isnan(achieved[f"{b:g}"]) else sign * achieved[f"{b:g}"]
-        )
-        chosen[name] = {"beta": float(best), "achieved_by_beta": achieved}
+        chosen[name] = {"beta": best_beta(betas, achieved, tune.get("mode")), "achieved_by_beta": achieved}
     return chosen
 
 

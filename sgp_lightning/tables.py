@@ -14,8 +14,10 @@ where `checkpoint` is one of the entry's `checkpoints` (last, best); a β sweep'
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -119,7 +121,7 @@ class CostTable:
             + "\n"
             + ("" if not payload.get("paper") else f"\nPaper: {payload['paper']}\n")
             + distance
-            + _tuning_markdown(payload.get("tuning"))
+            + tuning_markdown(payload.get("tuning"))
         )
 
 
@@ -176,6 +178,15 @@ def _distance_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def best_beta(betas: Sequence[float], achieved: Mapping[str, float], mode: str | None = None) -> float:
+    """The β of `betas` whose metric (`achieved`, keyed by f"{β:g}") is lowest (`mode` min or None) or
+    highest (max): the first of equals (the smallest listed) wins, and a diverged plan (NaN) never does."""
+    sign = -1.0 if mode == "max" else 1.0
+    return float(
+        min(betas, key=lambda b: math.inf if math.isnan(achieved[f"{b:g}"]) else sign * achieved[f"{b:g}"])
+    )
+
+
 def tuning_record(entry: DictConfig, runs: dict, tuned_once: dict | None) -> dict | None:
     """results.json's `tuning`: the tuning set, and each tuning's sweep and choice (`_tune`): per table seed,
     or per dataset when β was tuned once on `tune.train_seed`."""
@@ -190,18 +201,29 @@ def tuning_record(entry: DictConfig, runs: dict, tuned_once: dict | None) -> dic
     return record
 
 
-def _tuning_markdown(tuning: dict | None) -> str:
+def tuning_markdown(tuning: dict | None) -> str:
     """One row per tuning (seed, or dataset) and tuned method: the metric on the tuning tasks or episodes at
     each β, and the choice."""
     if not tuning:
         return ""
-    metric = {"cost_achieved": "achieved cost"}.get(
+    metric = {"cost_achieved": "achieved cost", "cost_achieved_near_data": "achieved cost"}.get(
         tuning.get("metric", "cost_achieved"), tuning.get("metric")
     )
+    rule = metric
+    if tuning.get("metric") == "cost_achieved_near_data":
+        rule = (f"the lowest achieved cost among the β whose planned states all stay within "
+                f"{tuning['max_distance_to_data']:g} of the data (the largest distance in brackets)")  # fmt: skip
     per_run = tuning.get("per_seed") or tuning["per_dataset"]
+
+    def cell(result: dict, beta: str) -> str:
+        gap = result.get("distance_to_data_by_beta", {}).get(beta)
+        return f"{beta}: {result['achieved_by_beta'][beta]:.3g}" + (
+            f" ({gap:.2g})" if gap is not None else ""
+        )
+
     rows = [
         f"| {run} | {name} | "
-        + ", ".join(f"{beta}: {value:.3g}" for beta, value in result["achieved_by_beta"].items())
+        + ", ".join(cell(result, beta) for beta in result["achieved_by_beta"])
         + f" | {result['beta']:g} |"
         for run, methods in per_run.items()
         for name, result in methods.items()
@@ -213,7 +235,7 @@ def _tuning_markdown(tuning: dict | None) -> str:
                  f"{tuning['task_seed']}, none of them the table's")  # fmt: skip
         column = "dataset"
     return (
-        f"\nβ chosen {where}, by {metric}:\n\n"
+        f"\nβ chosen {where}, by {rule}:\n\n"
         f"| {column} | method | {metric} at each β | chosen β |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
 
@@ -298,5 +320,5 @@ class ScoreTable:
             f"{payload['train_overrides']}; plan overrides: {payload['plan_overrides']}); "
             + _machine_line(payload)
             + "\n"
-            + _tuning_markdown(payload.get("tuning"))
+            + tuning_markdown(payload.get("tuning"))
         )

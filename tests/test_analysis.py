@@ -176,17 +176,27 @@ def test_demonstrations_follow_their_routes():
 
 @pytest.mark.slow  # over 20 s on 2 cores: `pytest -m slow`
 def test_stitching_plan_stays_on_the_demonstrations(tmp_path):
-    """SGP's plan from bottom-left to bottom-right stays within 0.1 of demonstrated states and ends near
-    the goal; vanilla's straight line leaves the data."""
+    """SGP's β is tuned on other tasks, then its plan from bottom-left to bottom-right stays within 0.1 of
+    demonstrated states and ends near the goal; vanilla's straight line leaves the data."""
     proc = run_cli(
-        "reproduce.py", "stitching", f"output_dir={tmp_path}",
+        "reproduce.py", "stitching", f"output_dir={tmp_path}", "reproduce.tune.betas=[0.3,1.0]",
         "reproduce.train_overrides=" + hydra_list(["experiment=stitching", "trainer.max_epochs=40",
                                                     "callbacks.planning.every_n_epochs=1000"]),
-        "reproduce.plan_overrides=" + hydra_list(["planners.sgp.beta=0.3", "planners.sgp.optimizer.iterations=300",
+        "reproduce.plan_overrides=" + hydra_list(["planners.sgp.optimizer.iterations=300",
                                                    "planners.vanilla.optimizer.iterations=300"]),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    methods = json.loads((tmp_path / "results.json").read_text())["methods"]
+    payload = json.loads((tmp_path / "results.json").read_text())
+    methods, tuned = payload["methods"], payload["tuning"]["per_seed"]["0"]["sgp"]
+    gaps, costs = tuned["distance_to_data_by_beta"], tuned["achieved_by_beta"]
+    feasible = [b for b in (0.3, 1.0) if gaps[f"{b:g}"] <= 0.1]  # the entry's max_distance_to_data
+    expected = (
+        min(feasible, key=lambda b: costs[f"{b:g}"])
+        if feasible
+        else min((0.3, 1.0), key=lambda b: gaps[f"{b:g}"])
+    )
+    assert tuned["beta"] == expected
+    assert methods["sgp"]["planner"]["beta"] == tuned["beta"]  # the table planned with the tuned β
     assert methods["sgp"]["plan_distance_to_data_max"] < 0.1 and methods["sgp"]["distance_to_goal"] < 0.2
     assert methods["vanilla"]["plan_distance_to_data_max"] > 0.2
 

@@ -34,6 +34,62 @@ def planner_settings(compose, overrides) -> dict:
     return OmegaConf.to_container(compose("plan", ["ckpt_path=unused", *overrides]).planners, resolve=True)
 
 
+def tune_open_loop(system, env, planners: dict, tune, seed: int, data=None) -> dict:
+    r"""
+    The tuning protocol (docs/results.md) for an analysis entry that plans open loop in its own process:
+    each method in `tune.methods` gets the β of its grid with the lowest mean achieved cost on the tasks of
+    `tune.task_seed`, a set the table does not report; all of a method's β are one stacked solve. With
+    `tune.max_distance_to_data` (and `data`), only β whose planned states all stay within that distance of
+    the data compete (none does: the β whose plans stay closest).
+
+    Args:
+        system (`SGPSystem`), env (`Env`): the trained system and its domain (the table's env is not changed).
+        planners (`dict`): method → planner settings (`planner_settings`); the chosen β are written into it.
+        tune (`DictConfig`): `task_seed`, `methods`, `betas` (one list, or a list per method), optionally
+            `max_distance_to_data`.
+        seed (`int`): the table's seed (the record is keyed by it).
+        data (`torch.Tensor`, *optional*): (N, *state_shape) data states, for `max_distance_to_data`.
+
+    Returns:
+        `dict`: results.json's `tuning`, as `sgp_lightning.tables.tuning_record` writes it for one seed (and
+        per method `distance_to_data_by_beta`, the largest distance of a planned state to the data).
+    """
+    import copy
+
+    import torch
+
+    from sgp_lightning.distance import nearest_distance
+    from sgp_lightning.planning import make_planner
+    from sgp_lightning.planning.evaluate import plan_and_evaluate_stacked
+    from sgp_lightning.tables import best_beta
+
+    tuning_env = copy.copy(env)
+    tuning_env.task_seed = int(tune.task_seed)
+    limit = tune.get("max_distance_to_data")
+    chosen = {}
+    for name in tune.methods:
+        betas = [float(b) for b in (tune.betas[name] if OmegaConf.is_dict(tune.betas) else tune.betas)]
+        grid = [make_planner({**planners[name], "beta": b}) for b in betas]
+        torch.manual_seed(seed)
+        evaluations = plan_and_evaluate_stacked(
+            system, tuning_env, tuning_env.tasks(), grid, [name] * len(grid)
+        )
+        achieved = {f"{b:g}": float(e.cost_achieved.mean()) for b, e in zip(betas, evaluations, strict=True)}
+        if limit is None:
+            chosen[name] = {"beta": best_beta(betas, achieved), "achieved_by_beta": achieved}
+        else:
+            gaps = {f"{b:g}": float(nearest_distance(e.plan.states.detach(), data).max())
+                    for b, e in zip(betas, evaluations, strict=True)}  # fmt: skip
+            near = [b for b in betas if gaps[f"{b:g}"] <= limit]
+            # none stays near the data: the β whose plans stay closest
+            beta = best_beta(near, achieved) if near else best_beta(betas, gaps)
+            chosen[name] = {"beta": beta, "achieved_by_beta": achieved, "distance_to_data_by_beta": gaps}
+        planners[name] = {**planners[name], "beta": chosen[name]["beta"]}
+    metric = "cost_achieved" if limit is None else "cost_achieved_near_data"
+    return {"task_seed": int(tune.task_seed), "metric": metric, "max_distance_to_data": limit,
+            "per_seed": {str(seed): chosen}}  # fmt: skip
+
+
 def provenance(payload: dict) -> str:
     """`Command: …; machine: …; wall time …` from a results payload."""
     m, seconds = payload["machine"], payload["wall_seconds"]

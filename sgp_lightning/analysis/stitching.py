@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from sgp_lightning.analysis.common import Report, planner_settings, provenance, train_run
+from sgp_lightning.analysis.common import Report, planner_settings, provenance, train_run, tune_open_loop
 from sgp_lightning.distance import nearest_distance
 from sgp_lightning.planning import plan_and_evaluate
+from sgp_lightning.tables import tuning_markdown
 
 
 def reproduce_stitching(cfg, compose) -> dict:
@@ -24,6 +25,9 @@ def reproduce_stitching(cfg, compose) -> dict:
     data = datamodule.all_data["x"]
     tasks = env.tasks()
     planners = planner_settings(compose, entry.plan_overrides)
+    tuning = (
+        tune_open_loop(system, env, planners, entry.tune, entry.seed, data) if entry.get("tune") else None
+    )
     evaluations, methods = [], {}
     for name in entry.methods:
         torch.manual_seed(entry.seed)
@@ -43,6 +47,7 @@ def reproduce_stitching(cfg, compose) -> dict:
     payload = {
         "methods": methods, "seed": entry.seed,
         "train_overrides": list(entry.train_overrides), "plan_overrides": list(entry.plan_overrides),
+        "tuning": tuning,
         "num_demonstration_states": len(data),
         **report.record(),
     }  # fmt: skip
@@ -56,6 +61,6 @@ def reproduce_stitching(cfg, compose) -> dict:
     note = (
         f"{len(tasks)} tasks from around (−0.8, −0.8) to (0.8, −0.8), T = {env.horizon}; {len(data)} demonstrated "
         f"states. Train overrides: {list(entry.train_overrides)}; plan overrides: {list(entry.plan_overrides)}; "
-        f"seed {entry.seed}. {provenance(payload)}"
+        f"seed {entry.seed}. {provenance(payload)}\n{tuning_markdown(tuning)}"
     )
     return report.write(payload, report.table(columns, rows, note))

@@ -36,6 +36,7 @@ class IntegratorEnv(Env):
         start_x: float = -0.8,
         start_y_range: Sequence[float] = (-0.3, 0.3),
         num_tasks: int = 8,
+        task_seed: int | None = None,
     ):
         require(horizon > 0, f"horizon must be positive, got {horizon}")
         require(box > 0 and action_limit > 0, "box and action_limit must be positive")
@@ -55,6 +56,7 @@ class IntegratorEnv(Env):
         self.start_x = float(start_x)
         self.start_y_range = tuple(float(v) for v in start_y_range)
         self.num_tasks = int(num_tasks)
+        self.task_seed = None if task_seed is None else int(task_seed)
 
     def in_pit(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.pit_center.to(x)).norm(dim=-1) < self.pit_radius
@@ -85,7 +87,14 @@ class IntegratorEnv(Env):
         return self.goal
 
     def tasks(self) -> Tasks:
-        y = torch.linspace(*self.start_y_range, self.num_tasks)
+        """Starts at x = start_x with y evenly spaced over start_y_range (task_seed None: the tables' tasks),
+        or drawn uniformly from it with generator seed `task_seed` (tuning tasks, another set)."""
+        if self.task_seed is None:
+            y = torch.linspace(*self.start_y_range, self.num_tasks)
+        else:
+            low, high = self.start_y_range
+            unit = torch.rand(self.num_tasks, generator=torch.Generator().manual_seed(self.task_seed))
+            y = low + (high - low) * unit
         x0 = torch.stack([torch.full_like(y, self.start_x), y], -1)
         return Tasks(x0, self.goal.expand_as(x0).clone())
 

@@ -12,7 +12,7 @@ learned model's error against the prediction horizon on the observations met.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from sgp_lightning.envs.mujoco import MujocoEnv
 from sgp_lightning.planning.controller import Controller
-from sgp_lightning.planning.planners import Planner
+from sgp_lightning.planning.planners import GradientPlanner, Planner, StackedGradientPlanner, make_planner
 from sgp_lightning.planning.problem import frozen
 
 
@@ -40,6 +40,9 @@ class EpisodeEvaluation:
     rewards: np.ndarray | None = None  # (episodes, S) the env's rewards
     planned_states: np.ndarray | None = None  # (episodes, S, H+1, obs_dim) each re-plan's predicted states
     model_error_horizon: np.ndarray | None = None  # (K,) see `horizon_errors`
+    solved_with: tuple[str, ...] | None = (
+        None  # the methods run in one stacked batch (`run_episodes_stacked`)
+    )
 
     def summary(self) -> dict:
         out = {
@@ -53,6 +56,8 @@ class EpisodeEvaluation:
         }
         if self.model_error_horizon is not None:
             out["model_error_horizon"] = self.model_error_horizon.tolist()
+        if self.solved_with is not None:
+            out["solved_with"] = list(self.solved_with)
         out["per_episode"] = [
             {"return": float(r), "normalized_score": float(s), "length": int(n)}
             for r, s, n in zip(self.returns, self.normalized_scores, self.lengths, strict=True)
@@ -142,21 +147,55 @@ def run_episodes(
     """Run `num_episodes` seeded episodes (default: the env's) of at most `max_steps` steps with a
     Controller of `planner` (a Planner or its config); `progress` shows a bar over the control steps.
     The evaluation keeps the episodes' trajectories and the model's error against the prediction horizon."""
+    planner = make_planner(planner)
+    return _run(system, env, planner, [method or planner.name], num_episodes, max_steps, seed, progress)[0]
+
+
+def run_episodes_stacked(
+    system,
+    env: MujocoEnv,
+    planners: Sequence[GradientPlanner],
+    methods: Sequence[str],
+    num_episodes: int | None = None,
+    max_steps: int | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> list[EpisodeEvaluation]:
+    """`run_episodes` for G gradient planners that differ only in β (and start level), as one batch of
+    G × E episodes (StackedGradientPlanner): group g runs planners[g] on the same E episode seeds, so its
+    episodes are the ones that planner runs alone, up to the float rounding of kernels whose blocking
+    depends on the batch size, which closed-loop episodes can amplify (docs/benchmarks.md). The batch
+    runs until every group's episodes have ended; each evaluation's `seconds` is the shared run's and
+    `solved_with` names the methods of that run."""
+    evaluations = _run(
+        system, env, StackedGradientPlanner(planners), methods, num_episodes, max_steps, seed, progress
+    )
+    for evaluation in evaluations:
+        evaluation.solved_with = tuple(methods)
+    return evaluations
+
+
+def _run(
+    system, env: MujocoEnv, planner: Planner, methods: Sequence[str], num_episodes, max_steps, seed, progress
+) -> list[EpisodeEvaluation]:
+    """The episodes of `planner` (G = planner.groups groups of rows, one per method), one evaluation each."""
     from tqdm.auto import tqdm
 
     from sgp_lightning.data.rollout import make_vector_env, reached_observations
 
     controller = Controller(system, planner, env)
+    groups = len(methods)
     episodes = int(num_episodes or env.num_episodes)
     max_steps = int(max_steps or env.episode_steps)
     seed = env.episode_seed if seed is None else int(seed)
-    envs = make_vector_env(env.task, episodes)
-    obs, _ = envs.reset(seed=seed)
-    returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=int)
-    alive = np.ones(episodes, dtype=bool)
+    seeds = seed + np.arange(episodes, dtype=np.int64)
+    envs = make_vector_env(env.task, groups * episodes)
+    obs, _ = envs.reset(seed=[int(s) for s in np.tile(seeds, groups)])  # each group: the same episodes
+    returns, lengths = np.zeros(groups * episodes), np.zeros(groups * episodes, dtype=int)
+    alive = np.ones(groups * episodes, dtype=bool)
     observed, executed, rewards, plans = [obs], [], [], []
     start, steps = time.perf_counter(), 0
-    bar = tqdm(total=max_steps, desc=f"{method or controller.planner.name} episodes", disable=not progress)
+    bar = tqdm(total=max_steps, desc=f"{'+'.join(methods)} episodes", disable=not progress)
     with frozen(system), bar:
         for steps in range(1, max_steps + 1):  # noqa: B007 (steps is reported)
             bar.update()
@@ -180,22 +219,34 @@ def run_episodes(
     seconds = time.perf_counter() - start
     states = _after_end(np.stack(observed, 1), lengths, 1)
     actions = _after_end(np.stack(executed, 1), lengths, 0)
-    errors = None
-    if controller.problem is not None:  # the BC policy without a dynamics model predicts nothing
-        arrays = [torch.as_tensor(a, device=system.device) for a in (states, actions, lengths)]
-        with frozen(system):
-            errors = horizon_errors(controller.problem, *arrays)
-    return EpisodeEvaluation(
-        method or controller.planner.name,
-        returns,
-        env.task.normalized_score(returns),
-        lengths,
-        seconds,
-        steps,
-        seeds=seed + np.arange(episodes, dtype=np.int64),
-        true_states=states,
-        actions=actions,
-        rewards=_after_end(np.stack(rewards, 1), lengths, 0),
-        planned_states=_after_end(np.stack(plans, 1), lengths, 0) if plans else None,
-        model_error_horizon=errors,
-    )
+    planned = _after_end(np.stack(plans, 1), lengths, 0) if plans else None
+    rewards = _after_end(np.stack(rewards, 1), lengths, 0)
+    evaluations = []
+    for g, method in enumerate(methods):
+        rows = slice(g * episodes, (g + 1) * episodes)
+        # Trimmed to this group's longest episode (the batch ran as long as any group's).
+        group_steps = int(lengths[rows].max())
+        errors = None
+        if controller.problem is not None:  # the BC policy without a dynamics model predicts nothing
+            arrays = [states[rows, : group_steps + 1], actions[rows, :group_steps], lengths[rows]]
+            with frozen(system):
+                errors = horizon_errors(
+                    controller.problem, *[torch.as_tensor(a, device=system.device) for a in arrays]
+                )
+        evaluations.append(
+            EpisodeEvaluation(
+                method,
+                returns[rows],
+                env.task.normalized_score(returns[rows]),
+                lengths[rows],
+                seconds,
+                steps,
+                seeds=seeds,
+                true_states=states[rows, : group_steps + 1],
+                actions=actions[rows, :group_steps],
+                rewards=rewards[rows, :group_steps],
+                planned_states=None if planned is None else planned[rows, :group_steps],
+                model_error_horizon=errors,
+            )
+        )
+    return evaluations

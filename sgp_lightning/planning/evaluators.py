@@ -44,13 +44,34 @@ class Evaluator:
     def evaluate(self, system, env, planner: Planner, method: str = "", rank: int = 0, world_size: int = 1):
         raise NotImplementedError
 
-    def evaluate_all(self, system, env, planners: Mapping[str, Planner], seed: int = 0) -> list:
-        """Every planner (method name → Planner) on the same evaluation, each after torch.manual_seed(seed)."""
-        evaluations = []
-        for name, planner in planners.items():
+    # evaluate_all: planners that differ only in β as one batched evaluation (`evaluate_stacked`)
+    stack = False
+
+    def evaluate_all(self, system, env, planners: Mapping[str, Planner], seed: int = 0, **shared) -> list:
+        """Every planner (method name → Planner) on the same evaluation, each after torch.manual_seed(seed);
+        with `stack`, the gradient planners that differ only in β (`stack_planners`) as one batch each.
+        `shared` goes to every `evaluate` and `evaluate_stacked` call."""
+        names = list(planners)
+        groups = stack_planners(list(planners.values())) if self.stack else [[i] for i in range(len(names))]
+        evaluations = {}
+        for group in self._groups_progress(groups):
             torch.manual_seed(seed)
-            evaluations.append(self.evaluate(system, env, planner, method=name))
-        return evaluations
+            methods = [names[i] for i in group]
+            members = [planners[m] for m in methods]
+            if len(group) == 1:
+                evaluations[methods[0]] = self.evaluate(system, env, members[0], methods[0], **shared)
+            else:
+                stacked = self.evaluate_stacked(system, env, members, methods, **shared)
+                evaluations.update(zip(methods, stacked, strict=True))
+        return [evaluations[name] for name in names]
+
+    def evaluate_stacked(self, system, env, planners: list[Planner], methods: list[str], **shared) -> list:
+        """Planners that differ only in β evaluated as one batch, one evaluation per method (with `stack`)."""
+        raise NotImplementedError
+
+    def _groups_progress(self, groups: list[list[int]]):
+        """The groups of `evaluate_all`, behind a progress bar where the evaluator shows one."""
+        return groups
 
     def metric_sums(self, evaluation) -> dict:
         """{metric: sum over this rank's tasks or episodes (a number or 0-d tensor)} and "count"."""
@@ -98,7 +119,9 @@ class OpenLoopTasks(Evaluator):
         progress: bool = False,
         stack: bool = True,
     ):
-        self.mpc, self.progress, self.stack = bool(mpc), bool(progress), bool(stack)
+        self.mpc, self.progress = bool(mpc), bool(progress)
+        # MPC stays one solve per method: a stochastic env would draw other noise for a bigger batch
+        self.stack = bool(stack) and not self.mpc
         self.num_tasks = _positive("num_tasks", num_tasks)
         self.task_seed = None if task_seed is None else int(task_seed)
         self.track_true_cost_every = _positive("track_true_cost_every", track_true_cost_every)
@@ -115,26 +138,15 @@ class OpenLoopTasks(Evaluator):
         return tasks if world_size == 1 else tasks.select(slice(rank, None, world_size))
 
     def evaluate_all(self, system, env, planners, seed=0) -> list:
+        return super().evaluate_all(system, env, planners, seed, tasks=self.tasks(env))  # tasks drawn once
+
+    def evaluate_stacked(self, system, env, planners, methods, tasks=None):
+        return plan_and_evaluate_stacked(system, env, tasks, planners, methods, self.track_true_cost_every)
+
+    def _groups_progress(self, groups):
         from tqdm.auto import tqdm
 
-        tasks = self.tasks(env)  # drawn once: every method plans the same tasks
-        names = list(planners)
-        # MPC stays one solve per method: a stochastic env would draw other noise for a bigger batch
-        groups = stack_planners(list(planners.values())) if self.stack and not self.mpc else None
-        evaluations = {}
-        for group in tqdm(groups or [[i] for i in range(len(names))], desc="plan", disable=not self.progress):
-            torch.manual_seed(seed)
-            methods = [names[i] for i in group]
-            if len(group) == 1:
-                evaluations[methods[0]] = self.evaluate(
-                    system, env, planners[methods[0]], methods[0], tasks=tasks
-                )
-            else:
-                stacked = plan_and_evaluate_stacked(
-                    system, env, tasks, [planners[m] for m in methods], methods, self.track_true_cost_every
-                )
-                evaluations.update(zip(methods, stacked, strict=True))
-        return [evaluations[name] for name in names]
+        return tqdm(groups, desc="plan", disable=not self.progress)
 
     def evaluate(
         self, system, env, planner, method="", rank=0, world_size=1, tasks=None
@@ -191,6 +203,11 @@ class MPCEpisodes(Evaluator):
             episodes continue the seeds of the ranks before it.
         progress: show a progress bar over each planner's control steps.
         video: `figures` also writes an mp4 of each planner's first episode (`sgp_lightning.video`).
+        stack: in `evaluate_all`, run the episodes of gradient planners that differ only in β (and the start
+            level), e.g. a β sweep, as one batch of G × E episodes on the same seeds (`run_episodes_stacked`;
+            each method's `seconds` is then the shared run's). Off by default: matrix kernels round by the
+            batch size and closed-loop episodes amplify it, so a method's episodes would depend on which
+            other methods run beside it (docs/benchmarks.md).
     """
 
     # plan.py's options → this evaluator's arguments (episodes always re-plan every step, so `mpc` is moot)
@@ -200,6 +217,7 @@ class MPCEpisodes(Evaluator):
         "task_seed": "seed",
         "progress": "progress",
         "video": "video",
+        "stack_episodes": "stack",
     }
 
     def __init__(
@@ -209,28 +227,33 @@ class MPCEpisodes(Evaluator):
         seed: int | None = None,
         progress: bool = False,
         video: bool = False,
+        stack: bool = False,
     ):
-        self.progress, self.video = bool(progress), bool(video)
+        self.progress, self.video, self.stack = bool(progress), bool(video), bool(stack)
         self.num_episodes = _positive("num_tasks (episodes)", num_episodes)
         self.episode_steps = _positive("episode_steps", episode_steps)
         self.seed = None if seed is None else int(seed)
 
+    def _episodes(self, env, rank: int = 0, world_size: int = 1) -> dict:
+        """This rank's share of the episodes: their number, first seed, step limit and progress bar."""
+        per_rank = math.ceil((self.num_episodes or env.num_episodes) / world_size)
+        seed = (env.episode_seed if self.seed is None else self.seed) + rank * per_rank
+        return {
+            "num_episodes": per_rank,
+            "max_steps": self.episode_steps,
+            "seed": seed,
+            "progress": self.progress,
+        }
+
     def evaluate(self, system, env, planner, method="", rank=0, world_size=1):
         from sgp_lightning.planning.episodes import run_episodes
 
-        episodes = self.num_episodes or env.num_episodes
-        per_rank = math.ceil(episodes / world_size)
-        seed = (env.episode_seed if self.seed is None else self.seed) + rank * per_rank
-        return run_episodes(
-            system,
-            env,
-            planner,
-            method=method,
-            num_episodes=per_rank,
-            max_steps=self.episode_steps,
-            seed=seed,
-            progress=self.progress,
-        )
+        return run_episodes(system, env, planner, method=method, **self._episodes(env, rank, world_size))
+
+    def evaluate_stacked(self, system, env, planners, methods):
+        from sgp_lightning.planning.episodes import run_episodes_stacked
+
+        return run_episodes_stacked(system, env, planners, methods, **self._episodes(env))
 
     def metric_sums(self, evaluation) -> dict:
         return {

@@ -6,10 +6,12 @@ w.r.t. the actions is −β σ² Σ_t (∂z_t/∂u)ᵀ s(z_t), i.e. the gradient
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from sgp_lightning.errors import SGPError, require
 
@@ -76,15 +78,21 @@ class WeightedPenalty(Penalty):
         )
         self.beta = betas if grouped else betas[0]
         self.groups = len(betas)
-        self._dropped = torch.tensor([math.isinf(b) for b in betas])
-        self.drops_cost = bool(self._dropped.all())  # every group drops the task cost
-        # float64, so β·σ² is rounded to float32 once, as for a single β (a Python float)
-        self.weights = torch.tensor([1.0 if math.isinf(b) else b for b in betas], dtype=torch.float64)
         self.model = getattr(source, self.part, None) if hasattr(source, "parts") else source
         require(
             self.model is not None,
             f"{type(self).__name__} needs the system's {self.part} model, but model.{self.part} is null",
         )
+        # On the model's device, so a captured objective (optimizer.compile) reads no host tensor
+        device = _device_of(self.model)
+        self._dropped = torch.tensor([math.isinf(b) for b in betas], device=device)
+        self.drops_cost = all(math.isinf(b) for b in betas)  # every group drops the task cost
+        # float64, so β·σ² is rounded to float32 once, as for a single β (a Python float)
+        self.weights = torch.tensor(
+            [1.0 if math.isinf(b) else b for b in betas], dtype=torch.float64, device=device
+        )
+        # Python bools, so branching on them reads no tensor (and a compiled objective has no graph break)
+        self.all_active, self.any_active = all(b != 0 for b in betas), any(b != 0 for b in betas)
 
     def _rows(self, values: torch.Tensor, rows: int, device) -> torch.Tensor:
         """(G,) per-group values → (rows,) per-row values (G consecutive groups of rows / G rows)."""
@@ -106,6 +114,13 @@ class WeightedPenalty(Penalty):
         if self.groups == 1:
             return super().task_term(cost)
         return torch.where(self._rows(self._dropped, cost.shape[0], cost.device), 0.0, cost)
+
+
+def _device_of(model) -> torch.device:
+    """The device of a model's first parameter or buffer (the CPU for one without tensors)."""
+    tensors = itertools.chain(model.parameters(), model.buffers()) if isinstance(model, nn.Module) else ()
+    first = next(iter(tensors), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 class NoPenalty(Penalty):
@@ -148,12 +163,11 @@ class ScorePenalty(WeightedPenalty):
 
     def _score(self, z: torch.Tensor, level) -> torch.Tensor:
         """s(z) of the rows whose β > 0, all T pairs of a row in one batched call; zeros where β = 0."""
-        active = self.weights != 0  # per group, known without touching the device
-        if bool(active.all()):
+        if self.all_active:
             return self.model(z, self._per_pair(level, z))
         score = torch.zeros_like(z)
-        if bool(active.any()):
-            rows = self._rows(active, z.shape[0], z.device)
+        if self.any_active:
+            rows = self._rows(self.weights != 0, z.shape[0], z.device)
             level = level if isinstance(level, int) else level[rows]
             score[rows] = self.model(z[rows], self._per_pair(level, z[rows]))
         return score

@@ -296,12 +296,21 @@ def _per_task(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
+
+
 @dataclass(frozen=True)
 class AdamSettings:
     """`iterations` Adam steps per solve at learning rate `lr` on the actions; the score's noise level walks
     from `start_level` (0 = σ_max) to the last level over the iterations (B.2); initial actions are the
     neutral plan plus `init_std` × N(0, 1) noise (seeded by `seed`); `grad_clip` clips each task's
-    gradient norm (None: off)."""
+    gradient norm (None: off).
+
+    `compile` captures each iteration's objective and its gradient with `torch.compile` (None: eager, the
+    default): a torch.compile mode, `default`, `reduce-overhead` (CUDA graphs on a GPU) or `max-autotune`;
+    `compile_backend` its backend (`inductor`; `aot_eager` captures the graph without generating kernels).
+    The plans equal eager ones within float rounding; the first solve pays the compilation (seconds to
+    minutes), so it pays off for long MPC runs on a GPU, not for a single short solve on a CPU."""
 
     iterations: int = 300
     lr: float = 0.01
@@ -309,6 +318,8 @@ class AdamSettings:
     init_std: float = 0.0
     grad_clip: float | None = None
     seed: int = 0
+    compile: str | None = None
+    compile_backend: str = "inductor"
 
     def __post_init__(self):
         require(self.iterations > 0, f"planner iterations must be positive, got {self.iterations}")
@@ -318,6 +329,22 @@ class AdamSettings:
             self.grad_clip is None or self.grad_clip > 0,
             f"grad_clip must be > 0 or null, got {self.grad_clip}",
         )
+        require(
+            self.compile in COMPILE_MODES,
+            f"planner optimizer.compile must be one of {COMPILE_MODES}, got {self.compile!r}",
+        )
+        require(
+            self.compile_backend == "inductor" or self.compile in (None, "default"),
+            f"optimizer.compile={self.compile!r} is a mode of the inductor backend, not of "
+            f"{self.compile_backend!r}",
+        )
+
+    def objective(self, problem: ShootingProblem):
+        """problem.objective, or its torch.compile capture (`compile`)."""
+        if self.compile is None:
+            return problem.objective
+        mode = self.compile if self.compile_backend == "inductor" else None
+        return torch.compile(problem.objective, mode=mode, backend=self.compile_backend)
 
 
 class GradientPlanner(Planner):
@@ -391,6 +418,7 @@ class GradientPlanner(Planner):
         steps = (actions / scale).requires_grad_(True)
         optimizer = torch.optim.Adam([steps], lr=settings.lr)
         schedule = problem.penalty.schedule if problem.penalty.uses_levels else None
+        objective_of = settings.objective(problem)
         costs, levels = [], []
         diverged_at = torch.full((x0.shape[0],), -1, dtype=torch.long, device=x0.device)  # -1: never
         rows_per_group = x0.shape[0] // self.groups
@@ -402,9 +430,11 @@ class GradientPlanner(Planner):
                 level = used.pop() if len(used) == 1 else torch.tensor(group_levels, device=x0.device)
                 if not isinstance(level, int):
                     level = level.clamp_min(0).repeat_interleave(rows_per_group)
+                elif settings.compile is not None:  # a tensor, so each new level is data, not a recompile
+                    level = torch.full((x0.shape[0],), level, dtype=torch.long, device=x0.device)
             if monitor is not None:
                 monitor(i, steps.detach() * scale)
-            objective, cost, _ = problem.objective(x0, goal, steps * scale, level)
+            objective, cost, _ = objective_of(x0, goal, steps * scale, level)
             # The first iteration whose objective is not finite, per task (a diverging lr, a NaN model).
             diverged_at = torch.where(~torch.isfinite(objective.detach()) & (diverged_at < 0), i, diverged_at)
             optimizer.zero_grad(set_to_none=True)
@@ -415,7 +445,8 @@ class GradientPlanner(Planner):
                 norms = steps.grad.flatten(1).norm(dim=1).clamp_min(1e-12)
                 steps.grad.mul_(_per_task((settings.grad_clip / norms).clamp(max=1.0), steps))
             optimizer.step()
-            costs.append(cost.detach())
+            # A capture may return every call's outputs in the same buffers (CUDA graphs): keep a copy.
+            costs.append(cost.detach().clone() if settings.compile is not None else cost.detach())
             levels.append([-1] * self.groups if group_levels is None else group_levels)
         level_history = torch.tensor(levels)  # (iterations, groups)
         history = {

@@ -540,6 +540,43 @@ def test_episodes_are_seeded(tmp_path, hopper_random_file):
     assert td3bc.returns.shape == (2,)
 
 
+def test_stacked_episodes_are_each_methods_own_episodes(tiny_hopper_run):
+    """A β sweep run as one batch of episodes (stack_episodes) gives each β the episodes it runs alone (to
+    float rounding: 3 steps here, before closed-loop amplification matters), on the same seeds."""
+    from sgp_lightning.models import SGPSystem
+    from sgp_lightning.planning import MPCEpisodes, make_planner
+    from sgp_lightning.planning.config import planner_config
+
+    run, _ = tiny_hopper_run
+    system = SGPSystem.load_from_checkpoint(str(run / "checkpoints" / "last.ckpt"), map_location="cpu")
+    env = system.make_env()
+    iterations = {"optimizer": {"iterations": 3}, "mpc": {"horizon": 3, "iterations": 2, "warm_start": True}}
+    planners = {
+        f"sgp@{beta:g}": make_planner(planner_config("sgp", "d4rl", {"beta": beta, **iterations}))
+        for beta in (1.0, 1e5)
+    }
+    planners["vanilla"] = make_planner(planner_config("vanilla", "d4rl", iterations))
+    planners["bc"] = make_planner(planner_config("bc", "d4rl", {}))  # a policy: never stacked
+    runs = {
+        stack: MPCEpisodes(num_episodes=2, episode_steps=3, seed=7, stack=stack).evaluate_all(
+            system, env, planners
+        )
+        for stack in (True, False)
+    }
+    for together, alone in zip(*runs.values(), strict=True):
+        assert together.method == alone.method
+        np.testing.assert_array_equal(together.seeds, [7, 8])
+        np.testing.assert_array_equal(together.lengths, alone.lengths)
+        for key in ("returns", "true_states", "actions", "rewards", "planned_states", "model_error_horizon"):
+            if getattr(alone, key) is not None:
+                np.testing.assert_allclose(getattr(together, key), getattr(alone, key), atol=1e-4, err_msg=key)
+        assert together.solved_with == (None if alone.method == "bc" else ("sgp@1", "sgp@100000", "vanilla"))
+        assert alone.solved_with is None
+    # the groups really planned with their own β (a mixed-up β would show)
+    actions = [e.actions for e in runs[False][:3]]
+    assert all(np.abs(a - b).max() > 1e-3 for i, a in enumerate(actions) for b in actions[i + 1 :])
+
+
 def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):
     """A walker2d experiment pointed at the hopper file stops with one clear error."""
     from sgp_lightning.train import train

@@ -89,6 +89,16 @@ def test_single_integrator_and_pit_dynamics():
     assert torch.allclose(IntegratorEnv().step(x, u), x + u)
 
 
+def test_integrator_tuning_tasks_are_seeded_and_not_the_tables():
+    table = IntegratorEnv().tasks().x0
+    assert torch.allclose(table[:, 1], torch.linspace(-0.3, 0.3, 8))  # evenly spaced, as the tables plan
+    tuning = IntegratorEnv(task_seed=1).tasks().x0
+    assert torch.equal(tuning, IntegratorEnv(task_seed=1).tasks().x0)
+    assert not torch.equal(tuning, IntegratorEnv(task_seed=2).tasks().x0)
+    assert torch.all(tuning[:, 0] == -0.8) and tuning[:, 1].abs().max() <= 0.3
+    assert torch.cdist(tuning, table).min() > 1e-4  # no tuning start is one of the table's
+
+
 def test_rollout_is_batched_and_cost_is_differentiable():
     env = IntegratorEnv(horizon=4, num_tasks=5)
     tasks = env.tasks()

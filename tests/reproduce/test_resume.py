@@ -64,11 +64,11 @@ def test_rerun_reuses_finished_pieces_and_a_changed_override_reruns_only_its_pie
     assert _mtimes(out, "runs/seed_*/checkpoints/last.ckpt") == checkpoints  # not retrained
     assert _mtimes(out, "runs/seed_*/plan/methods/results.json") == plans  # not re-planned
 
-    changed = _run(out, _entry(out, seeds="[0]", plan=[*PLAN_SHRINK, "planners.sgp.beta=3.0"]))
+    changed = _run(out, _entry(out, seeds="[0]", plan=[*PLAN_SHRINK, "planners.sgp.optimizer.lr=0.02"]))
     assert _mtimes(out, "runs/seed_*/checkpoints/last.ckpt") == checkpoints  # the training is unchanged
     replanned = _mtimes(out, "runs/seed_*/plan/methods/results.json")
     assert all(replanned[k] != plans[k] for k in plans)  # the plans it changes ran again
-    assert changed["methods"]["sgp"]["per_seed"][0]["planner"]["beta"] == 3.0
+    assert changed["methods"]["sgp"]["per_seed"][0]["planner"]["optimizer"]["lr"] == 0.02
 
     fresh = _run(out, [*_entry(out, seeds="[0]"), "reproduce.fresh=true"])
     assert all(v != checkpoints[k] for k, v in _mtimes(out, "runs/seed_*/checkpoints/last.ckpt").items())
