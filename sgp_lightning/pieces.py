@@ -22,15 +22,21 @@ FINISHED = ".finished"  # the key of the settings that produced a finished piece
 STARTED = ".started"  # the key of a training run that began (its last.ckpt can be resumed)
 
 
+# conf/callbacks/default.yaml's checkpoint writers: they choose which files a training leaves, not what it learns
+CHECKPOINT_WRITERS = ("model_checkpoint", "last_checkpoint")
+
+
 def _settings(config: DictConfig) -> dict:
-    """A config's resolved values without `paths`, `hydra`, `progress` and `video` (where and how this
-    process writes and reports, not what it does)."""
+    """A config's resolved values without `paths`, `hydra`, `progress`, `video` and the checkpoint writers
+    (where and how this process writes and reports, not what it does)."""
     config = config.copy()
     with open_dict(config):
         for key in ("hydra", "progress", "video"):  # how this process reports, not what it does
             config.pop(key, None)
         if "paths" in config:  # the folder is the piece's own (or the launching run's), not a setting
             config.paths = {"output_dir": "<output_dir>"}
+        for key in CHECKPOINT_WRITERS if isinstance(config.get("callbacks"), DictConfig) else ():
+            config.callbacks.pop(key, None)
     return OmegaConf.to_container(config, resolve=True)
 
 
@@ -64,13 +70,16 @@ def train_piece(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tu
     run_dir = Path(run_dir)
     key = settings_key(train_cfg)
     last = run_dir / "checkpoints" / "last.ckpt"
-    if not fresh and is_finished(run_dir, key) and last.is_file():
+    finished = not fresh and is_finished(run_dir, key) and last.is_file()
+    if finished and ended_there(last, train_cfg.trainer):
         log.info(f"reusing the finished training in {run_dir}")
         return key, None
-    resume = not fresh and _read(run_dir / STARTED) == key and last.is_file()
-    if not resume:
-        for stale in (run_dir / "checkpoints", run_dir / FINISHED):
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    if finished:  # its last.ckpt is an earlier epoch: the final weights were never written, so train again
+        log.warning(f"{last} is not the final state of the finished training in {run_dir}: training it again")
+    resume = not fresh and not finished and _read(run_dir / STARTED) == key and last.is_file()
+    if not resume:  # everything in the folder (checkpoints, plans, logs) came from another training
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
     write_text(run_dir / STARTED, key)
     if resume:
         log.info(f"resuming the unfinished training in {run_dir} from {last}")
@@ -79,6 +88,19 @@ def train_piece(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tu
     _, trained = train(train_cfg)
     mark_finished(run_dir, key)
     return key, trained
+
+
+def ended_there(checkpoint: Path, trainer: DictConfig) -> bool:
+    """Whether `checkpoint` holds the state a training with `trainer`'s settings ends in: its last epoch
+    (`max_epochs`) or its last step (`max_steps`). Runs made before last.ckpt was written after every
+    epoch (Lightning >= 2.6 copied it only when val/loss improved) may hold an earlier, better epoch."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    max_steps, max_epochs = trainer.get("max_steps") or -1, trainer.get("max_epochs")
+    if max_steps > 0 and state["global_step"] >= max_steps:
+        return True
+    return max_epochs is not None and state["epoch"] + 1 >= max_epochs
 
 
 def reuse_or_train(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tuple[str, dict]:

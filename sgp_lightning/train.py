@@ -134,9 +134,9 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
 def run_summary(output_dir: Path, trainer: L.Trainer, metrics: dict) -> str:
     """What a finished run left and how to look at it: folder, checkpoint, TensorBoard, final plan/* metrics."""
     lines = [f"\nRun finished: {output_dir}"]
-    checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.last_model_path:
-        lines.append(f"  checkpoint:  {checkpoint.last_model_path}  (python plan.py ckpt_path=…)")
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"  # conf/callbacks/default.yaml's last_checkpoint
+    if last.is_file():
+        lines.append(f"  checkpoint:  {last}  (python plan.py ckpt_path=…)")
     if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
         lines.append(f"  TensorBoard: tensorboard --logdir {output_dir}")
     plan_metrics = {k: v for k, v in metrics.items() if k.startswith("plan/")}

@@ -569,7 +569,9 @@ def test_stacked_episodes_are_each_methods_own_episodes(tiny_hopper_run):
         np.testing.assert_array_equal(together.lengths, alone.lengths)
         for key in ("returns", "true_states", "actions", "rewards", "planned_states", "model_error_horizon"):
             if getattr(alone, key) is not None:
-                np.testing.assert_allclose(getattr(together, key), getattr(alone, key), atol=1e-4, err_msg=key)
+                np.testing.assert_allclose(
+                    getattr(together, key), getattr(alone, key), atol=1e-4, err_msg=key
+                )
         assert together.solved_with == (None if alone.method == "bc" else ("sgp@1", "sgp@100000", "vanilla"))
         assert alone.solved_with is None
     # the groups really planned with their own β (a mixed-up β would show)

@@ -117,3 +117,38 @@ def test_two_workers_give_the_same_table_as_one(tmp_path):
     parallel = _run(tmp_path / "two", [*_entry(tmp_path / "two"), "reproduce.workers=2"])
     assert _numbers(parallel) == _numbers(sequential)
     assert len(parallel["methods"]["sgp"]["per_seed"]) == 2
+
+
+def test_last_checkpoint_is_the_final_epoch_and_an_older_one_is_trained_again(tmp_path, caplog):
+    """last.ckpt holds the state after the latest epoch even when val/loss got no better there (Lightning
+    >= 2.6 wrote save_last's copy only with a new best epoch), and a finished run whose last.ckpt is an
+    earlier epoch (as such runs left) is trained again from scratch, not reused."""
+    import shutil
+
+    import torch
+
+    from sgp_lightning.pieces import settings_key, train_piece
+
+    run = tmp_path / "run"
+    # mode=max: val/loss falls while training, so the "best" epoch is the first and never the last
+    overrides = ["experiment=pit", *TINY, "trainer.max_epochs=3", "callbacks.model_checkpoint.mode=max"]
+    cfg = compose_config("train", overrides, run)
+    key, trained = train_piece(run, cfg)
+    assert trained is not None
+    last, best = run / "checkpoints" / "last.ckpt", run / "checkpoints" / "epoch_000.ckpt"
+    steps = trained["trainer"].global_step
+    assert torch.load(last, weights_only=True)["global_step"] == steps
+    assert torch.load(best, weights_only=True)["global_step"] < steps
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    # which checkpoint files a run writes is not what it learns: the key ignores the writers
+    other = compose_config("train", [*overrides, "callbacks.model_checkpoint.save_top_k=2"], run)
+    assert settings_key(other) == key
+    assert train_piece(run, cfg) == (key, None)  # reused
+    # a run finished under the old writers: its last.ckpt was the best epoch's copy
+    shutil.copy(best, last)
+    (run / "plan").mkdir()
+    with caplog.at_level("WARNING", logger="sgp_lightning"):
+        _, again = train_piece(run, cfg)
+    assert again is not None and "not the final state" in caplog.text
+    assert torch.load(last, weights_only=True)["global_step"] == steps
+    assert not (run / "plan").exists()  # plans of the replaced checkpoint went with it
