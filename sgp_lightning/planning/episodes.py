@@ -40,9 +40,8 @@ class EpisodeEvaluation:
     rewards: np.ndarray | None = None  # (episodes, S) the env's rewards
     planned_states: np.ndarray | None = None  # (episodes, S, H+1, obs_dim) each re-plan's predicted states
     model_error_horizon: np.ndarray | None = None  # (K,) see `horizon_errors`
-    solved_with: tuple[str, ...] | None = (
-        None  # the methods run in one stacked batch (`run_episodes_stacked`)
-    )
+    # the methods run in one stacked batch (`run_episodes_stacked`); None: this method alone
+    solved_with: tuple[str, ...] | None = None
 
     def summary(self) -> dict:
         out = {
