@@ -609,7 +609,8 @@ def test_reproduce_d4rl_writes_the_table(tmp_path):
         "reproduce.seeds=[0]", "reproduce.collect.n=900", "reproduce.collect.num_envs=3", "progress=false",
         f"reproduce.train_overrides={hydra_list([*tiny, 'trainer.max_epochs=2'])}",
         f"reproduce.plan_overrides={hydra_list(['planner_set=d4rl', 'num_tasks=2', 'episode_steps=3', 'planners.sgp.optimizer.iterations=2', 'planners.vanilla.optimizer.iterations=2', 'planners.ensemble.optimizer.iterations=2'])}",
-        "+reproduce.tune={task_seed: 200000, train_seed: 7, metric: normalized_score, mode: max, methods: [sgp], betas: [1, 100]}",
+        # the entry's own tuning block (_d4rl_tune.yaml), shrunk: SGP only, two β, another training seed
+        "reproduce.tune.train_seed=7", "reproduce.tune.methods=[sgp]", "reproduce.tune.betas={sgp: [1, 100]}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "episodes:" not in proc.stderr and "runs:" not in proc.stderr  # no progress bars
