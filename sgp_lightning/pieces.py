@@ -65,11 +65,11 @@ def train_piece(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tu
     Returns (the training's key, train()'s objects, or None when the finished run was reused). A run with
     the same settings that was cut off resumes from its last.ckpt; a run with other settings (or `fresh`)
     is cleared first, so its checkpoints are never mistaken for this one's."""
-    from sgp_lightning.train import train
+    from sgp_lightning.train import last_checkpoint, train
 
     run_dir = Path(run_dir)
     key = settings_key(train_cfg)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = last_checkpoint(run_dir)
     finished = not fresh and is_finished(run_dir, key) and last.is_file()
     if finished and ended_there(last, train_cfg.trainer):
         log.info(f"reusing the finished training in {run_dir}")
@@ -107,10 +107,10 @@ def reuse_or_train(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) ->
     """train_piece, and for a reused training the objects train() would have returned: the system from its
     last.ckpt, the env and the datamodule (its data drawn again from the seed). Also `ckpt_path`."""
     from sgp_lightning.models import SGPSystem
-    from sgp_lightning.train import instantiate_env_and_data
+    from sgp_lightning.train import instantiate_env_and_data, last_checkpoint
 
     key, trained = train_piece(run_dir, train_cfg, fresh)
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    last = last_checkpoint(run_dir)
     if trained is None:
         env, datamodule = instantiate_env_and_data(train_cfg)
         datamodule.setup("fit")

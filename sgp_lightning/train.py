@@ -131,10 +131,16 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     return metrics, {"cfg": cfg, "env": env, "datamodule": datamodule, "system": system, "trainer": trainer}
 
 
+def last_checkpoint(output_dir: str | Path) -> Path:
+    """A run folder's checkpoints/last.ckpt: the state after its latest epoch (conf/callbacks/default.yaml's
+    `last_checkpoint`), which `ckpt_path=` resumes and plan.py and reproduce plan."""
+    return Path(output_dir) / "checkpoints" / "last.ckpt"
+
+
 def run_summary(output_dir: Path, trainer: L.Trainer, metrics: dict) -> str:
     """What a finished run left and how to look at it: folder, checkpoint, TensorBoard, final plan/* metrics."""
     lines = [f"\nRun finished: {output_dir}"]
-    last = Path(output_dir) / "checkpoints" / "last.ckpt"  # conf/callbacks/default.yaml's last_checkpoint
+    last = last_checkpoint(output_dir)
     if last.is_file():
         lines.append(f"  checkpoint:  {last}  (python plan.py ckpt_path=…)")
     if any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
