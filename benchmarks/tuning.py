@@ -21,6 +21,7 @@ import hydra
 import torch
 from _timing import add_machine_arguments, now, print_result, use_machine  # benchmarks/: on sys.path when run
 
+from sgp_lightning.envs.mujoco import MujocoEnv
 from sgp_lightning.planning import MPCEpisodes, OpenLoopTasks, make_planner
 from sgp_lightning.planning.config import compose, planner_config
 from sgp_lightning.train import instantiate_system
@@ -92,10 +93,10 @@ def main() -> None:
     for experiment in args.experiments:
         planner_set, grid = GRIDS[experiment]
         system, env = random_system(experiment, device)
-        # MPC episodes keep the planner set's iterations (planner.mpc); open-loop solves take --iterations
-        episodes = None
-        shrink = {"optimizer": {"iterations": args.iterations}}
-        if experiment in OVERRIDES:
+        # a gymnasium MuJoCo domain runs MPC episodes with the planner set's iterations (planner.mpc);
+        # the others plan open loop with --iterations
+        episodes, shrink = None, {"optimizer": {"iterations": args.iterations}}
+        if isinstance(env, MujocoEnv):
             episodes = {"num_episodes": args.episodes, "episode_steps": args.episode_steps, "seed": 0}
             shrink = {}
 
