@@ -91,16 +91,22 @@ def train_piece(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tu
 
 
 def ended_there(checkpoint: Path, trainer: DictConfig) -> bool:
-    """Whether `checkpoint` holds the state a training with `trainer`'s settings ends in: its last epoch
-    (`max_epochs`) or its last step (`max_steps`). Runs made before last.ckpt was written after every
-    epoch (Lightning >= 2.6 copied it only when val/loss improved) may hold an earlier, better epoch."""
+    """Whether `checkpoint` holds the state a training with `trainer`'s settings ends in: its last step
+    (`max_steps`) or its last epoch (`max_epochs`, with Lightning's defaults: 1000 when neither is set,
+    unbounded when only `max_steps` is). A training with neither bound (-1) ends by other means, so its
+    finished marker is trusted. Runs made before last.ckpt was written after every epoch (Lightning >= 2.6
+    copied it only when val/loss improved) may hold an earlier, better epoch."""
     import torch
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     max_steps, max_epochs = trainer.get("max_steps") or -1, trainer.get("max_epochs")
+    if max_epochs is None:  # as Lightning's Trainer fills it in
+        max_epochs = -1 if max_steps > 0 else 1000
     if max_steps > 0 and state["global_step"] >= max_steps:
         return True
-    return max_epochs is not None and state["epoch"] + 1 >= max_epochs
+    if max_epochs < 0:
+        return max_steps < 0
+    return state["epoch"] + 1 >= max_epochs
 
 
 def reuse_or_train(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tuple[str, dict]:

@@ -152,3 +152,27 @@ def test_last_checkpoint_is_the_final_epoch_and_an_older_one_is_trained_again(tm
     assert again is not None and "not the final state" in caplog.text
     assert torch.load(last, weights_only=True)["global_step"] == steps
     assert not (run / "plan").exists()  # plans of the replaced checkpoint went with it
+
+
+@pytest.mark.parametrize(
+    ("trainer", "epoch", "step", "ended"),
+    [
+        ({"max_epochs": 3}, 2, 30, True),
+        ({"max_epochs": 3}, 1, 20, False),
+        ({"max_steps": 30}, 2, 30, True),
+        ({"max_steps": 30}, 5, 29, False),  # max_epochs unset beside max_steps: no epoch bound
+        ({"max_epochs": 3, "max_steps": 30}, 2, 29, True),  # whichever bound comes first
+        ({}, 999, 9990, True),  # neither set: Lightning's 1000 epochs
+        ({}, 2, 30, False),
+        ({"max_epochs": -1, "max_steps": -1}, 2, 30, True),  # unbounded: ended by other means
+    ],
+)
+def test_ended_there_follows_lightnings_bounds(tmp_path, trainer, epoch, step, ended):
+    import torch
+    from omegaconf import OmegaConf
+
+    from sgp_lightning.pieces import ended_there
+
+    checkpoint = tmp_path / "last.ckpt"
+    torch.save({"epoch": epoch, "global_step": step}, checkpoint)
+    assert ended_there(checkpoint, OmegaConf.create(trainer)) is ended
