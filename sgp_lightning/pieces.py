@@ -93,15 +93,15 @@ def train_piece(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tu
 def ended_there(checkpoint: Path, trainer: DictConfig) -> bool:
     """Whether `checkpoint` holds the state a training with `trainer`'s settings ends in: its last step
     (`max_steps`) or its last epoch (`max_epochs`, with Lightning's defaults: 1000 when neither is set,
-    unbounded when only `max_steps` is). A training with neither bound (-1) ends by other means, so its
-    finished marker is trusted. Runs made before last.ckpt was written after every epoch (Lightning >= 2.6
+    unbounded when only `max_steps` or `max_time` is). A training with no step or epoch bound ends by other
+    means, so its finished marker is trusted. Runs made before last.ckpt was written after every epoch (Lightning >= 2.6
     copied it only when val/loss improved) may hold an earlier, better epoch."""
     import torch
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     max_steps, max_epochs = trainer.get("max_steps") or -1, trainer.get("max_epochs")
-    if max_epochs is None:  # as Lightning's Trainer fills it in
-        max_epochs = -1 if max_steps > 0 else 1000
+    if max_epochs is None:  # as Lightning's Trainer fills it in (a max_time Timer lifts the epoch bound)
+        max_epochs = -1 if max_steps > 0 or trainer.get("max_time") else 1000
     if max_steps > 0 and state["global_step"] >= max_steps:
         return True
     if max_epochs < 0:

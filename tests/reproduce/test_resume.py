@@ -165,6 +165,7 @@ def test_last_checkpoint_is_the_final_epoch_and_an_older_one_is_trained_again(tm
         ({}, 999, 9990, True),  # neither set: Lightning's 1000 epochs
         ({}, 2, 30, False),
         ({"max_epochs": -1, "max_steps": -1}, 2, 30, True),  # unbounded: ended by other means
+        ({"max_time": "00:00:10:00"}, 2, 30, True),  # a time limit: Lightning sets no epoch bound
     ],
 )
 def test_ended_there_follows_lightnings_bounds(tmp_path, trainer, epoch, step, ended):
