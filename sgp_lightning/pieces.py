@@ -94,8 +94,8 @@ def ended_there(checkpoint: Path, trainer: DictConfig) -> bool:
     """Whether `checkpoint` holds the state a training with `trainer`'s settings ends in: its last step
     (`max_steps`) or its last epoch (`max_epochs`, with Lightning's defaults: 1000 when neither is set,
     unbounded when only `max_steps` or `max_time` is). A training with no step or epoch bound ends by other
-    means, so its finished marker is trusted. Runs made before last.ckpt was written after every epoch (Lightning >= 2.6
-    copied it only when val/loss improved) may hold an earlier, better epoch."""
+    means, so its finished marker is trusted. Runs made before last.ckpt was written after every epoch
+    (Lightning >= 2.6 copied it only when val/loss improved) may hold an earlier, better epoch."""
     import torch
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
