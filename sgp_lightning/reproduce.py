@@ -75,13 +75,20 @@ def reproduce(cfg: DictConfig) -> dict:
         data_overrides={name: list(d["train_overrides"]) for name, d in data.items()},
     )
     workers = int(entry.get("workers", 1))
-    if grids and entry.tune.get("train_seed") is not None:
-        # tune.train_seed: β is chosen once per dataset on a training seed of its own, for every table seed
-        tune_pairs = [(dataset, int(entry.tune.train_seed)) for dataset in datasets]
-        tuned = map_runs(functools.partial(_tune_run, settings), tune_pairs, workers, progress=progress)
-        settings = replace(settings, tuned=dict(zip(datasets, tuned, strict=True)))
-    # Every (dataset, seed) trains and plans on its own: in this process, or reproduce.workers at once.
     pairs = [(dataset, int(seed)) for dataset in datasets for seed in entry.seeds]
+    if grids and entry.tune.get("train_seed") is not None:
+        # tune.train_seed: β is chosen once per dataset on a training seed of its own, for every table seed.
+        # The table seeds' training does not need β: with several workers it runs beside the tuning, and the
+        # planning below reuses it (otherwise the other workers would wait for the tuning with nothing to do).
+        jobs = [("tune", dataset, int(entry.tune.train_seed)) for dataset in datasets]
+        if workers > 1:
+            jobs += [("train", dataset, seed) for dataset, seed in pairs]
+        done = map_runs(functools.partial(_tune_or_train, settings), jobs, workers, progress=progress)
+        # done: one tuning per dataset, in order, then None for each table pair trained beside them
+        settings = replace(
+            settings, tuned=dict(zip(datasets, done[: len(datasets)], strict=True)), trained=workers > 1
+        )
+    # Every (dataset, seed) trains and plans on its own: in this process, or reproduce.workers at once.
     runs = map_runs(functools.partial(_run, settings), pairs, workers, progress=progress)
     runs = dict(zip(pairs, runs, strict=True))
     payload = {
@@ -110,6 +117,7 @@ class RunSettings:
     checkpoints: list  # [last] or [last, best]
     data_overrides: dict  # dataset → the train overrides of the data it generated
     tuned: dict | None = None  # dataset → the choices tuned once on tune.train_seed (None: tune per run)
+    trained: bool = False  # every pair was trained by this reproduction already: reuse it even if fresh
 
 
 def _trained_run(settings: RunSettings, dataset: str | None, seed: int, folder: str):
@@ -122,7 +130,7 @@ def _trained_run(settings: RunSettings, dataset: str | None, seed: int, folder: 
         [*entry.train_overrides, *settings.data_overrides.get(dataset, []), f"seed={seed}", settings.threads,
          f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false"],
     )  # fmt: skip
-    trained_key, trained = reuse_or_train(run_dir, train_cfg, settings.fresh)
+    trained_key, trained = reuse_or_train(run_dir, train_cfg, settings.fresh and not settings.trained)
 
     def plan_once(ckpt: Path, plan_dir: Path, overrides: list[str]) -> dict:
         return _plan_checkpoint(
@@ -138,6 +146,17 @@ def _tune_run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
     (dataset, seed), entry = pair, OmegaConf.create(settings.entry)
     run_dir, trained, plan_once = _trained_run(settings, dataset, seed, f"tune_seed_{seed}")
     return _tune(entry, settings.grids, run_dir, functools.partial(plan_once, trained["ckpt_path"]))
+
+
+def _tune_or_train(settings: RunSettings, job: tuple[str, str | None, int]) -> dict | None:
+    """A job of an entry that tunes on `tune.train_seed`: ("tune", dataset, seed) trains that seed and tunes
+    β there (`_tune_run`, returns the choices); ("train", dataset, seed) trains a table seed (returns None),
+    which `_run` then reuses."""
+    kind, dataset, seed = job
+    if kind == "tune":
+        return _tune_run(settings, (dataset, seed))
+    _trained_run(settings, dataset, seed, f"seed_{seed}")
+    return None
 
 
 def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:

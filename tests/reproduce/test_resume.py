@@ -119,6 +119,19 @@ def test_two_workers_give_the_same_table_as_one(tmp_path):
     assert len(parallel["methods"]["sgp"]["per_seed"]) == 2
 
 
+@pytest.mark.slow  # spawned interpreters, as above
+def test_two_workers_train_the_table_seeds_beside_the_tuning_seed_with_the_same_table(tmp_path):
+    """With tune.train_seed, two workers train the table's seeds while the tuning seed trains and tunes,
+    then plan them with the chosen β: the table equals a sequential run's (fresh=true too, where the
+    planning must reuse what the first phase trained, not clear it)."""
+    tuned = ["+reproduce.tune.train_seed=5", "reproduce.tune.betas=[0.1,1]", "reproduce.tune.methods=[sgp]"]
+    sequential = _run(tmp_path / "one", [*_entry(tmp_path / "one"), *tuned])
+    out = tmp_path / "two"
+    parallel = _run(out, [*_entry(out), *tuned, "reproduce.workers=2", "reproduce.fresh=true"])
+    assert _numbers(parallel) == _numbers(sequential)
+    assert parallel["tuning"] == sequential["tuning"] and (out / "runs" / "tune_seed_5" / "tune").is_dir()
+
+
 def test_last_checkpoint_is_the_final_epoch_and_an_older_one_is_trained_again(tmp_path, caplog):
     """last.ckpt holds the state after the latest epoch even when val/loss got no better there (Lightning
     >= 2.6 wrote save_last's copy only with a new best epoch), and a finished run whose last.ckpt is an
