@@ -1,0 +1,106 @@
+"""How far apart two methods of a D4RL table are, episode by episode (docs/results.md, D4RL sections).
+
+    python scripts/d4rl_paired_comparison.py RUNS [--methods sgp bc] [--checkpoint last]
+        [--resamples 10000] [--seed 0] [--output comparison.json]
+
+RUNS is a folder that holds one D4RL dataset's table seeds, each with the episode results its reproduction wrote
+(`RUNS/seed_N/plan/methods/results.json` or `RUNS/seed_N/plan_last/results.json`; e.g.
+docs/results/d4rl_halfcheetah_small/medium/runs/medium). Within a seed every method is evaluated on the same
+episode seeds (the same start states), so the two methods' normalised scores pair up episode by episode. It prints
+JSON with, for A − B (A, B = `--methods`):
+- per seed: each method's mean score and the mean paired difference;
+- `mean_difference`: the table's difference (mean over seeds of the per-seed means);
+- `ci95_episodes`: a 95% percentile interval of that difference under a bootstrap that keeps the seeds and
+  resamples each seed's episode pairs (how much the 10 episodes per seed leave it uncertain);
+- `ci95_seeds_and_episodes`: the same with the seeds resampled too (training seeds also vary);
+- `episodes_a_at_least_b`: the share of episode pairs where A scored at least B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def seed_results(runs: Path, checkpoint: str) -> dict[int, dict]:
+    """{training seed: the `methods` block of its episode results} for the seeds under `runs`."""
+    names = ["plan/methods/results.json"] if checkpoint == "last" else []
+    names.append(f"plan_{checkpoint}/results.json")
+    found = {}
+    for folder in sorted(runs.glob("seed_*")):
+        match = re.fullmatch(r"seed_(\d+)", folder.name)
+        files = [folder / name for name in names if (folder / name).is_file()]
+        if match and files:
+            found[int(match.group(1))] = json.loads(files[0].read_text())["methods"]
+    if not found:
+        sys.exit(f"error: no seed_N/{' or seed_N/'.join(names)} under {runs}")
+    return found
+
+
+def episode_scores(methods: dict, name: str, seed: int) -> np.ndarray:
+    """(E,) normalised score of each of a method's episodes."""
+    if name not in methods:
+        sys.exit(f"error: seed {seed} has no method {name!r}; it has {sorted(methods)}")
+    return np.array([episode["normalized_score"] for episode in methods[name]["per_episode"]])
+
+
+def compare(runs: Path, a: str, b: str, checkpoint: str, resamples: int, seed: int) -> dict:
+    per_seed = seed_results(runs, checkpoint)
+    scores_a = [episode_scores(m, a, s) for s, m in per_seed.items()]
+    scores_b = [episode_scores(m, b, s) for s, m in per_seed.items()]
+    if len({len(scores) for scores in scores_a + scores_b}) != 1:
+        sys.exit(f"error: {a} and {b} must have the same number of episodes in every seed under {runs}")
+    scores_a, scores_b = np.stack(scores_a), np.stack(scores_b)  # (S, E)
+    differences = scores_a - scores_b  # (S, E): same seed, same episode seed
+    num_seeds, num_episodes = differences.shape
+    rng = np.random.default_rng(seed)
+    # Resample episode pairs within each seed: (R, S, E) indices, all resamples at once.
+    episodes = rng.integers(0, num_episodes, size=(resamples, num_seeds, num_episodes))
+    within = np.take_along_axis(np.broadcast_to(differences, episodes.shape), episodes, axis=2).mean(
+        2
+    )  # (R, S)
+    seeds = rng.integers(0, num_seeds, size=(resamples, num_seeds))
+    return {
+        "runs": str(runs),
+        "checkpoint": checkpoint,
+        "a": a,
+        "b": b,
+        "per_seed": {
+            str(s): {a: float(sa.mean()), b: float(sb.mean()), "difference": float(d.mean())}
+            for s, sa, sb, d in zip(per_seed, scores_a, scores_b, differences, strict=True)
+        },
+        "episodes_per_seed": num_episodes,
+        "mean_difference": float(differences.mean(1).mean()),
+        "ci95_episodes": np.percentile(within.mean(1), [2.5, 97.5]).tolist(),
+        "ci95_seeds_and_episodes": np.percentile(
+            np.take_along_axis(within, seeds, 1).mean(1), [2.5, 97.5]
+        ).tolist(),
+        "episodes_a_at_least_b": float((differences >= 0).mean()),
+        "resamples": resamples,
+        "bootstrap_seed": seed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, help="folder with one dataset's seed_N folders")
+    parser.add_argument("--methods", nargs=2, default=["sgp", "bc"], metavar=("A", "B"))
+    parser.add_argument("--checkpoint", default="last", help="last or best")
+    parser.add_argument("--resamples", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
+    parser.add_argument("--output", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    result = compare(args.runs, *args.methods, args.checkpoint, args.resamples, args.seed)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
