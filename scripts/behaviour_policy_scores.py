@@ -38,6 +38,7 @@ class MeanAction(Policy):
 
 
 def scores(env: str, episodes: int, seed: int) -> dict:
+    """{`<policy>_<acting>`: return and normalised score over `episodes` episodes} for one env's policies."""
     task = mujoco_task(env)
     result = {}
     for kind in ("medium", "expert"):

@@ -61,10 +61,10 @@ def compare(runs: Path, a: str, b: str, checkpoint: str, resamples: int, seed: i
     rng = np.random.default_rng(seed)
     # Resample episode pairs within each seed: (R, S, E) indices, all resamples at once.
     episodes = rng.integers(0, num_episodes, size=(resamples, num_seeds, num_episodes))
-    within = np.take_along_axis(np.broadcast_to(differences, episodes.shape), episodes, axis=2).mean(
-        2
-    )  # (R, S)
+    resampled_pairs = np.take_along_axis(np.broadcast_to(differences, episodes.shape), episodes, axis=2)
+    within = resampled_pairs.mean(2)  # (R, S): each seed's mean difference in each resample
     seeds = rng.integers(0, num_seeds, size=(resamples, num_seeds))
+    across = np.take_along_axis(within, seeds, 1)  # (R, S): the seeds resampled too
     return {
         "runs": str(runs),
         "checkpoint": checkpoint,
@@ -77,9 +77,7 @@ def compare(runs: Path, a: str, b: str, checkpoint: str, resamples: int, seed: i
         "episodes_per_seed": num_episodes,
         "mean_difference": float(differences.mean(1).mean()),
         "ci95_episodes": np.percentile(within.mean(1), [2.5, 97.5]).tolist(),
-        "ci95_seeds_and_episodes": np.percentile(
-            np.take_along_axis(within, seeds, 1).mean(1), [2.5, 97.5]
-        ).tolist(),
+        "ci95_seeds_and_episodes": np.percentile(across.mean(1), [2.5, 97.5]).tolist(),
         "episodes_a_at_least_b": float((differences >= 0).mean()),
         "resamples": resamples,
         "bootstrap_seed": seed,
@@ -90,7 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", type=Path, help="folder with one dataset's seed_N folders")
     parser.add_argument("--methods", nargs=2, default=["sgp", "bc"], metavar=("A", "B"))
-    parser.add_argument("--checkpoint", default="last", help="last or best")
+    parser.add_argument("--checkpoint", default="last", choices=["last", "best"])
     parser.add_argument("--resamples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
