@@ -13,7 +13,11 @@ JSON with, for A − B (A, B = `--methods`):
 - `ci95_episodes`: a 95% percentile interval of that difference under a bootstrap that keeps the seeds and
   resamples each seed's episode pairs (how much the 10 episodes per seed leave it uncertain);
 - `ci95_seeds_and_episodes`: the same with the seeds resampled too (training seeds also vary);
-- `episodes_a_at_least_b`: the share of episode pairs where A scored at least B.
+- `episodes_a_at_least_b`: the share of episode pairs where A scored at least B;
+- where the episodes record their lengths (the reproductions' files do): `ended_early`, how many of each method's
+  episodes ended before the step limit (a fall, in hopper and walker2d), and `difference_both_full_length`, the
+  mean difference over the pairs in which neither ended early (with their number), which separates falling
+  from scoring less while upright.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 
 
 def seed_results(runs: Path, checkpoint: str) -> dict[int, dict]:
-    """{training seed: the `methods` block of its episode results} for the seeds under `runs`."""
+    """{training seed: its episode results (`methods`, `episode_steps`, …)} for the seeds under `runs`."""
     names = ["plan/methods/results.json"] if checkpoint == "last" else []
     names.append(f"plan_{checkpoint}/results.json")
     found = {}
@@ -36,23 +40,38 @@ def seed_results(runs: Path, checkpoint: str) -> dict[int, dict]:
         match = re.fullmatch(r"seed_(\d+)", folder.name)
         files = [folder / name for name in names if (folder / name).is_file()]
         if match and files:
-            found[int(match.group(1))] = json.loads(files[0].read_text())["methods"]
+            found[int(match.group(1))] = json.loads(files[0].read_text())
     if not found:
         sys.exit(f"error: no seed_N/{' or seed_N/'.join(names)} under {runs}")
     return found
 
 
-def episode_scores(methods: dict, name: str, seed: int) -> np.ndarray:
-    """(E,) normalised score of each of a method's episodes."""
+def episode_values(methods: dict, name: str, seed: int, key: str) -> np.ndarray:
+    """(E,) one value (`normalized_score`, `length`) of each of a method's episodes."""
     if name not in methods:
         sys.exit(f"error: seed {seed} has no method {name!r}; it has {sorted(methods)}")
-    return np.array([episode["normalized_score"] for episode in methods[name]["per_episode"]])
+    return np.array([episode[key] for episode in methods[name]["per_episode"]])
+
+
+def early_ends(per_seed: dict[int, dict], a: str, b: str, differences: np.ndarray) -> dict:
+    """How many episodes of A and of B ended before the step limit, and A − B over the pairs where neither did."""
+    ended = {}
+    for name in (a, b):
+        lengths = np.stack([episode_values(r["methods"], name, s, "length") for s, r in per_seed.items()])
+        limits = np.array([r["episode_steps"] for r in per_seed.values()])[:, None]
+        ended[name] = lengths < limits  # (S, E)
+    both_full = ~(ended[a] | ended[b])
+    return {
+        "ended_early": {name: int(flags.sum()) for name, flags in ended.items()},
+        "difference_both_full_length": float(differences[both_full].mean()) if both_full.any() else None,
+        "pairs_both_full_length": int(both_full.sum()),
+    }
 
 
 def compare(runs: Path, a: str, b: str, checkpoint: str, resamples: int, seed: int) -> dict:
     per_seed = seed_results(runs, checkpoint)
-    scores_a = [episode_scores(m, a, s) for s, m in per_seed.items()]
-    scores_b = [episode_scores(m, b, s) for s, m in per_seed.items()]
+    scores_a = [episode_values(r["methods"], a, s, "normalized_score") for s, r in per_seed.items()]
+    scores_b = [episode_values(r["methods"], b, s, "normalized_score") for s, r in per_seed.items()]
     if len({len(scores) for scores in scores_a + scores_b}) != 1:
         sys.exit(f"error: {a} and {b} must have the same number of episodes in every seed under {runs}")
     scores_a, scores_b = np.stack(scores_a), np.stack(scores_b)  # (S, E)
@@ -65,6 +84,7 @@ def compare(runs: Path, a: str, b: str, checkpoint: str, resamples: int, seed: i
     within = resampled_pairs.mean(2)  # (R, S): each seed's mean difference in each resample
     seeds = rng.integers(0, num_seeds, size=(resamples, num_seeds))
     across = np.take_along_axis(within, seeds, 1)  # (R, S): the seeds resampled too
+    recorded = all("episode_steps" in r for r in per_seed.values())
     return {
         "runs": str(runs),
         "checkpoint": checkpoint,
@@ -81,6 +101,7 @@ def compare(runs: Path, a: str, b: str, checkpoint: str, resamples: int, seed: i
         "episodes_a_at_least_b": float((differences >= 0).mean()),
         "resamples": resamples,
         "bootstrap_seed": seed,
+        **(early_ends(per_seed, a, b, differences) if recorded else {}),
     }
 
 

@@ -12,13 +12,27 @@ paired = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(paired)
 
 
-def write_seed(runs: Path, seed: int, scores: dict[str, list[float]], layout: str = "plan/methods") -> None:
+def write_seed(
+    runs: Path,
+    seed: int,
+    scores: dict[str, list[float]],
+    layout: str = "plan/methods",
+    lengths: dict[str, list[int]] | None = None,
+    episode_steps: int = 1000,
+) -> None:
+    """One seed's episode results as a reproduction writes them; `lengths` adds each episode's length."""
     folder = runs / f"seed_{seed}" / layout
     folder.mkdir(parents=True)
     methods = {
         name: {"per_episode": [{"normalized_score": s} for s in values]} for name, values in scores.items()
     }
-    (folder / "results.json").write_text(json.dumps({"methods": methods}))
+    results = {"methods": methods}
+    if lengths is not None:
+        for name, values in lengths.items():
+            for episode, length in zip(methods[name]["per_episode"], values, strict=True):
+                episode["length"] = length
+        results["episode_steps"] = episode_steps
+    (folder / "results.json").write_text(json.dumps(results))
 
 
 def test_differences_pair_episodes_within_each_seed(tmp_path):
@@ -54,3 +68,21 @@ def test_unequal_episode_counts_are_refused(tmp_path):
     write_seed(tmp_path, 0, {"sgp": [1.0, 2.0], "bc": [1.0]})
     with pytest.raises(SystemExit, match="same number of episodes"):
         paired.compare(tmp_path, "sgp", "bc", "last", resamples=10, seed=0)
+
+
+def test_early_ends_are_counted_and_left_out_of_the_full_length_difference(tmp_path):
+    # Seed 0: A falls in episode 1 (scoring 2 instead of about B's 10); seed 1: B falls in episode 0.
+    write_seed(tmp_path, 0, {"sgp": [11.0, 2.0], "bc": [10.0, 10.0]}, lengths={"sgp": [50, 20], "bc": [50, 50]},
+               episode_steps=50)  # fmt: skip
+    write_seed(tmp_path, 1, {"sgp": [9.0, 12.0], "bc": [1.0, 9.0]}, lengths={"sgp": [50, 50], "bc": [7, 50]},
+               episode_steps=50)  # fmt: skip
+    result = paired.compare(tmp_path, "sgp", "bc", "last", resamples=10, seed=0)
+    assert result["ended_early"] == {"sgp": 1, "bc": 1}
+    assert result["pairs_both_full_length"] == 2
+    assert result["difference_both_full_length"] == pytest.approx((1.0 + 3.0) / 2)
+    assert result["mean_difference"] == pytest.approx(((1.0 - 8.0) / 2 + (8.0 + 3.0) / 2) / 2)
+
+
+def test_files_without_lengths_report_no_early_ends(tmp_path):
+    write_seed(tmp_path, 0, {"sgp": [1.0], "bc": [2.0]})
+    assert "ended_early" not in paired.compare(tmp_path, "sgp", "bc", "last", resamples=10, seed=0)
