@@ -55,10 +55,10 @@ def episode_values(methods: dict, name: str, seed: int, key: str) -> np.ndarray:
 
 def early_ends(per_seed: dict[int, dict], a: str, b: str, differences: np.ndarray) -> dict:
     """How many episodes of A and of B ended before the step limit, and A − B over the pairs where neither did."""
+    limits = np.array([r["episode_steps"] for r in per_seed.values()])[:, None]  # (S, 1)
     ended = {}
     for name in (a, b):
         lengths = np.stack([episode_values(r["methods"], name, s, "length") for s, r in per_seed.items()])
-        limits = np.array([r["episode_steps"] for r in per_seed.values()])[:, None]
         ended[name] = lengths < limits  # (S, E)
     both_full = ~(ended[a] | ended[b])
     return {
