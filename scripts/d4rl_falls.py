@@ -2,7 +2,8 @@
 reproduction planned and, for every episode that fell, say which health limit it crossed and whether the
 planner's own model saw it coming.
 
-    python scripts/d4rl_falls.py TRAJECTORIES.npz --env walker2d [--methods sgp bc] [--output falls.json]
+    python scripts/d4rl_falls.py TRAJECTORIES.npz --env walker2d [--methods sgp bc] [--before 50]
+        [--output falls.json]
 
 TRAJECTORIES.npz is what plan.py writes beside results.json for D4RL domains (e.g.
 DIR/runs/medium_expert/seed_0/plan/methods/trajectories.npz of `python reproduce.py d4rl_walker2d_small`); it
@@ -14,10 +15,11 @@ Per method it prints:
 - `cause`: which limit the final observation crossed (height low/high, pitch forward/backward);
 - `foreseen`: of the falls, how many the model predicted: some re-plan of the last H steps (H = the plan
   horizon) put a predicted state outside the limits; unforeseen falls are the model's error, foreseen ones are
-  falls the planner's objective accepted;
+  falls the planner's objective accepted or could no longer avoid (each fall's `warning_steps` says how many
+  steps before the end the first such re-plan came);
 - `plans_predicting_a_fall`: over all re-plans, the share whose predicted states leave the limits;
-- `pitch` and `forward_velocity` (obs[`velocity_index`]), mean over every step of every episode and over the
-  H steps before each fall (how the walker moved as it fell).
+- `pitch` and `forward_velocity` (obs[VELOCITY_INDEX]), mean over every step of every episode and over the
+  `--before` steps before each fall (how the walker moved as it fell).
 The JSON holds the same plus each fall's step, cause and predicted-versus-true height and pitch.
 """
 
@@ -61,8 +63,11 @@ def causes(final: np.ndarray, bounds: np.ndarray) -> list[str]:
     return names[first].tolist()
 
 
-def method_falls(arrays: dict[str, np.ndarray], bounds: np.ndarray, velocity_index: int) -> dict:
-    """The fall account of one method's episodes (`arrays`: its keys of trajectories.npz)."""
+def method_falls(
+    arrays: dict[str, np.ndarray], bounds: np.ndarray, velocity_index: int, before: int = 50
+) -> dict:
+    """The fall account of one method's episodes (`arrays`: its keys of trajectories.npz); `before`: how many
+    steps before each fall the pitch and velocity are averaged over."""
     states, lengths = arrays["true_states"], arrays["lengths"]  # (E, S+1, n), (E,)
     episodes = np.arange(len(lengths))
     final = states[episodes, lengths]  # (E, n) the observation each episode ended in
@@ -76,30 +81,34 @@ def method_falls(arrays: dict[str, np.ndarray], bounds: np.ndarray, velocity_ind
     planned = arrays.get("planned_states")  # (E, S, H+1, n), or None for a policy
     horizon = None if planned is None else planned.shape[2] - 1
     steps = np.arange(met.shape[1])
-    # The H steps before each fall, where a re-plan could have seen it.
-    window = (
-        (steps[None] >= lengths[:, None] - (horizon or 1)) & (steps[None] < lengths[:, None]) & fell[:, None]
-    )
-    out["pitch_before_falls"] = float(met[..., 1][window].mean()) if fell.any() else None
+    ahead_of_end = lengths[:, None] - steps[None]  # (E, S): steps from step t to the episode's end
+    leading_up = (ahead_of_end > 0) & (ahead_of_end <= before) & fell[:, None]
+    out["pitch_before_falls"] = float(met[..., 1][leading_up].mean()) if fell.any() else None
     out["forward_velocity_before_falls"] = (
-        float(met[..., velocity_index][window].mean()) if fell.any() else None
+        float(met[..., velocity_index][leading_up].mean()) if fell.any() else None
     )
     if planned is not None:
         # (E, S): the re-plan of this step predicts a state outside the limits
         predicts = outside(planned[:, :, 1:], bounds).any(-1)
         valid = steps[None] < lengths[:, None]
         out["plans_predicting_a_fall"] = float(predicts[valid].mean())
-        foreseen = (predicts & window).any(1)[fell]
+        # The re-plans of the last H steps, the only ones whose H-step prediction can reach the fall.
+        warned = predicts & (ahead_of_end > 0) & (ahead_of_end <= horizon) & fell[:, None]
+        foreseen = warned.any(1)[fell]
+        warning_steps = (lengths - warned.argmax(1))[
+            fell
+        ]  # the earliest such re-plan, in steps before the end
         out["foreseen"] = int(foreseen.sum())
         # The plan made H steps before the end: its predicted last state beside the state met there.
         start = np.maximum(lengths[fell] - horizon, 0)
         predicted = planned[episodes[fell], start, np.minimum(lengths[fell] - start, horizon)]
         out["falls"] = [
             {"episode": int(e), "step": int(n), "cause": c, "foreseen": bool(f),
+             "warning_steps": int(w) if f else None,
              "true_height_pitch": final[e, :2].astype(float).round(3).tolist(),
              "predicted_height_pitch": p[:2].astype(float).round(3).tolist()}
-            for e, n, c, f, p in zip(episodes[fell], lengths[fell], fall_causes, foreseen,
-                                     predicted, strict=True)
+            for e, n, c, f, w, p in zip(episodes[fell], lengths[fell], fall_causes, foreseen, warning_steps,
+                                        predicted, strict=True)
         ]  # fmt: skip
     return out
 
@@ -122,16 +131,21 @@ def main(argv=None) -> None:
     parser.add_argument("trajectories", type=Path)
     parser.add_argument("--env", required=True, help="walker2d or hopper")
     parser.add_argument("--methods", nargs="+", default=None, help="default: every method in the file")
+    parser.add_argument(
+        "--before", type=int, default=50, help="steps before a fall to average pitch and speed"
+    )
     parser.add_argument("--output", default="falls.json")
     args = parser.parse_args(argv)
     bounds = limits(args.env)
     methods = load_methods(args.trajectories, args.methods)
     report = {
-        name: method_falls(arrays, bounds, VELOCITY_INDEX[args.env]) for name, arrays in methods.items()
+        name: method_falls(arrays, bounds, VELOCITY_INDEX[args.env], args.before)
+        for name, arrays in methods.items()
     }
     payload = {
         "trajectories": str(args.trajectories),
         "env": args.env,
+        "before": args.before,
         "limits": bounds.tolist(),
         "methods": report,
     }

@@ -53,6 +53,7 @@ def test_falls_are_classified_by_the_limit_crossed_and_by_whether_a_late_plan_pr
     assert report["cause"] == {"height below": 1, "pitched backward": 1, "pitched forward": 1}
     assert report["foreseen"] == 1
     assert [f["foreseen"] for f in report["falls"]] == [True, False, False]
+    assert [f["warning_steps"] for f in report["falls"]] == [1, None, None]
     assert [f["cause"] for f in report["falls"]] == ["pitched forward", "height below", "pitched backward"]
     assert report["falls"][1]["true_height_pitch"] == [0.6, 0.2]
     # re-plans predicting a fall: 2 of the 10 + 4 + 6 + 7 = 27 steps run
