@@ -48,19 +48,26 @@ def limits(env_name: str) -> np.ndarray:
     return np.array([env._healthy_z_range, env._healthy_angle_range], dtype=float)
 
 
+CAUSES = ["height below", "height above", "pitched backward", "pitched forward"]
+
+
+def crossed_limits(states: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """(…, 4) which limit a state (…, obs_dim) is past, in the order of CAUSES (NaN: none)."""
+    z_pitch = states[..., :2]
+    below, above = z_pitch <= bounds[:, 0], z_pitch >= bounds[:, 1]  # (…, 2) each: height, pitch
+    return np.stack([below[..., 0], above[..., 0], below[..., 1], above[..., 1]], -1)
+
+
 def outside(states: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """(…,) True where a state (…, obs_dim) has its height or pitch outside the healthy ranges (NaN: False)."""
-    z_pitch = states[..., :2]
-    return ((z_pitch <= bounds[:, 0]) | (z_pitch >= bounds[:, 1])).any(-1)
+    return crossed_limits(states, bounds).any(-1)
 
 
 def causes(final: np.ndarray, bounds: np.ndarray) -> list[str]:
-    """The limit each final observation (F, obs_dim) crossed, the first of height low/high, pitch fwd/back."""
-    names = np.array(["height below", "height above", "pitched backward", "pitched forward", "none"])
-    crossed = np.stack([final[:, 0] <= bounds[0, 0], final[:, 0] >= bounds[0, 1],
-                        final[:, 1] <= bounds[1, 0], final[:, 1] >= bounds[1, 1]], 1)  # fmt: skip
-    first = np.where(crossed.any(1), crossed.argmax(1), 4)
-    return names[first].tolist()
+    """The limit each final observation (F, obs_dim) crossed, the first of CAUSES ("none" if within them)."""
+    crossed = crossed_limits(final, bounds)
+    first = np.where(crossed.any(1), crossed.argmax(1), len(CAUSES))
+    return np.array([*CAUSES, "none"])[first].tolist()
 
 
 def method_falls(
@@ -78,26 +85,23 @@ def method_falls(
     met = states[:, :-1]  # (E, S, n) the observation each step acted on (NaN after the end)
     out["pitch"] = float(np.nanmean(met[..., 1]))
     out["forward_velocity"] = float(np.nanmean(met[..., velocity_index]))
-    planned = arrays.get("planned_states")  # (E, S, H+1, n), or None for a policy
-    horizon = None if planned is None else planned.shape[2] - 1
-    steps = np.arange(met.shape[1])
-    ahead_of_end = lengths[:, None] - steps[None]  # (E, S): steps from step t to the episode's end
+    ahead_of_end = lengths[:, None] - np.arange(met.shape[1])[None]  # (E, S): steps from step t to the end
     leading_up = (ahead_of_end > 0) & (ahead_of_end <= before) & fell[:, None]
     out["pitch_before_falls"] = float(met[..., 1][leading_up].mean()) if fell.any() else None
     out["forward_velocity_before_falls"] = (
         float(met[..., velocity_index][leading_up].mean()) if fell.any() else None
     )
+    planned = arrays.get("planned_states")  # (E, S, H+1, n), or None for a policy
     if planned is not None:
+        horizon = planned.shape[2] - 1
         # (E, S): the re-plan of this step predicts a state outside the limits
         predicts = outside(planned[:, :, 1:], bounds).any(-1)
-        valid = steps[None] < lengths[:, None]
-        out["plans_predicting_a_fall"] = float(predicts[valid].mean())
+        out["plans_predicting_a_fall"] = float(predicts[ahead_of_end > 0].mean())
         # The re-plans of the last H steps, the only ones whose H-step prediction can reach the fall.
         warned = predicts & (ahead_of_end > 0) & (ahead_of_end <= horizon) & fell[:, None]
         foreseen = warned.any(1)[fell]
-        warning_steps = (lengths - warned.argmax(1))[
-            fell
-        ]  # the earliest such re-plan, in steps before the end
+        # The earliest such re-plan, in steps before the end.
+        warning_steps = (lengths - warned.argmax(1))[fell]
         out["foreseen"] = int(foreseen.sum())
         # The plan made H steps before the end: its predicted last state beside the state met there.
         start = np.maximum(lengths[fell] - horizon, 0)
