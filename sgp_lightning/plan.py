@@ -71,6 +71,14 @@ def build_planners(methods: dict[str, dict], system) -> dict[str, Planner]:
     return planners
 
 
+def plan_evaluator(cfg: DictConfig, evaluator_config: dict | None):
+    """The evaluator plan(cfg) runs: the domain's (`evaluator_config`, as the checkpoint recorded it) with
+    plan.yaml's options (`PLAN_OPTIONS`) from `cfg`."""
+    from sgp_lightning.planning.evaluators import make_evaluator
+
+    return make_evaluator(evaluator_config, plan_options={key: cfg.get(key) for key in PLAN_OPTIONS})
+
+
 def resolve_device(name: str) -> torch.device:
     """auto: the GPU when there is one, else the CPU."""
     if name == "auto":
@@ -102,7 +110,7 @@ def plan(cfg: DictConfig) -> dict:
     )
     planners = build_planners(methods, system)
     env = system.make_env()
-    evaluator = system.make_evaluator(plan_options={key: cfg.get(key) for key in PLAN_OPTIONS})
+    evaluator = plan_evaluator(cfg, system.hparams.get("evaluator"))
     evaluations = evaluator.evaluate_all(system, env, planners, seed=cfg.get("seed") or 0)
     payload = {
         "domain": system.domain,

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sgp_lightning.analysis.common import run_record, write_report
 from sgp_lightning.errors import require
-from sgp_lightning.pieces import map_runs, plan_piece, reuse_or_train
+from sgp_lightning.pieces import map_runs, plan_piece, reuse_or_train, train_piece
 from sgp_lightning.plan import beta_label, compose_plan_config
 from sgp_lightning.planning import make_planner
 from sgp_lightning.tables import best_beta, tuning_record
@@ -78,16 +78,13 @@ def reproduce(cfg: DictConfig) -> dict:
     pairs = [(dataset, int(seed)) for dataset in datasets for seed in entry.seeds]
     if grids and entry.tune.get("train_seed") is not None:
         # tune.train_seed: β is chosen once per dataset on a training seed of its own, for every table seed.
-        # The table seeds' training does not need β: with several workers it runs beside the tuning, and the
-        # planning below reuses it (otherwise the other workers would wait for the tuning with nothing to do).
-        jobs = [("tune", dataset, int(entry.tune.train_seed)) for dataset in datasets]
-        if workers > 1:
-            jobs += [("train", dataset, seed) for dataset, seed in pairs]
-        done = map_runs(functools.partial(_tune_or_train, settings), jobs, workers, progress=progress)
-        # done: one tuning per dataset, in order, then None for each table pair trained beside them
-        settings = replace(
-            settings, tuned=dict(zip(datasets, done[: len(datasets)], strict=True)), trained=workers > 1
-        )
+        tuning_pairs = [(dataset, int(entry.tune.train_seed)) for dataset in datasets]
+        if workers == 1:
+            tuned = map_runs(functools.partial(_tune_run, settings), tuning_pairs, progress=progress)
+        else:
+            tuned = _tune_on_workers(settings, tuning_pairs, pairs, workers, progress)
+        # with several workers every table pair was trained above: the planning below reuses it
+        settings = replace(settings, tuned=dict(zip(datasets, tuned, strict=True)), trained=workers > 1)
     # Every (dataset, seed) trains and plans on its own: in this process, or reproduce.workers at once.
     runs = map_runs(functools.partial(_run, settings), pairs, workers, progress=progress)
     runs = dict(zip(pairs, runs, strict=True))
@@ -120,9 +117,15 @@ class RunSettings:
     trained: bool = False  # every pair was trained by this reproduction already: reuse it even if fresh
 
 
-def _trained_run(settings: RunSettings, dataset: str | None, seed: int, folder: str):
+def _run_folder(seed: int, tuning: bool = False) -> str:
+    """A training's folder under DIR/runs/[dataset/]: the table's seeds and the tuning seed apart."""
+    return f"tune_seed_{seed}" if tuning else f"seed_{seed}"
+
+
+def _trained_run(settings: RunSettings, dataset: str | None, seed: int, folder: str, load: bool = True):
     """Train one (dataset, seed) into DIR/runs/[dataset/]folder, or reuse the finished training there.
-    Returns (run_dir, reuse_or_train's objects, plan_once(ckpt, plan_dir, overrides))."""
+    Returns (run_dir, reuse_or_train's objects (with `load`; otherwise only `ckpt_path`), plan_once(ckpt,
+    plan_dir, overrides))."""
     entry = OmegaConf.create(settings.entry)
     run_dir = Path(settings.out) / "runs" / (f"{dataset}/{folder}" if dataset else folder)
     train_cfg = _compose(
@@ -130,7 +133,14 @@ def _trained_run(settings: RunSettings, dataset: str | None, seed: int, folder: 
         [*entry.train_overrides, *settings.data_overrides.get(dataset, []), f"seed={seed}", settings.threads,
          f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false"],
     )  # fmt: skip
-    trained_key, trained = reuse_or_train(run_dir, train_cfg, settings.fresh and not settings.trained)
+    fresh = settings.fresh and not settings.trained
+    if load:
+        trained_key, trained = reuse_or_train(run_dir, train_cfg, fresh)
+    else:  # a reused training's system, env and data are not read
+        from sgp_lightning.train import last_checkpoint
+
+        trained_key, _ = train_piece(run_dir, train_cfg, fresh)
+        trained = {"ckpt_path": last_checkpoint(run_dir)}
 
     def plan_once(ckpt: Path, plan_dir: Path, overrides: list[str]) -> dict:
         return _plan_checkpoint(
@@ -144,19 +154,51 @@ def _trained_run(settings: RunSettings, dataset: str | None, seed: int, folder: 
 def _tune_run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
     """Train on `tune.train_seed` (a seed the table does not report) and tune β there (`_tune`)."""
     (dataset, seed), entry = pair, OmegaConf.create(settings.entry)
-    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, f"tune_seed_{seed}")
-    return _tune(entry, settings.grids, run_dir, functools.partial(plan_once, trained["ckpt_path"]))
+    run_dir, trained, plan_once = _trained_run(
+        settings, dataset, seed, _run_folder(seed, tuning=True), load=False
+    )
+    return _tune(entry, settings.grids, run_dir, plan_once, trained["ckpt_path"])
 
 
-def _tune_or_train(settings: RunSettings, job: tuple[str, str | None, int]) -> dict | None:
-    """A job of an entry that tunes on `tune.train_seed`: ("tune", dataset, seed) trains that seed and tunes
-    β there (`_tune_run`, returns the choices); ("train", dataset, seed) trains a table seed (returns None),
-    which `_run` then reuses."""
-    kind, dataset, seed = job
-    if kind == "tune":
-        return _tune_run(settings, (dataset, seed))
-    _trained_run(settings, dataset, seed, f"seed_{seed}")
-    return None
+def _tune_on_workers(
+    settings: RunSettings, tuning_pairs: list, pairs: list, workers: int, progress: bool
+) -> list:
+    """tune.train_seed with several workers: every training first (the tuning seeds', then the table's, so
+    no worker waits for β with nothing to do), then the tuning's plans spread over the workers. Returns the
+    choices per tuning pair, as `_tune_run` would (the same plans, in the same folders)."""
+    trainings = [(dataset, seed, True) for dataset, seed in tuning_pairs] + [(d, s, False) for d, s in pairs]
+    map_runs(functools.partial(_train_job, settings), trainings, workers, progress=progress)
+    entry, trained = OmegaConf.create(settings.entry), replace(settings, trained=True)
+    jobs = []
+    for dataset, seed in tuning_pairs:
+        _, tuning_run, _ = _trained_run(trained, dataset, seed, _run_folder(seed, tuning=True), load=False)
+        alone = _runs_betas_alone(entry, tuning_run["ckpt_path"])
+        jobs += [(dataset, seed, name, betas, alone) for name, betas in _tuning_plans(settings.grids, alone)]
+    achieved = map_runs(functools.partial(_tuning_job, trained), jobs, workers, progress=progress)
+    return [
+        _choose(
+            entry.tune, settings.grids, [a for job, a in zip(jobs, achieved, strict=True) if job[:2] == pair]
+        )
+        for pair in tuning_pairs
+    ]
+
+
+def _train_job(settings: RunSettings, job: tuple[str | None, int, bool]) -> None:
+    """Train (or reuse) one (dataset, seed, is the tuning seed) of an entry tuned on `tune.train_seed`."""
+    dataset, seed, tuning = job
+    _trained_run(settings, dataset, seed, _run_folder(seed, tuning), load=False)
+
+
+def _tuning_job(settings: RunSettings, job: tuple) -> dict[str, dict[str, float]]:
+    """One tuning plan (`_tuning_plan`) on a trained tuning seed: job = (dataset, seed, method, its β,
+    whether each β is planned alone)."""
+    dataset, seed, name, betas, alone = job
+    run_dir, trained, plan_once = _trained_run(
+        settings, dataset, seed, _run_folder(seed, tuning=True), load=False
+    )
+    return _tuning_plan(
+        OmegaConf.create(settings.entry), run_dir, plan_once, trained["ckpt_path"], name, betas, alone
+    )
 
 
 def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
@@ -165,7 +207,7 @@ def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
     worker process): `plans` (checkpoint → its plan payload), the tuning choices and the distance
     estimator's errors (None without one)."""
     (dataset, seed), entry = pair, OmegaConf.create(settings.entry)
-    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, f"seed_{seed}")
+    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, _run_folder(seed))
     errors = None
     if trained["system"].distance is not None:
         errors = _distance_errors(trained["system"].distance, trained["datamodule"], seed)
@@ -173,7 +215,7 @@ def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
     if settings.tuned is not None:  # tuned once on tune.train_seed
         tuned = settings.tuned[dataset]
     elif settings.grids:
-        tuned = _tune(entry, settings.grids, run_dir, functools.partial(plan_once, last))
+        tuned = _tune(entry, settings.grids, run_dir, plan_once, last)
     else:
         tuned = {}
     chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
@@ -282,26 +324,71 @@ def _check_tune(entry: DictConfig) -> dict[str, list[float]]:
     return _tune_grid(entry, list(planners))
 
 
-def _tune(entry: DictConfig, grids: dict[str, list[float]], run_dir: Path, plan_once) -> dict[str, dict]:
+def _tune(
+    entry: DictConfig, grids: dict[str, list[float]], run_dir: Path, plan_once, ckpt: str
+) -> dict[str, dict]:
     """Each method in `tune.methods` gets the β of `tune.betas` with the best `tune.metric` (default: the
     lowest achieved cost; `tune.mode: max` for scores) on a separate task set or episode seed range
-    (`tune.task_seed`), planned with the trained checkpoint of this run: the table's own tasks and episodes
+    (`tune.task_seed`), planned with the checkpoint `ckpt` of this run: the table's own tasks and episodes
     never choose a setting."""
+    alone = _runs_betas_alone(entry, ckpt)
+    achieved = [
+        _tuning_plan(entry, run_dir, plan_once, ckpt, name, betas, alone)
+        for name, betas in _tuning_plans(grids, alone)
+    ]
+    return _choose(entry.tune, grids, achieved)
+
+
+def _runs_betas_alone(entry: DictConfig, ckpt: str) -> bool:
+    """Whether plan.py with the entry's plan overrides runs each β of a grid alone on `ckpt`'s domain (its
+    evaluator does not stack them into one batch, e.g. MPC episodes): then a grid's β are planned apart,
+    which gives the same numbers and lets them spread over workers."""
+    from sgp_lightning.models import read_hparams
+    from sgp_lightning.plan import plan_evaluator
+
+    cfg = compose_plan_config([*entry.plan_overrides, f"ckpt_path='{ckpt}'"])
+    return not plan_evaluator(cfg, read_hparams(ckpt).get("evaluator")).stack
+
+
+def _tuning_plans(grids: dict[str, list[float]], alone: bool) -> list[tuple[str, list[float]]]:
+    """The tuning's plans: each method's whole grid in one plan (a gradient method's β values are one
+    batched solve, plan.py betas=), or, where the evaluator runs each β `alone` anyway, one plan per β."""
+    if alone:
+        return [(name, [beta]) for name, betas in grids.items() for beta in betas]
+    return list(grids.items())
+
+
+def _tuning_plan(
+    entry: DictConfig, run_dir: Path, plan_once, ckpt: str, name: str, betas: list[float], alone: bool
+) -> dict[str, dict[str, float]]:
+    """Plan `name` at each of `betas` on the tuning tasks (`tune.task_seed`) into DIR/…/tune/name (one β
+    `alone`: …/tune/name/beta_B); returns {name: {β label: tune.metric}}."""
     tune = entry.tune
+    overrides = [
+        f"methods=[{name}]",
+        f"betas=[{','.join(str(b) for b in betas)}]",
+        f"task_seed={tune.task_seed}",
+        "track_true_cost_every=null",
+    ]
+    plan_dir = run_dir / "tune" / name / (f"beta_{betas[0]:g}" if alone else "")
+    result = plan_once(ckpt, plan_dir, overrides)
     metric = tune.get("metric") or "cost_achieved"
-    chosen = {}
-    for name, betas in grids.items():
-        # the whole grid in one plan: a gradient method's β values are one batched solve (plan.py betas=)
-        overrides = [
-            f"methods=[{name}]",
-            f"betas=[{','.join(str(b) for b in betas)}]",
-            f"task_seed={tune.task_seed}",
-            "track_true_cost_every=null",
-        ]
-        result = plan_once(run_dir / "tune" / name, overrides)
-        achieved = {f"{b:g}": result["methods"][beta_label(name, b)][metric] for b in betas}
-        chosen[name] = {"beta": best_beta(betas, achieved, tune.get("mode")), "achieved_by_beta": achieved}
-    return chosen
+    return {name: {f"{b:g}": result["methods"][beta_label(name, b)][metric] for b in betas}}
+
+
+def _choose(tune: DictConfig, grids: dict[str, list[float]], achieved: list[dict]) -> dict[str, dict]:
+    """Each tuned method's β with the best metric over its grid, from the tuning plans' `achieved` values."""
+    merged = {name: {} for name in grids}
+    for plan in achieved:
+        for name, values in plan.items():
+            merged[name].update(values)
+    return {
+        name: {
+            "beta": best_beta(betas, merged[name], tune.get("mode")),
+            "achieved_by_beta": {f"{b:g}": merged[name][f"{b:g}"] for b in betas},
+        }
+        for name, betas in grids.items()
+    }
 
 
 def _distance_errors(estimator, datamodule, seed: int, num_points: int = 2000) -> list[dict]:

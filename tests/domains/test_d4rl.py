@@ -579,6 +579,30 @@ def test_stacked_episodes_are_each_methods_own_episodes(tiny_hopper_run):
     assert all(np.abs(a - b).max() > 1e-3 for i, a in enumerate(actions) for b in actions[i + 1 :])
 
 
+def test_unstacked_episodes_of_a_grid_equal_each_betas_own_run(tiny_hopper_run):
+    """Without stacking, the episodes of β values planned in one evaluation are, bit for bit, those each β
+    runs in an evaluation of its own: so reproduce may plan a tuning grid's β apart, on several workers."""
+    from sgp_lightning.models import SGPSystem
+    from sgp_lightning.planning import MPCEpisodes, make_planner
+    from sgp_lightning.planning.config import planner_config
+
+    run, _ = tiny_hopper_run
+    system = SGPSystem.load_from_checkpoint(str(run / "checkpoints" / "last.ckpt"), map_location="cpu")
+    env = system.make_env()
+    iterations = {"optimizer": {"iterations": 3}, "mpc": {"horizon": 3, "iterations": 2, "warm_start": True}}
+    planners = {
+        f"sgp@{beta:g}": make_planner(planner_config("sgp", "d4rl", {"beta": beta, **iterations}))
+        for beta in (1.0, 1e5)
+    }
+    evaluator = MPCEpisodes(num_episodes=2, episode_steps=3, seed=7)
+    together = evaluator.evaluate_all(system, env, planners)
+    for grid_member in together:
+        (alone,) = evaluator.evaluate_all(system, env, {grid_member.method: planners[grid_member.method]})
+        for key in ("returns", "lengths", "true_states", "actions", "rewards", "planned_states"):
+            np.testing.assert_array_equal(getattr(grid_member, key), getattr(alone, key), err_msg=key)
+    assert np.abs(together[0].actions - together[1].actions).max() > 1e-3  # the two β plan differently
+
+
 def test_dataset_of_another_env_fails_in_train(tmp_path, hopper_random_file):
     """A walker2d experiment pointed at the hopper file stops with one clear error."""
     from sgp_lightning.train import train
@@ -631,8 +655,10 @@ def test_reproduce_d4rl_writes_the_table(tmp_path):
     scores = tuned["achieved_by_beta"]
     assert set(scores) == {"1", "100"} and tuned["beta"] == (1.0 if scores["1"] >= scores["100"] else 100.0)
     tune_plan = json.loads(
-        (tmp_path / "runs" / "random" / "tune_seed_7" / "tune" / "sgp" / "results.json").read_text()
-    )  # the whole grid in one plan, a row per β
+        (
+            tmp_path / "runs" / "random" / "tune_seed_7" / "tune" / "sgp" / "beta_1" / "results.json"
+        ).read_text()
+    )  # each β in a plan of its own: MPC episodes run each β alone
     assert tune_plan["methods"]["sgp@beta=1"]["normalized_score"] == scores["1"]
     table_plan = json.loads(
         (tmp_path / "runs" / "random" / "seed_0" / "plan" / "methods" / "results.json").read_text()

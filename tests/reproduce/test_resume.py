@@ -119,15 +119,49 @@ def test_two_workers_give_the_same_table_as_one(tmp_path):
     assert len(parallel["methods"]["sgp"]["per_seed"]) == 2
 
 
+TUNED_ON_SEED_5 = [
+    "+reproduce.tune.train_seed=5",
+    "reproduce.tune.betas=[0.1,1]",
+    "reproduce.tune.methods=[sgp]",
+]
+
+
+def test_a_grid_planned_one_beta_at_a_time_gives_the_whole_grids_numbers(tmp_path):
+    """Where the evaluator runs each β alone (here stack_methods=false; the D4RL episodes), the tuning plans
+    each β apart (so several workers can share them), into tune/sgp/beta_B, with the numbers of one plan of
+    the whole grid (plan.py betas=[…]) on the same checkpoint."""
+    from sgp_lightning.plan import compose_plan_config, plan
+
+    unstacked = [*PLAN_SHRINK, "stack_methods=false"]
+    results = _run(tmp_path, [*_entry(tmp_path, seeds="[0]", plan=unstacked), *TUNED_ON_SEED_5])
+    tune_dir = tmp_path / "runs" / "tune_seed_5" / "tune" / "sgp"
+    assert sorted(p.name for p in tune_dir.iterdir() if p.is_dir()) == ["beta_0.1", "beta_1"]
+    task_seed = results["tuning"]["task_seed"]
+    with hydra_conf():
+        whole_grid = plan(
+            compose_plan_config(
+                [*unstacked, "methods=[sgp]", "betas=[0.1,1]", f"task_seed={task_seed}", "track_true_cost_every=null",
+                 f"ckpt_path='{tmp_path / 'runs' / 'tune_seed_5' / 'checkpoints' / 'last.ckpt'}'", "seed=5",
+                 f"output_dir='{tmp_path / 'whole_grid'}'", "video=false"]
+            )
+        )  # fmt: skip
+    achieved = results["tuning"]["per_dataset"]["None"]["sgp"]["achieved_by_beta"]
+    assert achieved == {b: whole_grid["methods"][f"sgp@beta={b}"]["cost_achieved"] for b in ["0.1", "1"]}
+
+
 @pytest.mark.slow  # spawned interpreters, as above
-def test_two_workers_train_the_table_seeds_beside_the_tuning_seed_with_the_same_table(tmp_path):
-    """With tune.train_seed, two workers train the table's seeds while the tuning seed trains and tunes,
-    then plan them with the chosen β: the table equals a sequential run's, with fresh=true as well (equal
-    numbers do not show whether a seed was trained once or twice; that was checked by hand, from the log)."""
-    tuned = ["+reproduce.tune.train_seed=5", "reproduce.tune.betas=[0.1,1]", "reproduce.tune.methods=[sgp]"]
-    sequential = _run(tmp_path / "one", [*_entry(tmp_path / "one"), *tuned])
+@pytest.mark.parametrize("stack", ["true", "false"])
+def test_two_workers_train_the_table_seeds_beside_the_tuning_seed_with_the_same_table(tmp_path, stack):
+    """With tune.train_seed, two workers train the tuning seed and the table's seeds, then share the tuning
+    plans (one per β where the evaluator runs each β alone: stack_methods=false), then plan the table with
+    the chosen β: the table equals a sequential run's, with fresh=true as well (equal numbers do not show
+    whether a seed was trained once or twice; that was checked by hand, from the log)."""
+    plan = [*PLAN_SHRINK, f"stack_methods={stack}"]
+    sequential = _run(tmp_path / "one", [*_entry(tmp_path / "one", plan=plan), *TUNED_ON_SEED_5])
     out = tmp_path / "two"
-    parallel = _run(out, [*_entry(out), *tuned, "reproduce.workers=2", "reproduce.fresh=true"])
+    parallel = _run(
+        out, [*_entry(out, plan=plan), *TUNED_ON_SEED_5, "reproduce.workers=2", "reproduce.fresh=true"]
+    )
     assert _numbers(parallel) == _numbers(sequential)
     assert parallel["tuning"] == sequential["tuning"] and (out / "runs" / "tune_seed_5" / "tune").is_dir()
 
