@@ -85,9 +85,14 @@ def reproduce(cfg: DictConfig) -> dict:
             tuned = _tune_on_workers(settings, tuning_pairs, pairs, workers, progress)
         # with several workers every table pair was trained above: the planning below reuses it
         settings = replace(settings, tuned=dict(zip(datasets, tuned, strict=True)), trained=workers > 1)
-    # Every (dataset, seed) trains and plans on its own: in this process, or reproduce.workers at once.
-    runs = map_runs(functools.partial(_run, settings), pairs, workers, progress=progress)
-    runs = dict(zip(pairs, runs, strict=True))
+    # Every (dataset, seed) trains and plans on its own: in this process, or reproduce.workers at once. Once
+    # every pair is trained, each checkpoint's plans are a job of their own (3 seeds' last and best plans
+    # share 2 workers evenly, where 3 seeds would leave one idle for a round).
+    split = settings.trained and len(checkpoints) > 1
+    per_job = [(checkpoint,) for checkpoint in checkpoints] if split else [tuple(checkpoints)]
+    jobs = [(dataset, seed, planned) for dataset, seed in pairs for planned in per_job]
+    done = map_runs(functools.partial(_run, settings), jobs, workers, progress=progress)
+    runs = _gather(pairs, jobs, done)
     payload = {
         **run_record(cfg, start),  # name, title, command, argv, machine, wall time
         "seeds": list(entry.seeds),
@@ -201,15 +206,16 @@ def _tuning_job(settings: RunSettings, job: tuple) -> dict[str, dict[str, float]
     )
 
 
-def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
-    """One (dataset, seed) of a generic entry: train (or reuse the finished training), tune (unless tuned
-    once on `tune.train_seed`), plan every method on each checkpoint. Returns plain values (it may run in a
-    worker process): `plans` (checkpoint → its plan payload), the tuning choices and the distance
-    estimator's errors (None without one)."""
-    (dataset, seed), entry = pair, OmegaConf.create(settings.entry)
+def _run(settings: RunSettings, job: tuple[str | None, int, tuple[str, ...]]) -> dict:
+    """One (dataset, seed, checkpoints) of a generic entry: train (or reuse the finished training), tune
+    (unless tuned once on `tune.train_seed`), plan every method on each of `checkpoints`. Returns plain
+    values (it may run in a worker process): `plans` (checkpoint → its plan payload; "best" None when the
+    best checkpoint is the last one and another job plans that), the tuning choices and, with "last", the
+    distance estimator's errors (None without one)."""
+    (dataset, seed, checkpoints), entry = job, OmegaConf.create(settings.entry)
     run_dir, trained, plan_once = _trained_run(settings, dataset, seed, _run_folder(seed))
     errors = None
-    if trained["system"].distance is not None:
+    if "last" in checkpoints and trained["system"].distance is not None:
         errors = _distance_errors(trained["system"].distance, trained["datamodule"], seed)
     last = trained["ckpt_path"]
     if settings.tuned is not None:  # tuned once on tune.train_seed
@@ -220,14 +226,31 @@ def _run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
         tuned = {}
     chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
     plans = {}
-    for checkpoint in settings.checkpoints:
+    for checkpoint in checkpoints:
         ckpt = last if checkpoint == "last" else _best_checkpoint(run_dir, trained)
         if checkpoint == "best" and (not ckpt or _same_step(Path(ckpt), Path(last))):
-            plans["best"] = plans["last"]  # the best checkpoint is the last one: planning it again repeats it
+            plans["best"] = plans.get(
+                "last"
+            )  # the best checkpoint is the last one: planning it again repeats it
             continue
         plan_root = run_dir / ("plan" if checkpoint == "last" else f"plan_{checkpoint}")
         plans[checkpoint] = plan_once(ckpt, plan_root / "methods", [*chosen, *settings.methods])
     return {"plans": plans, "tuned": tuned, "distance_errors": errors}
+
+
+def _gather(pairs: list, jobs: list, done: list) -> dict:
+    """Each (dataset, seed)'s run from its jobs' results (`_run`): their plans together (a "best" left None
+    is the last checkpoint's plan), the tuning, and the distance errors of the job that planned "last"."""
+    runs = {}
+    for (dataset, seed, checkpoints), result in zip(jobs, done, strict=True):
+        run = runs.setdefault((dataset, seed), {**result, "plans": {}})
+        run["plans"].update(result["plans"])
+        if "last" in checkpoints:
+            run["distance_errors"] = result["distance_errors"]
+    for run in runs.values():
+        if "best" in run["plans"] and run["plans"]["best"] is None:
+            run["plans"]["best"] = run["plans"]["last"]
+    return {pair: runs[pair] for pair in pairs}
 
 
 def _best_checkpoint(run_dir: Path, trained: dict) -> str:

@@ -150,20 +150,49 @@ def test_a_grid_planned_one_beta_at_a_time_gives_the_whole_grids_numbers(tmp_pat
 
 
 @pytest.mark.slow  # spawned interpreters, as above
-@pytest.mark.parametrize("stack", ["true", "false"])
-def test_two_workers_train_the_table_seeds_beside_the_tuning_seed_with_the_same_table(tmp_path, stack):
+@pytest.mark.parametrize(
+    "overrides", [["stack_methods=true"], ["stack_methods=false", "+reproduce.checkpoints=[last,best]"]]
+)
+def test_two_workers_train_the_table_seeds_beside_the_tuning_seed_with_the_same_table(tmp_path, overrides):
     """With tune.train_seed, two workers train the tuning seed and the table's seeds, then share the tuning
     plans (one per β where the evaluator runs each β alone: stack_methods=false), then plan the table with
-    the chosen β: the table equals a sequential run's, with fresh=true as well (equal numbers do not show
-    whether a seed was trained once or twice; that was checked by hand, from the log)."""
-    plan = [*PLAN_SHRINK, f"stack_methods={stack}"]
-    sequential = _run(tmp_path / "one", [*_entry(tmp_path / "one", plan=plan), *TUNED_ON_SEED_5])
+    the chosen β (each checkpoint's plans a job of their own, as D4RL's last and best): the table equals a
+    sequential run's, with fresh=true as well (equal numbers do not show whether a seed was trained once or
+    twice; that was checked by hand, from the log)."""
+    plan, entry = [*PLAN_SHRINK, overrides[0]], [*TUNED_ON_SEED_5, *overrides[1:]]
+    sequential = _run(tmp_path / "one", [*_entry(tmp_path / "one", plan=plan), *entry])
     out = tmp_path / "two"
-    parallel = _run(
-        out, [*_entry(out, plan=plan), *TUNED_ON_SEED_5, "reproduce.workers=2", "reproduce.fresh=true"]
-    )
+    parallel = _run(out, [*_entry(out, plan=plan), *entry, "reproduce.workers=2", "reproduce.fresh=true"])
     assert _numbers(parallel) == _numbers(sequential)
     assert parallel["tuning"] == sequential["tuning"] and (out / "runs" / "tune_seed_5" / "tune").is_dir()
+
+
+def test_plans_of_one_seed_split_over_jobs_gather_into_its_run():
+    """A seed's last and best checkpoints planned as two jobs give the run one job would: the plans
+    together, a best that is the last checkpoint (None from its job) filled with the last's plan, and the
+    distance errors of the job that planned the last."""
+    from sgp_lightning.reproduce import _gather
+
+    last_plan, best_plan = {"methods": {"sgp": 1.0}}, {"methods": {"sgp": 2.0}}
+    one_job = (
+        [("d", 0, ("last", "best"))],
+        [{"plans": {"last": last_plan, "best": last_plan}, "tuned": {}, "distance_errors": [3]}],
+    )
+    split = (
+        [("d", 0, ("last",)), ("d", 0, ("best",)), ("d", 1, ("last",)), ("d", 1, ("best",))],
+        [{"plans": {"last": last_plan}, "tuned": {}, "distance_errors": [3]},
+         {"plans": {"best": None}, "tuned": {}, "distance_errors": None},
+         {"plans": {"last": last_plan}, "tuned": {}, "distance_errors": [4]},
+         {"plans": {"best": best_plan}, "tuned": {}, "distance_errors": None}],
+    )  # fmt: skip
+    runs = _gather([("d", 0), ("d", 1)], *split)
+    assert runs[("d", 0)] == _gather([("d", 0)], *one_job)[("d", 0)]
+    assert runs[("d", 1)] == {
+        "plans": {"last": last_plan, "best": best_plan},
+        "tuned": {},
+        "distance_errors": [4],
+    }
+    assert list(runs) == [("d", 0), ("d", 1)] and list(runs[("d", 1)]["plans"]) == ["last", "best"]
 
 
 def test_last_checkpoint_is_the_final_epoch_and_an_older_one_is_trained_again(tmp_path, caplog):
