@@ -229,9 +229,8 @@ def _run(settings: RunSettings, job: tuple[str | None, int, tuple[str, ...]]) ->
     for checkpoint in checkpoints:
         ckpt = last if checkpoint == "last" else _best_checkpoint(run_dir, trained)
         if checkpoint == "best" and (not ckpt or _same_step(Path(ckpt), Path(last))):
-            plans["best"] = plans.get(
-                "last"
-            )  # the best checkpoint is the last one: planning it again repeats it
+            # the best checkpoint is the last one: planning it again repeats it (None: another job plans it)
+            plans["best"] = plans.get("last")
             continue
         plan_root = run_dir / ("plan" if checkpoint == "last" else f"plan_{checkpoint}")
         plans[checkpoint] = plan_once(ckpt, plan_root / "methods", [*chosen, *settings.methods])

@@ -540,23 +540,34 @@ def test_episodes_are_seeded(tmp_path, hopper_random_file):
     assert td3bc.returns.shape == (2,)
 
 
-def test_stacked_episodes_are_each_methods_own_episodes(tiny_hopper_run):
-    """A β sweep run as one batch of episodes (stack_episodes) gives each β the episodes it runs alone (to
-    float rounding: 3 steps here, before closed-loop amplification matters), on the same seeds."""
+def _short_mpc_grid(tiny_hopper_run) -> tuple:
+    """The tiny hopper's system and env, and SGP at β = 1 and 10⁵ (keys sgp@1, sgp@100000) with 3 + 2
+    iterations on a horizon of 3; also vanilla and BC with those settings."""
     from sgp_lightning.models import SGPSystem
-    from sgp_lightning.planning import MPCEpisodes, make_planner
+    from sgp_lightning.planning import make_planner
     from sgp_lightning.planning.config import planner_config
 
     run, _ = tiny_hopper_run
     system = SGPSystem.load_from_checkpoint(str(run / "checkpoints" / "last.ckpt"), map_location="cpu")
-    env = system.make_env()
     iterations = {"optimizer": {"iterations": 3}, "mpc": {"horizon": 3, "iterations": 2, "warm_start": True}}
     planners = {
         f"sgp@{beta:g}": make_planner(planner_config("sgp", "d4rl", {"beta": beta, **iterations}))
         for beta in (1.0, 1e5)
     }
-    planners["vanilla"] = make_planner(planner_config("vanilla", "d4rl", iterations))
-    planners["bc"] = make_planner(planner_config("bc", "d4rl", {}))  # a policy: never stacked
+    others = {
+        "vanilla": make_planner(planner_config("vanilla", "d4rl", iterations)),
+        "bc": make_planner(planner_config("bc", "d4rl", {})),  # a policy: never stacked
+    }
+    return system, system.make_env(), planners, others
+
+
+def test_stacked_episodes_are_each_methods_own_episodes(tiny_hopper_run):
+    """A β sweep run as one batch of episodes (stack_episodes) gives each β the episodes it runs alone (to
+    float rounding: 3 steps here, before closed-loop amplification matters), on the same seeds."""
+    from sgp_lightning.planning import MPCEpisodes
+
+    system, env, planners, others = _short_mpc_grid(tiny_hopper_run)
+    planners.update(others)
     runs = {
         stack: MPCEpisodes(num_episodes=2, episode_steps=3, seed=7, stack=stack).evaluate_all(
             system, env, planners
@@ -582,18 +593,9 @@ def test_stacked_episodes_are_each_methods_own_episodes(tiny_hopper_run):
 def test_unstacked_episodes_of_a_grid_equal_each_betas_own_run(tiny_hopper_run):
     """Without stacking, the episodes of β values planned in one evaluation are, bit for bit, those each β
     runs in an evaluation of its own: so reproduce may plan a tuning grid's β apart, on several workers."""
-    from sgp_lightning.models import SGPSystem
-    from sgp_lightning.planning import MPCEpisodes, make_planner
-    from sgp_lightning.planning.config import planner_config
+    from sgp_lightning.planning import MPCEpisodes
 
-    run, _ = tiny_hopper_run
-    system = SGPSystem.load_from_checkpoint(str(run / "checkpoints" / "last.ckpt"), map_location="cpu")
-    env = system.make_env()
-    iterations = {"optimizer": {"iterations": 3}, "mpc": {"horizon": 3, "iterations": 2, "warm_start": True}}
-    planners = {
-        f"sgp@{beta:g}": make_planner(planner_config("sgp", "d4rl", {"beta": beta, **iterations}))
-        for beta in (1.0, 1e5)
-    }
+    system, env, planners, _ = _short_mpc_grid(tiny_hopper_run)
     evaluator = MPCEpisodes(num_episodes=2, episode_steps=3, seed=7)
     together = evaluator.evaluate_all(system, env, planners)
     for grid_member in together:
