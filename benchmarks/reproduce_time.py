@@ -90,6 +90,11 @@ def main() -> None:
     args = parser.parse_args()
     overrides = args.overrides or (SHRUNKEN_HOPPER if args.entry == "d4rl_hopper_small" else [])
     out = Path(args.out or tempfile.mkdtemp(prefix="reproduce_time_"))
+    # a run folder left from an earlier call would be reused piece by piece: near-zero times, equal numbers
+    folders = [f"{name}_{i + 1}" for name in ("before", "after") for i in range(args.repeats)]
+    left = [folder for folder in [*folders, "tree_before", "tree_after"] if (out / folder).exists()]
+    if left:
+        sys.exit(f"error: {out} already holds {left}: give a new --out, so every run starts from scratch")
     commits = {
         name: subprocess.run(
             ["git", "rev-parse", rev], cwd=ROOT, capture_output=True, text=True, check=True

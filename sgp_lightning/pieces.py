@@ -59,17 +59,26 @@ def mark_finished(folder: Path, key: str, marker: str = FINISHED) -> None:
     write_text(Path(folder) / marker, key)
 
 
-def train_piece(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tuple[str, dict | None]:
+def train_piece(
+    run_dir: Path, train_cfg: DictConfig, fresh: bool = False, reuse_only: bool = False
+) -> tuple[str, dict | None]:
     """Train `train_cfg` into `run_dir` unless a run with the same settings finished there.
 
     Returns (the training's key, train()'s objects, or None when the finished run was reused). A run with
     the same settings that was cut off resumes from its last.ckpt; a run with other settings (or `fresh`)
-    is cleared first, so its checkpoints are never mistaken for this one's."""
+    is cleared first, so its checkpoints are never mistaken for this one's. `reuse_only`: the caller trained
+    it already (several processes may read it at once): reuse the finished run as it is, never train."""
     from sgp_lightning.train import last_checkpoint, train
 
     run_dir = Path(run_dir)
     key = settings_key(train_cfg)
     last = last_checkpoint(run_dir)
+    if reuse_only:
+        require(
+            is_finished(run_dir, key) and last.is_file(),
+            f"{run_dir} holds no finished training with these settings, although this reproduction trained it",
+        )
+        return key, None
     finished = not fresh and is_finished(run_dir, key) and last.is_file()
     if finished and ended_there(last, train_cfg.trainer):
         log.info(f"reusing the finished training in {run_dir}")
@@ -109,13 +118,15 @@ def ended_there(checkpoint: Path, trainer: DictConfig) -> bool:
     return state["epoch"] + 1 >= max_epochs
 
 
-def reuse_or_train(run_dir: Path, train_cfg: DictConfig, fresh: bool = False) -> tuple[str, dict]:
+def reuse_or_train(
+    run_dir: Path, train_cfg: DictConfig, fresh: bool = False, reuse_only: bool = False
+) -> tuple[str, dict]:
     """train_piece, and for a reused training the objects train() would have returned: the system from its
     last.ckpt, the env and the datamodule (its data drawn again from the seed). Also `ckpt_path`."""
     from sgp_lightning.models import SGPSystem
     from sgp_lightning.train import instantiate_env_and_data, last_checkpoint
 
-    key, trained = train_piece(run_dir, train_cfg, fresh)
+    key, trained = train_piece(run_dir, train_cfg, fresh, reuse_only)
     last = last_checkpoint(run_dir)
     if trained is None:
         env, datamodule = instantiate_env_and_data(train_cfg)

@@ -49,7 +49,7 @@ def reproduce(cfg: DictConfig) -> dict:
     )
     checkpoints = list(entry.get("checkpoints") or ["last"])
     require(
-        len(checkpoints) > 0 and set(checkpoints) <= {"last", "best"} and checkpoints[0] == "last",
+        checkpoints in (["last"], ["last", "best"]),
         f"reproduce.checkpoints must be [last] or [last, best], got {checkpoints}",
     )
     table = hydra.utils.instantiate(entry.get("table") or {"_target_": "sgp_lightning.tables.CostTable"})
@@ -138,13 +138,12 @@ def _trained_run(settings: RunSettings, dataset: str | None, seed: int, folder: 
         [*entry.train_overrides, *settings.data_overrides.get(dataset, []), f"seed={seed}", settings.threads,
          f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false"],
     )  # fmt: skip
-    fresh = settings.fresh and not settings.trained
     if load:
-        trained_key, trained = reuse_or_train(run_dir, train_cfg, fresh)
+        trained_key, trained = reuse_or_train(run_dir, train_cfg, settings.fresh, reuse_only=settings.trained)
     else:  # a reused training's system, env and data are not read
         from sgp_lightning.train import last_checkpoint
 
-        trained_key, _ = train_piece(run_dir, train_cfg, fresh)
+        trained_key, _ = train_piece(run_dir, train_cfg, settings.fresh, reuse_only=settings.trained)
         trained = {"ckpt_path": last_checkpoint(run_dir)}
 
     def plan_once(ckpt: Path, plan_dir: Path, overrides: list[str]) -> dict:
@@ -209,11 +208,13 @@ def _tuning_job(settings: RunSettings, job: tuple) -> dict[str, dict[str, float]
 def _run(settings: RunSettings, job: tuple[str | None, int, tuple[str, ...]]) -> dict:
     """One (dataset, seed, checkpoints) of a generic entry: train (or reuse the finished training), tune
     (unless tuned once on `tune.train_seed`), plan every method on each of `checkpoints`. Returns plain
-    values (it may run in a worker process): `plans` (checkpoint → its plan payload; "best" None when the
-    best checkpoint is the last one and another job plans that), the tuning choices and, with "last", the
-    distance estimator's errors (None without one)."""
+    values (it may run in a worker process): `plans` (checkpoint → its plan payload; "best" is the last's
+    plan when the best checkpoint is the last one or none was kept, None if another job plans the last), the
+    tuning choices and, with "last", the distance estimator's errors (None without one)."""
     (dataset, seed, checkpoints), entry = job, OmegaConf.create(settings.entry)
-    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, _run_folder(seed))
+    # a job of the best checkpoint alone needs no system or data (`_best_checkpoint` reads the folder)
+    load = "last" in checkpoints
+    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, _run_folder(seed), load=load)
     errors = None
     if "last" in checkpoints and trained["system"].distance is not None:
         errors = _distance_errors(trained["system"].distance, trained["datamodule"], seed)
@@ -276,18 +277,26 @@ def _plan_checkpoint(
     same plan of the same training, key `trained`, finished in plan_dir)."""
     plan_cfg = compose_plan_config(
         [
-            "video=false",  # no MuJoCo videos in every plan (slow with software rendering) unless plan_overrides ask
-            *entry.plan_overrides,
-            *overrides,
-            f"ckpt_path='{ckpt}'",
+            *_plan_overrides(entry, ckpt, overrides),
             f"seed={seed}",
             f"output_dir='{plan_dir}'",
-            f"mpc={str(bool(entry.mpc)).lower()}",
             threads,
             f"progress={str(progress).lower()}",
         ]
     )
     return plan_piece(plan_dir, plan_cfg, trained, fresh)
+
+
+def _plan_overrides(entry: DictConfig, ckpt: str | Path, overrides: list[str]) -> list[str]:
+    """What plan.py plans `ckpt` with in this entry: the entry's plan overrides, then `overrides`, then the
+    entry's `mpc` (the rest, seed, output folder and threads, changes no plan's settings)."""
+    return [
+        "video=false",  # no MuJoCo videos in every plan (slow with software rendering) unless plan_overrides ask
+        *entry.plan_overrides,
+        *overrides,
+        f"ckpt_path='{ckpt}'",
+        f"mpc={str(bool(entry.mpc)).lower()}",
+    ]
 
 
 def _tune_grid(entry: DictConfig, planner_names) -> dict[str, list[float]]:
@@ -362,13 +371,13 @@ def _tune(
 
 
 def _runs_betas_alone(entry: DictConfig, ckpt: str) -> bool:
-    """Whether plan.py with the entry's plan overrides runs each β of a grid alone on `ckpt`'s domain (its
-    evaluator does not stack them into one batch, e.g. MPC episodes): then a grid's β are planned apart,
-    which gives the same numbers and lets them spread over workers."""
+    """Whether the entry's plans of `ckpt` (`_plan_overrides`) run each β of a grid alone (the evaluator
+    does not stack them into one batch, e.g. MPC episodes): then a grid's β are planned apart, which gives
+    the same numbers and lets them spread over workers."""
     from sgp_lightning.models import read_hparams
     from sgp_lightning.plan import plan_evaluator
 
-    cfg = compose_plan_config([*entry.plan_overrides, f"ckpt_path='{ckpt}'"])
+    cfg = compose_plan_config(_plan_overrides(entry, ckpt, []))
     return not plan_evaluator(cfg, read_hparams(ckpt).get("evaluator")).stack
 
 

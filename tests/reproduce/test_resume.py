@@ -253,3 +253,16 @@ def test_ended_there_follows_lightnings_bounds(tmp_path, trainer, epoch, step, e
     checkpoint = tmp_path / "last.ckpt"
     torch.save({"epoch": epoch, "global_step": step}, checkpoint)
     assert ended_there(checkpoint, OmegaConf.create(trainer)) is ended
+
+
+def test_a_training_to_reuse_only_that_never_finished_is_refused_not_trained(tmp_path):
+    """After an entry's training phase its jobs only read the trainings (several at once): a folder without
+    the finished training is one clear error, never a training started by each of them."""
+    from omegaconf import OmegaConf
+
+    from sgp_lightning.pieces import train_piece
+    from tests.conftest import raises_user_error
+
+    with raises_user_error("holds no finished training with these settings"):
+        train_piece(tmp_path / "run", OmegaConf.create({"seed": 0}), reuse_only=True)
+    assert not (tmp_path / "run").exists()
