@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from sgp_lightning.analysis.common import results_numbers
+
 ROOT = Path(__file__).resolve().parent.parent
 # a D4RL entry at seconds-per-piece sizes, with the proportions of the full runs (tuning longer than training)
 SHRUNKEN_HOPPER = [
@@ -35,26 +37,6 @@ SHRUNKEN_HOPPER = [
     "reproduce.train_overrides=['d4rl_size=small','trainer.max_epochs=4']",
     "reproduce.plan_overrides=['planner_set=d4rl','num_tasks=5','episode_steps=100']",
 ]
-# results.json fields that differ between runs of the same settings
-NOT_NUMBERS = {
-    "wall_seconds",
-    "seconds",
-    "seconds_per_step",
-    "machine",
-    "argv",
-    "command",
-    "file",
-    "checkpoint",
-}
-
-
-def numbers(value):
-    """results.json without the fields that differ between runs of the same settings (NOT_NUMBERS)."""
-    if isinstance(value, dict):
-        return {key: numbers(item) for key, item in value.items() if key not in NOT_NUMBERS}
-    if isinstance(value, list):
-        return [numbers(item) for item in value]
-    return value
 
 
 def run_entry(tree: Path, entry: str, overrides: list[str], out: Path) -> dict:
@@ -70,7 +52,7 @@ def run_entry(tree: Path, entry: str, overrides: list[str], out: Path) -> dict:
     return {
         "seconds": seconds,
         "returncode": proc.returncode,
-        "numbers": numbers(payload),
+        "numbers": results_numbers(payload),
         "log": f"{out}.log",
     }
 

@@ -129,6 +129,22 @@ def run_record(cfg, start: float) -> dict:
     }
 
 
+# results.json fields that differ between runs of the same settings: times, the machine, the command, paths
+NOT_NUMBERS = frozenset(
+    {"wall_seconds", "seconds", "seconds_per_step", "machine", "argv", "command", "file", "checkpoint"}
+)
+
+
+def results_numbers(value):
+    """A results.json payload without the fields that differ between runs of the same settings
+    (`NOT_NUMBERS`), to check that two runs (other workers, another commit) gave the same numbers."""
+    if isinstance(value, dict):
+        return {key: results_numbers(item) for key, item in value.items() if key not in NOT_NUMBERS}
+    if isinstance(value, list):
+        return [results_numbers(item) for item in value]
+    return value
+
+
 def write_report(out: str | Path, payload: dict, table: str) -> None:
     """DIR/results.json and DIR/table.md of a reproduce entry; the table is also printed."""
     from sgp_lightning.utils import write_json, write_text

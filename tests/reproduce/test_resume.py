@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sgp_lightning.analysis.common import results_numbers
 from sgp_lightning.reproduce import reproduce
 from tests.conftest import ROOT, TINY, compose_config, hydra_conf, hydra_list
 
@@ -34,20 +35,6 @@ def _run(out: Path, overrides: list[str]) -> dict:
         return reproduce(cfg)
 
 
-def _numbers(results: dict) -> dict:
-    """results.json without what differs between runs of the same settings (times, machine, command)."""
-    drop = {"wall_seconds", "seconds", "machine", "argv", "command"}
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in drop}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return strip(results)
-
-
 def _mtimes(out: Path, pattern: str) -> dict[str, float]:
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.glob(pattern))}
 
@@ -60,7 +47,7 @@ def test_rerun_reuses_finished_pieces_and_a_changed_override_reruns_only_its_pie
     assert len(checkpoints) == 1 and len(plans) == 1
 
     again = _run(out, _entry(out, seeds="[0]"))
-    assert _numbers(again) == _numbers(first)
+    assert results_numbers(again) == results_numbers(first)
     assert _mtimes(out, "runs/seed_*/checkpoints/last.ckpt") == checkpoints  # not retrained
     assert _mtimes(out, "runs/seed_*/plan/methods/results.json") == plans  # not re-planned
 
@@ -72,7 +59,7 @@ def test_rerun_reuses_finished_pieces_and_a_changed_override_reruns_only_its_pie
 
     fresh = _run(out, [*_entry(out, seeds="[0]"), "reproduce.fresh=true"])
     assert all(v != checkpoints[k] for k, v in _mtimes(out, "runs/seed_*/checkpoints/last.ckpt").items())
-    assert _numbers(fresh) == _numbers(first)  # seeded: retraining gives the same table
+    assert results_numbers(fresh) == results_numbers(first)  # seeded: retraining gives the same table
 
 
 @pytest.mark.slow
@@ -106,7 +93,7 @@ def test_reproduction_killed_after_a_seeds_training_resumes_with_the_same_result
     assert checkpoint.stat().st_mtime_ns == trained_at  # seed 0 was not retrained
     resumed = json.loads((killed / "results.json").read_text())
     reference = json.loads((uninterrupted / "results.json").read_text())
-    assert _numbers(resumed) == _numbers(reference)
+    assert results_numbers(resumed) == results_numbers(reference)
 
 
 @pytest.mark.slow  # two spawned interpreters import torch and Lightning: ~40 s on 2 cores
@@ -115,7 +102,7 @@ def test_two_workers_give_the_same_table_as_one(tmp_path):
     equals a sequential run's."""
     sequential = _run(tmp_path / "one", _entry(tmp_path / "one"))
     parallel = _run(tmp_path / "two", [*_entry(tmp_path / "two"), "reproduce.workers=2"])
-    assert _numbers(parallel) == _numbers(sequential)
+    assert results_numbers(parallel) == results_numbers(sequential)
     assert len(parallel["methods"]["sgp"]["per_seed"]) == 2
 
 
@@ -126,7 +113,7 @@ TUNED_ON_SEED_5 = [
 ]
 
 
-def test_a_grid_planned_one_beta_at_a_time_gives_the_whole_grids_numbers(tmp_path):
+def test_a_grid_planned_one_beta_at_a_time_gives_the_whole_gridsresults_numbers(tmp_path):
     """Where the evaluator runs each β alone (here stack_methods=false; the D4RL episodes), the tuning plans
     each β apart (so several workers can share them), into tune/sgp/beta_B, with the numbers of one plan of
     the whole grid (plan.py betas=[…]) on the same checkpoint."""
@@ -163,7 +150,7 @@ def test_two_workers_train_the_table_seeds_beside_the_tuning_seed_with_the_same_
     sequential = _run(tmp_path / "one", [*_entry(tmp_path / "one", plan=plan), *entry])
     out = tmp_path / "two"
     parallel = _run(out, [*_entry(out, plan=plan), *entry, "reproduce.workers=2", "reproduce.fresh=true"])
-    assert _numbers(parallel) == _numbers(sequential)
+    assert results_numbers(parallel) == results_numbers(sequential)
     assert parallel["tuning"] == sequential["tuning"] and (out / "runs" / "tune_seed_5" / "tune").is_dir()
 
 
