@@ -122,16 +122,14 @@ class RunSettings:
     trained: bool = False  # every pair was trained by this reproduction already: reuse it even if fresh
 
 
-def _run_folder(seed: int, tuning: bool = False) -> str:
-    """A training's folder under DIR/runs/[dataset/]: the table's seeds and the tuning seed apart."""
-    return f"tune_seed_{seed}" if tuning else f"seed_{seed}"
-
-
-def _trained_run(settings: RunSettings, dataset: str | None, seed: int, folder: str, load: bool = True):
-    """Train one (dataset, seed) into DIR/runs/[dataset/]folder, or reuse the finished training there.
-    Returns (run_dir, reuse_or_train's objects (with `load`; otherwise only `ckpt_path`), plan_once(ckpt,
-    plan_dir, overrides))."""
+def _trained_run(
+    settings: RunSettings, dataset: str | None, seed: int, tuning: bool = False, load: bool = True
+):
+    """Train one (dataset, seed) into DIR/runs/[dataset/]seed_S (the tuning seed: tune_seed_S), or reuse the
+    finished training there. Returns (run_dir, reuse_or_train's objects (with `load`; otherwise only
+    `ckpt_path`), plan_once(ckpt, plan_dir, overrides))."""
     entry = OmegaConf.create(settings.entry)
+    folder = f"tune_seed_{seed}" if tuning else f"seed_{seed}"
     run_dir = Path(settings.out) / "runs" / (f"{dataset}/{folder}" if dataset else folder)
     train_cfg = _compose(
         "train",
@@ -158,9 +156,7 @@ def _trained_run(settings: RunSettings, dataset: str | None, seed: int, folder: 
 def _tune_run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
     """Train on `tune.train_seed` (a seed the table does not report) and tune β there (`_tune`)."""
     (dataset, seed), entry = pair, OmegaConf.create(settings.entry)
-    run_dir, trained, plan_once = _trained_run(
-        settings, dataset, seed, _run_folder(seed, tuning=True), load=False
-    )
+    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, tuning=True, load=False)
     return _tune(entry, settings.grids, run_dir, plan_once, trained["ckpt_path"])
 
 
@@ -175,7 +171,7 @@ def _tune_on_workers(
     entry, trained = OmegaConf.create(settings.entry), replace(settings, trained=True)
     jobs = []
     for dataset, seed in tuning_pairs:
-        _, tuning_run, _ = _trained_run(trained, dataset, seed, _run_folder(seed, tuning=True), load=False)
+        _, tuning_run, _ = _trained_run(trained, dataset, seed, tuning=True, load=False)
         alone = _runs_betas_alone(entry, tuning_run["ckpt_path"])
         jobs += [(dataset, seed, name, betas, alone) for name, betas in _tuning_plans(settings.grids, alone)]
     achieved = map_runs(functools.partial(_tuning_job, trained), jobs, workers, progress=progress)
@@ -190,16 +186,14 @@ def _tune_on_workers(
 def _train_job(settings: RunSettings, job: tuple[str | None, int, bool]) -> None:
     """Train (or reuse) one (dataset, seed, is the tuning seed) of an entry tuned on `tune.train_seed`."""
     dataset, seed, tuning = job
-    _trained_run(settings, dataset, seed, _run_folder(seed, tuning), load=False)
+    _trained_run(settings, dataset, seed, tuning, load=False)
 
 
 def _tuning_job(settings: RunSettings, job: tuple) -> dict[str, dict[str, float]]:
     """One tuning plan (`_tuning_plan`) on a trained tuning seed: job = (dataset, seed, method, its β,
     whether each β is planned alone)."""
     dataset, seed, name, betas, alone = job
-    run_dir, trained, plan_once = _trained_run(
-        settings, dataset, seed, _run_folder(seed, tuning=True), load=False
-    )
+    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, tuning=True, load=False)
     return _tuning_plan(
         OmegaConf.create(settings.entry), run_dir, plan_once, trained["ckpt_path"], name, betas, alone
     )
@@ -214,9 +208,9 @@ def _run(settings: RunSettings, job: tuple[str | None, int, tuple[str, ...]]) ->
     (dataset, seed, checkpoints), entry = job, OmegaConf.create(settings.entry)
     # a job of the best checkpoint alone needs no system or data (`_best_checkpoint` reads the folder)
     load = "last" in checkpoints
-    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, _run_folder(seed), load=load)
+    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, load=load)
     errors = None
-    if "last" in checkpoints and trained["system"].distance is not None:
+    if load and trained["system"].distance is not None:
         errors = _distance_errors(trained["system"].distance, trained["datamodule"], seed)
     last = trained["ckpt_path"]
     if settings.tuned is not None:  # tuned once on tune.train_seed
