@@ -8,8 +8,11 @@ results.json holds the same numbers (all but times, paths and the machine). With
 runs a shrunken hopper-medium D4RL entry with 2 workers (about 10 minutes a run on 2 cores): 20k
 transitions, 4 epochs, 5 evaluation episodes of 100 steps, the entry's own tuning protocol.
 
+`--after-override KEY=VALUE` (repeatable) goes to the `--after` runs only: settings an older commit does not
+have, such as `reproduce.workers=2`, or `reproduce.tune=null` to give a newer commit an older entry's work.
+
     python benchmarks/reproduce_time.py --before REV [--after HEAD] [--repeats 2] [--entry d4rl_hopper_small]
-        [--out DIR] [-- OVERRIDE …]
+        [--out DIR] [--after-override KEY=VALUE …] [-- OVERRIDE …]
 """
 
 from __future__ import annotations
@@ -67,6 +70,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per commit, taking turns")
     parser.add_argument("--out", default=None, help="where the runs write (default: a temporary folder)")
     parser.add_argument(
+        "--after-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override for the --after runs only (repeatable)",
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="reproduce overrides (default: the shrunken hopper-medium)"
     )
     args = parser.parse_args()
@@ -92,7 +102,8 @@ def main() -> None:
         for repeat in range(args.repeats):
             for name in commits:
                 print(f"{name} ({commits[name][:7]}), run {repeat + 1}", file=sys.stderr, flush=True)
-                runs[name].append(run_entry(trees[name], args.entry, overrides, out / f"{name}_{repeat + 1}"))
+                own = overrides + (args.after_override if name == "after" else [])
+                runs[name].append(run_entry(trees[name], args.entry, own, out / f"{name}_{repeat + 1}"))
     finally:
         for tree in trees.values():
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
@@ -102,6 +113,7 @@ def main() -> None:
         "benchmark": "reproduce_time",
         "entry": args.entry,
         "overrides": overrides,
+        "after_overrides": args.after_override,
         "commits": commits,
         "seconds": {name: [round(run["seconds"], 1) for run in runs[name]] for name in commits},
         "returncodes": {name: [run["returncode"] for run in runs[name]] for name in commits},
