@@ -42,6 +42,25 @@ SHRUNKEN_HOPPER = [
 ]
 
 
+def shared_leaves(a, b, path: str = "") -> tuple[int, list[str]]:
+    """Compare two results.json payloads where both have a field: (how many numbers and strings were
+    compared, the paths of those that differ). For commits whose results.json gained fields since, where
+    `results_numbers` equality cannot hold although every number both write is the same."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        compared, differ = 0, []
+        for key in a.keys() & b.keys():
+            n, d = shared_leaves(a[key], b[key], f"{path}/{key}")
+            compared, differ = compared + n, differ + d
+        return compared, differ
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        compared, differ = 0, []
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            n, d = shared_leaves(x, y, f"{path}/{i}")
+            compared, differ = compared + n, differ + d
+        return compared, differ
+    return 1, ([] if a == b else [path])
+
+
 def run_entry(tree: Path, entry: str, overrides: list[str], out: Path) -> dict:
     """One reproduction at `tree` into `out`: its wall seconds, exit code and results.json's numbers."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the runs in docs/ (reproduce's num_threads is 1 too)
@@ -120,6 +139,11 @@ def main() -> None:
         "median_seconds": {name: round(seconds, 1) for name, seconds in medians.items()},
         "after_over_before": round(medians["after"] / medians["before"], 3),
         "same_numbers": all(n is not None and n == every[0] for n in every),
+        # every run against the first before-run, where both write a field (results.json may have grown)
+        "shared_numbers": [
+            {"compared": compared, "differ": differ[:10], "num_differ": len(differ)}
+            for compared, differ in (shared_leaves(every[0], n) for n in every[1:] if n is not None)
+        ],
         "output": str(out),
     }
     os.environ["OMP_NUM_THREADS"] = "1"  # before torch loads: the machine record states the runs' threads

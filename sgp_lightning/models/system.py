@@ -215,11 +215,12 @@ class SGPSystem(L.LightningModule):
         """
         return hydra.utils.instantiate(self.hparams.env, _convert_="all")
 
-    def make_evaluator(self, overrides: Mapping | None = None, plan_options: Mapping | None = None):
-        """The domain's Evaluator (sgp_lightning.planning.evaluators.make_evaluator) with overrides."""
+    def make_evaluator(self, overrides: Mapping | None = None):
+        """The domain's Evaluator (sgp_lightning.planning.evaluators.make_evaluator) with `overrides` of its
+        settings (the PlanningCallback's; plan.py builds its own with `sgp_lightning.plan.plan_evaluator`)."""
         from sgp_lightning.planning.evaluators import make_evaluator
 
-        return make_evaluator(self.hparams.get("evaluator"), overrides, plan_options)
+        return make_evaluator(self.hparams.get("evaluator"), overrides)
 
     def require_part(self, name: str):
         r"""
