@@ -8,9 +8,12 @@ ignores what is there.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -131,7 +134,10 @@ def reuse_or_train(
     if trained is None:
         env, datamodule = instantiate_env_and_data(train_cfg)
         datamodule.setup("fit")
-        trained = {"system": SGPSystem.load_from_checkpoint(last), "env": env, "datamodule": datamodule}
+        system = SGPSystem.load_from_checkpoint(last)
+        if system.distance is not None:  # its reference pairs are not in the checkpoint
+            system.distance.draw_reference(datamodule)
+        trained = {"system": system, "env": env, "datamodule": datamodule}
     return key, {**trained, "ckpt_path": last}
 
 
@@ -157,21 +163,63 @@ def json_piece(folder: Path, key: str, compute, fresh: bool = False) -> dict:
     return payload
 
 
-def map_runs(function, items: list, workers: int = 1, progress: bool = False) -> list:
-    """function(item) for each item (a seed, a dataset and seed): in this process, or in `workers` processes
-    (reproduce.workers; each sets its own torch threads), which gives the same results since every run is
-    seeded on its own. `function` and `items` must be picklable (module-level functions, plain values)."""
+@dataclass(frozen=True)
+class Task:
+    """One piece of work for [`run_tasks`]: `function(*results of the tasks in after)`. `function` must be
+    picklable (a module-level function, or a functools.partial of one over plain values)."""
+
+    key: Hashable  # names the task and its result
+    function: Callable
+    after: tuple = ()  # keys of the tasks whose results it takes, in order; they must come before it
+
+
+def run_tasks(tasks: list[Task], workers: int = 1, progress: bool = False) -> dict:
+    """Run `tasks` and return their results by key: in this process in list order, or in `workers` processes
+    (reproduce.workers; each sets its own torch threads), where a free worker takes the first task in the list
+    whose `after` tasks are done. So list order is priority: trainings first, then the plans each one allows,
+    and a worker plans the seeds already trained while the other trains the last one. Results are the same
+    for any number of workers, since every task is seeded on its own. If a task fails, the tasks already
+    running finish (their pieces are kept) and its error is raised."""
     require(int(workers) >= 1, f"reproduce.workers must be ≥ 1, got {workers}")
     from tqdm.auto import tqdm
 
-    if workers == 1 or len(items) == 1:
-        return [function(item) for item in tqdm(items, desc="runs", disable=not progress)]
+    listed = set()
+    for task in tasks:
+        if task.key in listed or not listed.issuperset(task.after):
+            raise ValueError(f"task {task.key!r} is listed twice or before a task it takes a result from")
+        listed.add(task.key)
+    results = {}
+    bar = tqdm(total=len(tasks), desc="runs", disable=not progress)
+    if workers == 1 or len(tasks) == 1:
+        for task in tasks:
+            results[task.key] = task.function(*(results[key] for key in task.after))
+            bar.update()
+        return results
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state shared with this one
-    with ProcessPoolExecutor(min(workers, len(items)), mp_context=context, initializer=_start_worker) as pool:
-        return list(tqdm(pool.map(function, items), total=len(items), desc="runs", disable=not progress))
+    waiting, running = list(tasks), {}
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_start_worker) as pool:
+        while waiting or running:
+            ready = [task for task in waiting if results.keys() >= set(task.after)]
+            for task in ready[: workers - len(running)]:
+                waiting.remove(task)
+                running[pool.submit(task.function, *(results[key] for key in task.after))] = task.key
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                results[running.pop(future)] = future.result()
+                bar.update()
+    return results
+
+
+def map_runs(function, items: list, workers: int = 1, progress: bool = False) -> list:
+    """function(item) for each item (a seed, a dataset and seed), as [`run_tasks`] runs independent tasks:
+    in this process, or in `workers` processes. `function` and `items` must be picklable."""
+    results = run_tasks(
+        [Task(i, functools.partial(function, item)) for i, item in enumerate(items)], workers, progress
+    )
+    return [results[i] for i in range(len(items))]
 
 
 def _start_worker() -> None:

@@ -29,14 +29,15 @@ PLAN_OPTIONS = (
 )
 
 
-def compose_plan_config(overrides: list[str]) -> DictConfig:
+def compose_plan_config(overrides: list[str], hparams: dict | None = None) -> DictConfig:
     """conf/plan.yaml with `overrides`; the default planner_set (checkpoint) becomes the set recorded in
     the checkpoint at training, so its planners plan with the experiment's tuned settings. Overrides of
-    planner settings (e.g. planners.sgp.beta=3) still come last."""
+    planner settings (e.g. planners.sgp.beta=3) still come last. `hparams`: what the checkpoint records,
+    where it is known before the checkpoint exists (reproduce, from the training's config)."""
     cfg = compose("plan", overrides)
     select_methods(cfg)  # an unknown method is reported before the checkpoint is read
     if cfg.planner_set == FROM_CHECKPOINT:
-        recorded = read_hparams(cfg.ckpt_path).get("planner_set", "default")
+        recorded = (read_hparams(cfg.ckpt_path) if hparams is None else hparams).get("planner_set", "default")
         cfg = compose("plan", [*overrides, f"planner_set={recorded}"])
     return cfg
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sgp_lightning.analysis.common import run_record, write_report
 from sgp_lightning.errors import require
-from sgp_lightning.pieces import map_runs, plan_piece, reuse_or_train, train_piece
+from sgp_lightning.pieces import Task, plan_piece, reuse_or_train, run_tasks, train_piece
 from sgp_lightning.plan import beta_label, compose_plan_config
 from sgp_lightning.planning import make_planner
 from sgp_lightning.tables import best_beta, tuning_record
@@ -74,25 +74,26 @@ def reproduce(cfg: DictConfig) -> dict:
         checkpoints=checkpoints,
         data_overrides={name: list(d["train_overrides"]) for name, d in data.items()},
     )
-    workers = int(entry.get("workers", 1))
     pairs = [(dataset, int(seed)) for dataset in datasets for seed in entry.seeds]
-    if grids and entry.tune.get("train_seed") is not None:
-        # tune.train_seed: β is chosen once per dataset on a training seed of its own, for every table seed.
-        tuning_pairs = [(dataset, int(entry.tune.train_seed)) for dataset in datasets]
-        if workers == 1:
-            tuned = map_runs(functools.partial(_tune_run, settings), tuning_pairs, progress=progress)
-        else:
-            tuned = _tune_on_workers(settings, tuning_pairs, pairs, workers, progress)
-        # with several workers every table pair was trained above: the planning below reuses it
-        settings = replace(settings, tuned=dict(zip(datasets, tuned, strict=True)), trained=workers > 1)
-    # Every (dataset, seed) trains and plans on its own: in this process, or reproduce.workers at once. Once
-    # every pair is trained, each checkpoint's plans are a job of their own (3 seeds' last and best plans
-    # share 2 workers evenly, where 3 seeds would leave one idle for a round).
-    split = settings.trained and len(checkpoints) > 1
-    per_job = [(checkpoint,) for checkpoint in checkpoints] if split else [tuple(checkpoints)]
-    jobs = [(dataset, seed, planned) for dataset, seed in pairs for planned in per_job]
-    done = map_runs(functools.partial(_run, settings), jobs, workers, progress=progress)
-    runs = _gather(pairs, jobs, done)
+    train_seed = entry.tune.get("train_seed") if grids else None
+    # tune.train_seed: β is chosen once per dataset on a training seed of its own, for every table seed;
+    # otherwise each table seed tunes on its own training
+    if train_seed is not None:
+        tunings = [(dataset, int(train_seed), True) for dataset in datasets]
+    else:
+        tunings = [(dataset, seed, False) for dataset, seed in pairs] if grids else []
+    tasks, tuning_keys = _tasks(settings, pairs, tunings)
+    results = run_tasks(tasks, int(entry.get("workers", 1)), progress=progress)
+    plan_jobs = [task.key[1:] for task in tasks if task.key[0] == "plan"]
+    runs = _gather(pairs, plan_jobs, [results[("plan", *job)] for job in plan_jobs])
+    tuned_once = None
+    if train_seed is not None:
+        tuned_once = {
+            dataset: _choose(
+                entry.tune, grids, [results[key] for key in tuning_keys[(dataset, int(train_seed))]]
+            )
+            for dataset in datasets
+        }
     payload = {
         **run_record(cfg, start),  # name, title, command, argv, machine, wall time
         "seeds": list(entry.seeds),
@@ -100,7 +101,7 @@ def reproduce(cfg: DictConfig) -> dict:
         **table.summarize(entry, runs, data, out),
     }
     if entry.get("tune"):
-        payload["tuning"] = tuning_record(entry, runs, settings.tuned)
+        payload["tuning"] = tuning_record(entry, runs, tuned_once)
     write_report(out, payload, table.markdown(payload))
     return payload
 
@@ -118,16 +119,14 @@ class RunSettings:
     methods: list  # the plan overrides naming what is planned: the entry's methods, or sgp at each swept β
     checkpoints: list  # [last] or [last, best]
     data_overrides: dict  # dataset → the train overrides of the data it generated
-    tuned: dict | None = None  # dataset → the choices tuned once on tune.train_seed (None: tune per run)
-    trained: bool = False  # every pair was trained by this reproduction already: reuse it even if fresh
+    trained: bool = False  # this pair's training task has run: reuse its training even if fresh
 
 
-def _trained_run(
-    settings: RunSettings, dataset: str | None, seed: int, tuning: bool = False, load: bool = True
-):
-    """Train one (dataset, seed) into DIR/runs/[dataset/]seed_S (the tuning seed: tune_seed_S), or reuse the
-    finished training there. Returns (run_dir, reuse_or_train's objects (with `load`; otherwise only
-    `ckpt_path`), plan_once(ckpt, plan_dir, overrides))."""
+def _train_config(
+    settings: RunSettings, dataset: str | None, seed: int, tuning: bool
+) -> tuple[Path, DictConfig]:
+    """Where one (dataset, seed) trains, DIR/runs/[dataset/]seed_S (the tuning seed: tune_seed_S), and the
+    train.py config it trains with."""
     entry = OmegaConf.create(settings.entry)
     folder = f"tune_seed_{seed}" if tuning else f"seed_{seed}"
     run_dir = Path(settings.out) / "runs" / (f"{dataset}/{folder}" if dataset else folder)
@@ -136,6 +135,17 @@ def _trained_run(
         [*entry.train_overrides, *settings.data_overrides.get(dataset, []), f"seed={seed}", settings.threads,
          f"paths.output_dir='{run_dir}'", "trainer.enable_progress_bar=false"],
     )  # fmt: skip
+    return run_dir, train_cfg
+
+
+def _trained_run(
+    settings: RunSettings, dataset: str | None, seed: int, tuning: bool = False, load: bool = True
+):
+    """Train one (dataset, seed) into its folder (`_train_config`), or reuse the finished training there.
+    Returns (run_dir, reuse_or_train's objects (with `load`; otherwise only `ckpt_path`),
+    plan_once(ckpt, plan_dir, overrides))."""
+    entry = OmegaConf.create(settings.entry)
+    run_dir, train_cfg = _train_config(settings, dataset, seed, tuning)
     if load:
         trained_key, trained = reuse_or_train(run_dir, train_cfg, settings.fresh, reuse_only=settings.trained)
     else:  # a reused training's system, env and data are not read
@@ -153,58 +163,72 @@ def _trained_run(
     return run_dir, trained, plan_once
 
 
-def _tune_run(settings: RunSettings, pair: tuple[str | None, int]) -> dict:
-    """Train on `tune.train_seed` (a seed the table does not report) and tune β there (`_tune`)."""
-    (dataset, seed), entry = pair, OmegaConf.create(settings.entry)
-    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, tuning=True, load=False)
-    return _tune(entry, settings.grids, run_dir, plan_once, trained["ckpt_path"])
+def _tasks(settings: RunSettings, pairs: list, tunings: list) -> tuple[list[Task], dict]:
+    """An entry's tasks for `run_tasks`, in priority order: every training (the tuning seeds' first), then
+    each tuning plan, then each table seed's plans, a task per checkpoint (3 seeds' last and best plans share
+    2 workers evenly). A plan task waits only for the tasks it needs, so one worker plans the seeds already
+    trained while the other trains the last seed. `tunings`: (dataset, seed, is a tune.train_seed) of each
+    tuning. Returns the tasks and each tuning's task keys by (dataset, seed)."""
+    entry = OmegaConf.create(settings.entry)
+    trained = replace(settings, trained=True)  # a plan task runs after its training task: it only reuses it
+    trainings = [(dataset, seed, True) for dataset, seed, tuning in tunings if tuning]
+    trainings += [(dataset, seed, False) for dataset, seed in pairs]
+    tasks = [Task(("train", *job), functools.partial(_train_job, settings, job)) for job in trainings]
+    tuning_keys = {}
+    for dataset, seed, tuning in tunings:
+        _, train_cfg = _train_config(settings, dataset, seed, tuning)
+        alone = _runs_betas_alone(entry, _recorded_hparams(train_cfg))
+        keys = tuning_keys[(dataset, seed)] = []
+        for name, betas in _tuning_plans(settings.grids, alone):
+            keys.append(("tune", dataset, seed, name, *(betas if alone else [])))
+            job = (dataset, seed, tuning, name, betas, alone)
+            after = (("train", dataset, seed, tuning),)
+            tasks.append(Task(keys[-1], functools.partial(_tuning_job, trained, job), after))
+    once = {dataset: seed for dataset, seed, tuning in tunings if tuning}
+    for dataset, seed in pairs:
+        needs = tuning_keys.get((dataset, once.get(dataset, seed)), [])
+        for checkpoint in settings.checkpoints:
+            job = (dataset, seed, (checkpoint,))
+            after = (("train", dataset, seed, False), *needs)
+            tasks.append(Task(("plan", *job), functools.partial(_run, trained, job), after))
+    return tasks, tuning_keys
 
 
-def _tune_on_workers(
-    settings: RunSettings, tuning_pairs: list, pairs: list, workers: int, progress: bool
-) -> list:
-    """tune.train_seed with several workers: every training first (the tuning seeds', then the table's, so
-    no worker waits for β with nothing to do), then the tuning's plans spread over the workers. Returns the
-    choices per tuning pair, as `_tune_run` would (the same plans, in the same folders)."""
-    trainings = [(dataset, seed, True) for dataset, seed in tuning_pairs] + [(d, s, False) for d, s in pairs]
-    map_runs(functools.partial(_train_job, settings), trainings, workers, progress=progress)
-    entry, trained = OmegaConf.create(settings.entry), replace(settings, trained=True)
-    jobs = []
-    for dataset, seed in tuning_pairs:
-        _, tuning_run, _ = _trained_run(trained, dataset, seed, tuning=True, load=False)
-        alone = _runs_betas_alone(entry, tuning_run["ckpt_path"])
-        jobs += [(dataset, seed, name, betas, alone) for name, betas in _tuning_plans(settings.grids, alone)]
-    achieved = map_runs(functools.partial(_tuning_job, trained), jobs, workers, progress=progress)
-    return [
-        _choose(
-            entry.tune, settings.grids, [a for job, a in zip(jobs, achieved, strict=True) if job[:2] == pair]
-        )
-        for pair in tuning_pairs
-    ]
+def _recorded_hparams(train_cfg: DictConfig) -> dict:
+    """What a training with `train_cfg` records in its checkpoint for plan.py (planner set, evaluator), known
+    before it has trained."""
+    model = train_cfg.model
+    return {
+        "planner_set": model.get("planner_set", "default"),
+        "evaluator": OmegaConf.to_container(model.evaluator, resolve=True)
+        if model.get("evaluator")
+        else None,
+    }
 
 
 def _train_job(settings: RunSettings, job: tuple[str | None, int, bool]) -> None:
-    """Train (or reuse) one (dataset, seed, is the tuning seed) of an entry tuned on `tune.train_seed`."""
+    """Train (or reuse) one (dataset, seed, is the tuning seed) of an entry."""
     dataset, seed, tuning = job
     _trained_run(settings, dataset, seed, tuning, load=False)
 
 
-def _tuning_job(settings: RunSettings, job: tuple) -> dict[str, dict[str, float]]:
-    """One tuning plan (`_tuning_plan`) on a trained tuning seed: job = (dataset, seed, method, its β,
-    whether each β is planned alone)."""
-    dataset, seed, name, betas, alone = job
-    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, tuning=True, load=False)
+def _tuning_job(settings: RunSettings, job: tuple, _trained: None) -> dict[str, dict[str, float]]:
+    """One tuning plan (`_tuning_plan`) on a trained seed: job = (dataset, seed, is a tune.train_seed,
+    method, its β, whether each β is planned alone); `_trained` is its training task's result."""
+    dataset, seed, tuning, name, betas, alone = job
+    run_dir, trained, plan_once = _trained_run(settings, dataset, seed, tuning, load=False)
     return _tuning_plan(
         OmegaConf.create(settings.entry), run_dir, plan_once, trained["ckpt_path"], name, betas, alone
     )
 
 
-def _run(settings: RunSettings, job: tuple[str | None, int, tuple[str, ...]]) -> dict:
-    """One (dataset, seed, checkpoints) of a generic entry: train (or reuse the finished training), tune
-    (unless tuned once on `tune.train_seed`), plan every method on each of `checkpoints`. Returns plain
-    values (it may run in a worker process): `plans` (checkpoint → its plan payload; "best" is the last's
-    plan when the best checkpoint is the last one or none was kept, None if another job plans the last), the
-    tuning choices and, with "last", the distance estimator's errors (None without one)."""
+def _run(settings: RunSettings, job: tuple, _trained: None, *achieved: dict) -> dict:
+    """One (dataset, seed, checkpoints) of a generic entry, once trained (`_trained`, its training task's
+    result) and tuned (`achieved`: its tuning plans' results, none without tuning): plan every method on each
+    of `checkpoints` with the tuned β. Returns plain values (it may run in a worker process): `plans`
+    (checkpoint → its plan payload; "best" is the last's plan when the best checkpoint is the last one or none
+    was kept, None if another job plans the last), the tuning choices and, with "last", the distance
+    estimator's errors (None without one)."""
     (dataset, seed, checkpoints), entry = job, OmegaConf.create(settings.entry)
     # a job of the best checkpoint alone needs no system or data (`_best_checkpoint` reads the folder)
     load = "last" in checkpoints
@@ -213,12 +237,7 @@ def _run(settings: RunSettings, job: tuple[str | None, int, tuple[str, ...]]) ->
     if load and trained["system"].distance is not None:
         errors = _distance_errors(trained["system"].distance, trained["datamodule"], seed)
     last = trained["ckpt_path"]
-    if settings.tuned is not None:  # tuned once on tune.train_seed
-        tuned = settings.tuned[dataset]
-    elif settings.grids:
-        tuned = _tune(entry, settings.grids, run_dir, plan_once, last)
-    else:
-        tuned = {}
+    tuned = _choose(entry.tune, settings.grids, list(achieved)) if settings.grids else {}
     chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
     plans = {}
     for checkpoint in checkpoints:
@@ -349,30 +368,14 @@ def _check_tune(entry: DictConfig) -> dict[str, list[float]]:
     return _tune_grid(entry, list(planners))
 
 
-def _tune(
-    entry: DictConfig, grids: dict[str, list[float]], run_dir: Path, plan_once, ckpt: str
-) -> dict[str, dict]:
-    """Each method in `tune.methods` gets the β of `tune.betas` with the best `tune.metric` (default: the
-    lowest achieved cost; `tune.mode: max` for scores) on a separate task set or episode seed range
-    (`tune.task_seed`), planned with the checkpoint `ckpt` of this run: the table's own tasks and episodes
-    never choose a setting."""
-    alone = _runs_betas_alone(entry, ckpt)
-    achieved = [
-        _tuning_plan(entry, run_dir, plan_once, ckpt, name, betas, alone)
-        for name, betas in _tuning_plans(grids, alone)
-    ]
-    return _choose(entry.tune, grids, achieved)
-
-
-def _runs_betas_alone(entry: DictConfig, ckpt: str) -> bool:
-    """Whether the entry's plans of `ckpt` (`_plan_overrides`) run each β of a grid alone (the evaluator
-    does not stack them into one batch, e.g. MPC episodes): then a grid's β are planned apart, which gives
-    the same numbers and lets them spread over workers."""
-    from sgp_lightning.models import read_hparams
+def _runs_betas_alone(entry: DictConfig, hparams: dict) -> bool:
+    """Whether the entry's plans (`_plan_overrides`) of a checkpoint recording `hparams` run each β of a grid
+    alone (the evaluator does not stack them into one batch, e.g. MPC episodes): then a grid's β are planned
+    apart, which gives the same numbers and lets them spread over workers."""
     from sgp_lightning.plan import plan_evaluator
 
-    cfg = compose_plan_config(_plan_overrides(entry, ckpt, []))
-    return not plan_evaluator(cfg, read_hparams(ckpt).get("evaluator")).stack
+    cfg = compose_plan_config(_plan_overrides(entry, "unused", []), hparams)
+    return not plan_evaluator(cfg, hparams.get("evaluator")).stack
 
 
 def _tuning_plans(grids: dict[str, list[float]], alone: bool) -> list[tuple[str, list[float]]]:

@@ -104,6 +104,11 @@ class DistanceEstimator(PairModel):
     def set_data(self, datamodule) -> None:
         """The normalizer statistics, and the reference pairs from the training split (seeded subset)."""
         super().set_data(datamodule)
+        self.draw_reference(datamodule)
+
+    def draw_reference(self, datamodule) -> None:
+        """The reference pairs from the datamodule's training split, the seeded subset training draws; also
+        for an estimator loaded from a checkpoint, which does not hold them."""
         self.set_reference(datamodule.train_data, seed=getattr(datamodule, "seed", 0))
 
     def set_reference(self, data: dict[str, torch.Tensor], seed: int = 0) -> None:
