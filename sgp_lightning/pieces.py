@@ -189,12 +189,18 @@ def run_tasks(tasks: list[Task], workers: int = 1, progress: bool = False) -> di
             raise ValueError(f"task {task.key!r} is listed twice or before a task it takes a result from")
         listed.add(task.key)
     results = {}
-    bar = tqdm(total=len(tasks), desc="runs", disable=not progress)
-    if workers == 1 or len(tasks) == 1:
-        for task in tasks:
-            results[task.key] = task.function(*(results[key] for key in task.after))
-            bar.update()
-        return results
+    with tqdm(total=len(tasks), desc="runs", disable=not progress) as bar:
+        if workers == 1 or len(tasks) <= 1:
+            for task in tasks:
+                results[task.key] = task.function(*(results[key] for key in task.after))
+                bar.update()
+        else:
+            _run_on_workers(tasks, workers, results, bar.update)
+    return results
+
+
+def _run_on_workers(tasks: list[Task], workers: int, results: dict, finished_one: Callable) -> None:
+    """[`run_tasks`] in `workers` processes: fills `results`, calling `finished_one()` after each task."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -206,11 +212,10 @@ def run_tasks(tasks: list[Task], workers: int = 1, progress: bool = False) -> di
             for task in ready[: workers - len(running)]:
                 waiting.remove(task)
                 running[pool.submit(task.function, *(results[key] for key in task.after))] = task.key
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
                 results[running.pop(future)] = future.result()
-                bar.update()
-    return results
+                finished_one()
 
 
 def map_runs(function, items: list, workers: int = 1, progress: bool = False) -> list:
