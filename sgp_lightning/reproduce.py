@@ -405,7 +405,10 @@ def _tuning_plan(
 
 
 def _choose(tune: DictConfig, grids: dict[str, list[float]], achieved: list[dict]) -> dict[str, dict]:
-    """Each tuned method's β with the best metric over its grid, from the tuning plans' `achieved` values."""
+    """Each method in `tune.methods` gets the β of `tune.betas` with the best `tune.metric` (default: the
+    lowest achieved cost; `tune.mode: max` for scores), from the tuning plans' `achieved` values. Those
+    plans ran on a separate task set or episode seed range (`tune.task_seed`): the table's own tasks and
+    episodes never choose a setting."""
     merged = {name: {} for name in grids}
     for plan in achieved:
         for name, values in plan.items():

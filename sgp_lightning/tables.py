@@ -188,7 +188,7 @@ def best_beta(betas: Sequence[float], achieved: Mapping[str, float], mode: str |
 
 
 def tuning_record(entry: DictConfig, runs: dict, tuned_once: dict | None) -> dict | None:
-    """results.json's `tuning`: the tuning set, and each tuning's sweep and choice (`_tune`): per table seed,
+    """results.json's `tuning`: the tuning set, and each tuning's sweep and choice (`reproduce._choose`): per table seed,
     or per dataset when β was tuned once on `tune.train_seed`."""
     if not entry.get("tune"):
         return None
