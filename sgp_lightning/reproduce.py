@@ -223,15 +223,15 @@ def _tuning_job(settings: RunSettings, job: tuple, _trained: None) -> dict[str, 
 
 
 def _run(settings: RunSettings, job: tuple, _trained: None, *achieved: dict) -> dict:
-    """One (dataset, seed, checkpoints) of a generic entry, once trained (`_trained`, its training task's
-    result) and tuned (`achieved`: its tuning plans' results, none without tuning): plan every method on each
-    of `checkpoints` with the tuned β. Returns plain values (it may run in a worker process): `plans`
-    (checkpoint → its plan payload; "best" is the last's plan when the best checkpoint is the last one or none
-    was kept, None if another job plans the last), the tuning choices and, with "last", the distance
+    """One (dataset, seed, (checkpoint,)) of a generic entry, once trained (`_trained`, its training task's
+    result) and tuned (`achieved`: its tuning plans' results, none without tuning): plan every method on the
+    checkpoint (last or best) with the tuned β. Returns plain values (it may run in a worker process):
+    `plans` ({checkpoint: its plan payload}; for "best", None when the best checkpoint is the last one or
+    none was kept: `_gather` gives it the last's plan), the tuning choices and, for "last", the distance
     estimator's errors (None without one)."""
-    (dataset, seed, checkpoints), entry = job, OmegaConf.create(settings.entry)
-    # a job of the best checkpoint alone needs no system or data (`_best_checkpoint` reads the folder)
-    load = "last" in checkpoints
+    (dataset, seed, (checkpoint,)), entry = job, OmegaConf.create(settings.entry)
+    # a job of the best checkpoint needs no system or data (`_best_checkpoint` reads the folder)
+    load = checkpoint == "last"
     run_dir, trained, plan_once = _trained_run(settings, dataset, seed, load=load)
     errors = None
     if load and trained["system"].distance is not None:
@@ -239,16 +239,13 @@ def _run(settings: RunSettings, job: tuple, _trained: None, *achieved: dict) -> 
     last = trained["ckpt_path"]
     tuned = _choose(entry.tune, settings.grids, list(achieved)) if settings.grids else {}
     chosen = [f"planners.{name}.beta={result['beta']}" for name, result in tuned.items()]
-    plans = {}
-    for checkpoint in checkpoints:
-        ckpt = last if checkpoint == "last" else _best_checkpoint(run_dir, trained)
-        if checkpoint == "best" and (not ckpt or _same_step(Path(ckpt), Path(last))):
-            # the best checkpoint is the last one: planning it again repeats it (None: another job plans it)
-            plans["best"] = plans.get("last")
-            continue
-        plan_root = run_dir / ("plan" if checkpoint == "last" else f"plan_{checkpoint}")
-        plans[checkpoint] = plan_once(ckpt, plan_root / "methods", [*chosen, *settings.methods])
-    return {"plans": plans, "tuned": tuned, "distance_errors": errors}
+    ckpt = last if load else _best_checkpoint(run_dir)
+    if not load and (not ckpt or _same_step(Path(ckpt), Path(last))):
+        plan = None  # the best checkpoint is the last one: planning it again would repeat the last's plan
+    else:
+        plan_root = run_dir / ("plan" if load else f"plan_{checkpoint}")
+        plan = plan_once(ckpt, plan_root / "methods", [*chosen, *settings.methods])
+    return {"plans": {checkpoint: plan}, "tuned": tuned, "distance_errors": errors}
 
 
 def _gather(pairs: list, jobs: list, done: list) -> dict:
@@ -266,11 +263,9 @@ def _gather(pairs: list, jobs: list, done: list) -> dict:
     return {pair: runs[pair] for pair in pairs}
 
 
-def _best_checkpoint(run_dir: Path, trained: dict) -> str:
-    """ModelCheckpoint's best (lowest val/loss) checkpoint of a run: from the trainer, or, for a reused
-    run, the one epoch checkpoint it kept ("" if none)."""
-    if trained.get("trainer") is not None:
-        return trained["trainer"].checkpoint_callback.best_model_path
+def _best_checkpoint(run_dir: Path) -> str:
+    """ModelCheckpoint's best (lowest val/loss) checkpoint of a finished run: the one epoch checkpoint it
+    kept ("" if none)."""
     kept = sorted((run_dir / "checkpoints").glob("epoch_*.ckpt"))
     return str(kept[-1]) if kept else ""
 
