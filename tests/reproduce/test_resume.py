@@ -113,7 +113,7 @@ TUNED_ON_SEED_5 = [
 ]
 
 
-def test_a_grid_planned_one_beta_at_a_time_gives_the_whole_gridsresults_numbers(tmp_path):
+def test_a_grid_planned_one_beta_at_a_time_gives_the_whole_grids_numbers(tmp_path):
     """Where the evaluator runs each β alone (here stack_methods=false; the D4RL episodes), the tuning plans
     each β apart (so several workers can share them), into tune/sgp/beta_B, with the numbers of one plan of
     the whole grid (plan.py betas=[…]) on the same checkpoint."""
