@@ -4,8 +4,8 @@ Each commit is checked out into a temporary `git worktree` (this checkout's file
 runs from scratch (a fresh output_dir) as `python reproduce.py ENTRY output_dir=DIR OVERRIDES…` with
 `OMP_NUM_THREADS=1`, first at `--before`, then at `--after`, `--repeats` times over. Each run's wall time is
 the whole process's; the JSON gives every run, the medians and after / before, and whether every run's
-results.json holds the same numbers (all but times, paths and the machine). Without ENTRY or OVERRIDES it
-runs a shrunken hopper-medium D4RL entry with 2 workers (about 10 minutes a run on 2 cores): 20k
+results.json holds the same numbers (all but times, paths and the machine). OUT/progress.json holds each
+finished run's time as it finishes. Without ENTRY or OVERRIDES it runs a shrunken hopper-medium D4RL entry with 2 workers (about 10 minutes a run on 2 cores): 20k
 transitions, 4 epochs, 5 evaluation episodes of 100 steps, the entry's own tuning protocol.
 
 `--after-override KEY=VALUE` (repeatable) goes to the `--after` runs only: settings an older commit does not
@@ -123,6 +123,12 @@ def main() -> None:
                 print(f"{name} ({commits[name][:7]}), run {repeat + 1}", file=sys.stderr, flush=True)
                 own = overrides + (args.after_override if name == "after" else [])
                 runs[name].append(run_entry(trees[name], args.entry, own, out / f"{name}_{repeat + 1}"))
+                # each finished run's time kept on disk, so a run cut short (a session's end) loses none
+                progress = {name: [{k: run[k] for k in ("seconds", "returncode", "log")} for run in done]
+                            for name, done in runs.items()}  # fmt: skip
+                (out / "progress.json").write_text(
+                    json.dumps({"commits": commits, "runs": progress}, indent=1)
+                )
     finally:
         for tree in trees.values():
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
