@@ -5,8 +5,9 @@ runs from scratch (a fresh output_dir) as `python reproduce.py ENTRY output_dir=
 `OMP_NUM_THREADS=1`, first at `--before`, then at `--after`, `--repeats` times over. Each run's wall time is
 the whole process's; the JSON gives every run, the medians and after / before, and whether every run's
 results.json holds the same numbers (all but times, paths and the machine). OUT/progress.json holds each
-finished run's time as it finishes. Without ENTRY or OVERRIDES it runs a shrunken hopper-medium D4RL entry with 2 workers (about 10 minutes a run on 2 cores): 20k
-transitions, 4 epochs, 5 evaluation episodes of 100 steps, the entry's own tuning protocol.
+finished run's time as it finishes. Without ENTRY or OVERRIDES it runs a shrunken hopper-medium D4RL entry
+with 2 workers (about 10 minutes a run on 2 cores): 20k transitions, 4 epochs, 5 evaluation episodes of 100
+steps, the entry's own tuning protocol.
 
 `--after-override KEY=VALUE` (repeatable) goes to the `--after` runs only: settings an older commit does not
 have, such as `reproduce.workers=2`, or `reproduce.tune=null` to give a newer commit an older entry's work.
