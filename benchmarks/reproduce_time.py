@@ -125,8 +125,8 @@ def main() -> None:
                 own = overrides + (args.after_override if name == "after" else [])
                 runs[name].append(run_entry(trees[name], args.entry, own, out / f"{name}_{repeat + 1}"))
                 # each finished run's time kept on disk, so a run cut short (a session's end) loses none
-                progress = {name: [{k: run[k] for k in ("seconds", "returncode", "log")} for run in done]
-                            for name, done in runs.items()}  # fmt: skip
+                progress = {commit: [{k: run[k] for k in ("seconds", "returncode", "log")} for run in done]
+                            for commit, done in runs.items()}  # fmt: skip
                 (out / "progress.json").write_text(
                     json.dumps({"commits": commits, "runs": progress}, indent=1)
                 )
